@@ -1,0 +1,73 @@
+"""The one exception tree of the reconciler.
+
+Every error the tool raises on purpose derives from :class:`ReconcilerError`;
+the CLI turns it into a one-line message and a non-zero exit. Anything else
+escaping is a bug.
+
+    ReconcilerError
+    ├── SpecError            the desired state is invalid (carries every issue)
+    ├── ConfigError          the host config is missing or invalid
+    ├── UnsafePathError      a name or href would leave its root
+    ├── LockHeldError        another process holds the lock (names its pid)
+    ├── UpstreamError        the build system answered badly (names the URL)
+    │   └── IntegrityError   bytes do not match the metadata's size/checksum
+    ├── SignatureError       an RPM is unsigned or signed by an unlisted key
+    └── ComposeError         a compose could not finish (names the compose)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ReconcilerError(Exception):
+    """Base class of every expected failure."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a desired-state file, located by file and line."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message}"
+
+
+class SpecError(ReconcilerError):
+    """The desired state is invalid; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class ConfigError(ReconcilerError):
+    """The host config is missing or invalid."""
+
+
+class UnsafePathError(ReconcilerError):
+    """A name or path would escape the directory it must stay under."""
+
+
+class LockHeldError(ReconcilerError):
+    """Another process holds a lock."""
+
+
+class UpstreamError(ReconcilerError):
+    """The upstream build system could not be read (the message names the URL)."""
+
+
+class IntegrityError(UpstreamError):
+    """Downloaded bytes do not match the size or checksum in the metadata."""
+
+
+class SignatureError(ReconcilerError):
+    """An RPM's signature is missing or made by a key the SIG does not list."""
+
+
+class ComposeError(ReconcilerError):
+    """A compose did not finish."""

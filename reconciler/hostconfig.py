@@ -1,0 +1,73 @@
+"""The host config: where things are on this compose host (DESIGN.md section 4).
+
+Not in git. Found at ``--config FILE``, else ``$RECONCILER_CONFIG``, else
+``/etc/reconciler/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError, SpecError
+from .specfile import load_model
+
+DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GitConfig(_Model):
+    url: str
+    branch: str = "main"
+    path: str = "desired-state"
+    verify: Literal["none", "head", "strict"] = "none"
+
+
+class Roots(_Model):
+    compose: Path = Path("/mnt/compose")
+    staging: Path = Path("/mnt/repos-staging")
+    production: Path = Path("/mnt/repos-production")
+
+
+class DownloadConfig(_Model):
+    """How packages are fetched from the build system."""
+
+    workers: int = Field(default=8, ge=1, le=64)
+    retries: int = Field(default=4, ge=0, le=20)
+    backoff: float = Field(default=0.5, ge=0.0, le=60.0)
+    timeout: float = Field(default=60.0, gt=0.0)
+
+
+class HostConfig(_Model):
+    git: GitConfig | None = None
+    roots: Roots = Roots()
+    state_dir: Path = Path("/var/lib/reconciler")
+    upstream_base_url: str | None = None
+    interval: int = Field(default=300, ge=1)
+    download: DownloadConfig = DownloadConfig()
+
+
+def config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("RECONCILER_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_host_config(explicit: Path | None) -> HostConfig:
+    """Load the host config; a clear :class:`ConfigError` names the file and line."""
+    path = config_path(explicit)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: host config not found (pass --config FILE or set RECONCILER_CONFIG)"
+        )
+    try:
+        return load_model(path, HostConfig)
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,145 @@
+"""Reading and writing yum repository metadata, always through createrepo_c.
+
+Streaming: packages are parsed one at a time, so memory does not grow with
+the size of a repository beyond the small facts kept for selection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import createrepo_c as cr
+
+from .errors import UpstreamError
+from .selection import PackageFact
+
+#: Records whose content does not depend on package locations, carried over as they are.
+CARRIED_TYPES = frozenset({"group", "group_gz", "group_xz", "modules", "updateinfo", "productid"})
+_CHECKSUM_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
+
+
+@dataclass(frozen=True, slots=True)
+class MetaFile:
+    """One record of a ``repomd.xml``."""
+
+    type: str
+    href: str
+    checksum_type: str
+    checksum: str
+    size: int | None
+
+    @property
+    def plain_name(self) -> str:
+        """The file name without the checksum prefix of unique metadata file names."""
+        return _CHECKSUM_PREFIX.sub("", PurePosixPath(self.href).name)
+
+
+def parse_repomd(path: Path, source: str) -> list[MetaFile]:
+    """The records of a local ``repomd.xml``; ``source`` (a URL) names it in errors."""
+    try:
+        repomd = cr.Repomd(str(path))
+    except Exception as exc:  # createrepo_c raises plain exceptions for bad XML
+        raise UpstreamError(f"{source}: not a valid repomd.xml ({exc})") from exc
+    records = [
+        MetaFile(
+            type=str(r.type),
+            href=str(r.location_href),
+            checksum_type=str(r.checksum_type or "sha256"),
+            checksum=str(r.checksum),
+            size=int(r.size) if r.size else None,
+        )
+        for r in repomd.records
+    ]
+    if not any(r.type == "primary" for r in records):
+        raise UpstreamError(f"{source}: repomd.xml has no primary record")
+    return records
+
+
+def _fact(pkg: cr.Package) -> PackageFact:
+    href = str(pkg.location_href or "")
+    if pkg.location_base:
+        href = f"{pkg.location_base}/{href}"  # refused later by the href check
+    return PackageFact(
+        pkgid=str(pkg.pkgId),
+        checksum_type=str(pkg.checksum_type or "sha256"),
+        name=str(pkg.name),
+        epoch=str(pkg.epoch or "0"),
+        version=str(pkg.version),
+        release=str(pkg.release),
+        arch=str(pkg.arch),
+        size=int(pkg.size_package or 0),
+        href=href,
+        sourcerpm=str(pkg.rpm_sourcerpm or ""),
+    )
+
+
+def scan_primary(path: Path, source: str) -> list[PackageFact]:
+    """The facts of every package in a primary.xml(.gz|.zst|...), without file lists."""
+    facts: list[PackageFact] = []
+
+    def on_package(pkg: cr.Package) -> bool:
+        facts.append(_fact(pkg))
+        return True
+
+    try:
+        cr.xml_parse_primary(str(path), pkgcb=on_package, do_files=0)
+    except Exception as exc:
+        raise UpstreamError(f"{source}: cannot parse primary metadata ({exc})") from exc
+    return facts
+
+
+def repo_index(repo_dir: Path) -> dict[str, PackageFact]:
+    """``pkgid -> fact`` of an already composed local repo (for reuse by hardlink)."""
+    repomd = repo_dir / "repodata" / "repomd.xml"
+    if not repomd.is_file():
+        return {}
+    records = {r.type: r for r in parse_repomd(repomd, str(repomd))}
+    primary = repo_dir.joinpath(*PurePosixPath(records["primary"].href).parts)
+    return {f.pkgid: f for f in scan_primary(primary, str(primary))}
+
+
+def iter_packages(
+    primary: Path, filelists: Path | None, other: Path | None
+) -> Iterator[cr.Package]:
+    return iter(
+        cr.PackageIterator(
+            primary_path=str(primary),
+            filelists_path=str(filelists) if filelists else None,
+            other_path=str(other) if other else None,
+        )
+    )
+
+
+def write_repo(
+    repo_dir: Path,
+    packages: Iterator[cr.Package],
+    hrefs: Mapping[str, str],
+    extras: Sequence[tuple[str, Path]],
+    revision: str,
+) -> int:
+    """Write ``repo_dir/repodata`` for the packages whose pkgId is in ``hrefs``.
+
+    Each package's ``location_href`` becomes ``hrefs[pkgId]``. ``extras`` are
+    ``(record type, file)`` pairs carried into repodata as they are. Returns the
+    number of packages written.
+    """
+    writer = cr.RepositoryWriter(
+        str(repo_dir), num_packages=len(hrefs), compression=cr.GZ_COMPRESSION
+    )
+    writer.repomd.set_revision(revision)
+    written: set[str] = set()
+    for pkg in packages:
+        pkgid = str(pkg.pkgId)
+        if pkgid not in hrefs or pkgid in written:
+            continue
+        pkg.location_href = hrefs[pkgid]
+        pkg.location_base = None
+        writer.add_pkg(pkg)
+        written.add(pkgid)
+    for record_type, path in extras:
+        writer.add_repomd_metadata(record_type, str(path), use_compression=False)
+    writer.finish()
+    return len(written)

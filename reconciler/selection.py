@@ -1,0 +1,143 @@
+"""Which upstream packages a compose takes, and where they go. Pure: no I/O.
+
+``keep_versions`` keeps the newest N versions of each ``name.arch`` (0 keeps
+all), ordered by RPM's own version comparison.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cmp_to_key
+from pathlib import PurePosixPath
+
+from .errors import UnsafePathError
+from .names import safe_filename, safe_relpath
+
+
+@dataclass(frozen=True, slots=True)
+class PackageFact:
+    """What planning needs to know of one upstream package (from primary.xml)."""
+
+    pkgid: str
+    checksum_type: str
+    name: str
+    epoch: str
+    version: str
+    release: str
+    arch: str
+    size: int
+    href: str
+    sourcerpm: str = ""
+
+    @property
+    def filename(self) -> str:
+        return PurePosixPath(self.href).name
+
+    @property
+    def nevra(self) -> str:
+        return f"{self.name}-{self.epoch or '0'}:{self.version}-{self.release}.{self.arch}"
+
+
+def _segment(s: str, i: int, digits: bool) -> int:
+    while i < len(s) and (s[i].isdigit() if digits else s[i].isalpha()) and s[i].isascii():
+        i += 1
+    return i
+
+
+def rpmvercmp(a: str, b: str) -> int:  # noqa: PLR0912 - a faithful port reads best flat
+    """RPM's version comparison (a port of rpmvercmp), including ``~`` and ``^``."""
+    if a == b:
+        return 0
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while i < len(a) and not (a[i].isascii() and a[i].isalnum()) and a[i] not in "~^":
+            i += 1
+        while j < len(b) and not (b[j].isascii() and b[j].isalnum()) and b[j] not in "~^":
+            j += 1
+        ca, cb = a[i : i + 1], b[j : j + 1]
+        if ca == "~" or cb == "~":
+            if ca != "~":
+                return 1
+            if cb != "~":
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if ca == "^" or cb == "^":
+            if not ca:
+                return -1
+            if not cb:
+                return 1
+            if ca != "^":
+                return 1
+            if cb != "^":
+                return -1
+            i, j = i + 1, j + 1
+            continue
+        if not (ca and cb):
+            break
+        digits = ca.isdigit()
+        ei, ej = _segment(a, i, digits), _segment(b, j, digits)
+        sa, sb = a[i:ei], b[j:ej]
+        if not sb:
+            return 1 if digits else -1
+        if digits:
+            sa, sb = sa.lstrip("0"), sb.lstrip("0")
+            if len(sa) != len(sb):
+                return 1 if len(sa) > len(sb) else -1
+        if sa != sb:
+            return 1 if sa > sb else -1
+        i, j = ei, ej
+    if i >= len(a) and j >= len(b):
+        return 0
+    return -1 if i >= len(a) else 1
+
+
+def compare_evr(a: PackageFact, b: PackageFact) -> int:
+    for x, y in ((a.epoch or "0", b.epoch or "0"), (a.version, b.version), (a.release, b.release)):
+        c = rpmvercmp(x, y)
+        if c:
+            return c
+    return 0
+
+
+def check_href(fact: PackageFact) -> PurePosixPath:
+    """Refuse a location_href that leaves the repo or does not name an RPM."""
+    path = safe_relpath(fact.href)
+    safe_filename(path.name)
+    if not path.name.endswith(".rpm"):
+        raise UnsafePathError(f"location {fact.href!r} does not name an .rpm file")
+    return path
+
+
+def select(facts: Iterable[PackageFact], keep_versions: int) -> list[PackageFact]:
+    """The packages to compose: newest ``keep_versions`` per name.arch, sorted by file name.
+
+    Duplicate records of the same package (same pkgid) are taken once.
+    """
+    groups: dict[tuple[str, str], dict[str, PackageFact]] = defaultdict(dict)
+    for fact in facts:
+        groups[(fact.name, fact.arch)].setdefault(fact.pkgid, fact)
+    chosen: list[PackageFact] = []
+    for versions in groups.values():
+        ordered = sorted(versions.values(), key=cmp_to_key(compare_evr), reverse=True)
+        chosen.extend(ordered if keep_versions == 0 else ordered[:keep_versions])
+    return sorted(chosen, key=lambda f: (f.filename, f.pkgid))
+
+
+def target_href(filename: str, hashed: bool) -> str:
+    """Where a package lives in the composed repo: ``Packages/<l>/<file>`` when hashed."""
+    safe_filename(filename)
+    return f"Packages/{filename[0].lower()}/{filename}" if hashed else f"Packages/{filename}"
+
+
+def duplicate_targets(facts: Iterable[PackageFact], hashed: bool) -> list[str]:
+    """Target paths claimed by two different packages (same file name, other bytes)."""
+    seen: dict[str, str] = {}
+    dups: list[str] = []
+    for fact in facts:
+        href = target_href(fact.filename, hashed)
+        if seen.setdefault(href, fact.pkgid) != fact.pkgid:
+            dups.append(href)
+    return dups

@@ -1,0 +1,213 @@
+"""Reading the build system over HTTP: small files, and verified package downloads.
+
+Every error names the URL. Transient faults (connection refused or dropped,
+timeouts, HTTP 5xx/429, bytes that fail their checksum) are retried with
+exponential backoff and jitter; a 4xx is final at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from .errors import IntegrityError, UpstreamError
+from .fsutil import tmp_name
+from .hostconfig import DownloadConfig
+
+T = TypeVar("T")
+_CHUNK = 1 << 20
+_HASH_NAMES = {"sha": "sha1", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256",
+               "sha384": "sha384", "sha512": "sha512", "md5": "md5"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the metadata says a file must be."""
+
+    checksum_type: str
+    checksum: str
+    size: int | None = None
+
+
+def new_hash(checksum_type: str) -> hashlib._Hash:
+    name = _HASH_NAMES.get(checksum_type.lower())
+    if name is None:
+        raise IntegrityError(f"unsupported checksum type {checksum_type!r}")
+    return hashlib.new(name)
+
+
+def file_matches(path: Path, expected: Expected) -> bool:
+    """True when the file on disk has the expected size and checksum."""
+    try:
+        if expected.size is not None and path.stat().st_size != expected.size:
+            return False
+        digest = new_hash(expected.checksum_type)
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == expected.checksum.lower()
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, integrity: bool = False) -> None:
+        super().__init__(message)
+        self.integrity = integrity
+
+
+@dataclass
+class FetchStats:
+    """Counters of what this client asked the upstream for (thread-safe)."""
+
+    requests: int = 0
+    bytes: int = 0
+    files: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, requests: int = 0, nbytes: int = 0, files: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes += nbytes
+            self.files += files
+
+
+class Upstream:
+    """An HTTP client for one compose; safe to share between download threads."""
+
+    def __init__(
+        self,
+        config: DownloadConfig,
+        log: logging.Logger | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log or logging.getLogger(__name__)
+        self.stats = FetchStats()
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 15.0)),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=config.workers + 2),
+            headers={"User-Agent": "sig-reconciler"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Upstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- retry loop ---------------------------------------------------------------
+
+    def _retry(self, url: str, attempt_once: Callable[[], T]) -> T:
+        last = ""
+        integrity = False
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                delay = self.config.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
+                self.log.warning("retry %d/%d of %s in %.2fs: %s",
+                                 attempt, self.config.retries, url, delay, last)  # fmt: skip
+                time.sleep(delay)
+            try:
+                return attempt_once()
+            except _Retryable as exc:
+                last, integrity = str(exc), exc.integrity
+        error = IntegrityError if integrity else UpstreamError
+        raise error(f"{url}: {last} (gave up after {self.config.retries + 1} attempts)")
+
+    def _check_status(self, url: str, response: httpx.Response) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        reason = f"HTTP {code} {response.reason_phrase}".strip()
+        if code >= 500 or code == 429:
+            raise _Retryable(reason)
+        raise UpstreamError(f"{url}: {reason}")
+
+    # -- small files ----------------------------------------------------------------
+
+    def get(self, url: str) -> bytes:
+        """GET a small file into memory (repomd.xml), retrying transient faults."""
+
+        def once() -> bytes:
+            self.stats.add(requests=1)
+            try:
+                response = self._client.get(url)
+            except httpx.TransportError as exc:
+                raise _Retryable(_describe(exc)) from exc
+            self._check_status(url, response)
+            self.stats.add(nbytes=len(response.content))
+            return response.content
+
+        return self._retry(url, once)
+
+    # -- verified downloads -----------------------------------------------------
+
+    def download(self, url: str, dest: Path, expected: Expected) -> int:
+        """Stream ``url`` to ``dest`` via a temporary name; verify size and checksum.
+
+        Returns the number of bytes written. ``dest`` appears only when verified.
+        """
+
+        def once() -> int:
+            tmp = tmp_name(dest)
+            try:
+                n = self._stream(url, tmp, expected)
+                tmp.replace(dest)
+                return n
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        n = self._retry(url, once)
+        self.stats.add(files=1)
+        return n
+
+    def _stream(self, url: str, tmp: Path, expected: Expected) -> int:
+        digest = new_hash(expected.checksum_type)
+        written = 0
+        self.stats.add(requests=1)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with self._client.stream("GET", url) as response:
+                    self._check_status(url, response)
+                    for chunk in response.iter_bytes(_CHUNK):
+                        written += len(chunk)
+                        if expected.size is not None and written > expected.size:
+                            raise _Retryable(f"more than the expected {expected.size} bytes", True)
+                        digest.update(chunk)
+                        out.write(chunk)
+            except httpx.TransportError as exc:
+                raise _Retryable(_describe(exc)) from exc
+            finally:
+                self.stats.add(nbytes=written)
+        if expected.size is not None and written != expected.size:
+            raise _Retryable(f"size {written} does not match the metadata's {expected.size}", True)
+        got = digest.hexdigest()
+        if got != expected.checksum.lower():
+            raise _Retryable(
+                f"{expected.checksum_type} {got} does not match the metadata's {expected.checksum}",
+                True,
+            )
+        return written
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    kind = type(exc).__name__
+    text = str(exc) or kind
+    return f"{kind}: {text}" if kind not in text else text

@@ -1,0 +1,171 @@
+"""Shared fixtures: a real upstream over HTTP, a desired-state folder, a host config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler import sampleupstream as su
+from reconciler.cli import main
+from reconciler.hostconfig import HostConfig, load_host_config
+from reconciler.specfile import load_spec
+
+PROJECT_ID = "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14"
+REPOS: dict[str, list[str]] = {"core-common": ["x86_64", "aarch64"], "core-infra": ["x86_64"]}
+
+
+@dataclass
+class Upstream:
+    """A sample build system: its tree on disk and the HTTP server in front of it."""
+
+    root: Path
+    server: su.UpstreamServer
+
+    def repo_dir(self, repo: str, arch: str) -> Path:
+        return su.upstream_repo_dir(self.root, PROJECT_ID, repo, arch)
+
+    def path(self, repo: str, arch: str, rel: str = "") -> str:
+        """The URL path the server sees for a file of an upstream repo."""
+        tail = f"/{rel}" if rel else ""
+        return f"/{PROJECT_ID}/repo/{repo}/{arch}{tail}"
+
+    def rpm_requests(self) -> list[str]:
+        return [p for p in self.server.requests if p.endswith(".rpm")]
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    root = tmp_path / "upstream"
+    su.build_upstream(root, PROJECT_ID, REPOS, extras_for=["core-common"])
+    with su.UpstreamServer(root) as server:
+        yield Upstream(root, server)
+
+
+@dataclass
+class DesiredState:
+    """A desired-state folder the test can rewrite."""
+
+    path: Path
+    release: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, **overrides: Any) -> None:
+        rel: dict[str, Any] = {
+            "project_id": PROJECT_ID,
+            "gpg_keys": [su.SAMPLE_KEY.name],
+            "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
+            "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
+            "staging": "latest",
+            "production": None,
+        }
+        rel.update(overrides)
+        self.release = rel
+        doc = {"sig": "core", "releases": {"9": rel}}
+        (self.path / "sigs" / "core.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def spec(self) -> Any:
+        return load_spec(self.path)
+
+
+@pytest.fixture
+def desired_state(tmp_path: Path) -> DesiredState:
+    path = tmp_path / "desired-state"
+    (path / "sigs").mkdir(parents=True)
+    (path / "keys").mkdir()
+    shutil.copy(su.SAMPLE_KEY, path / "keys" / su.SAMPLE_KEY.name)
+    (path / "defaults.yaml").write_text(
+        textwrap.dedent(
+            """\
+            upstream:
+              base_url: https://build.invalid/v1/projects
+              url_template: "{base_url}/{project_id}/repo/{repo}/{arch}"
+            publish: {category: mirror/pub/sig, delete_grace: 24h}
+            compose: {keep_composes: 5}
+            promotion: {require_staged: true, min_soak: 0h}
+            releases:
+              "9": {arches: [x86_64, aarch64, ppc64le, s390x]}
+            """
+        )
+    )
+    ds = DesiredState(path)
+    ds.write()
+    return ds
+
+
+@dataclass
+class Host:
+    config_path: Path
+    root: Path
+
+    @property
+    def config(self) -> HostConfig:
+        return load_host_config(self.config_path)
+
+    @property
+    def compose_root(self) -> Path:
+        return self.root / "compose"
+
+
+def write_host_config(root: Path, base_url: str, **extra: Any) -> Path:
+    conf = {
+        "roots": {
+            "compose": str(root / "compose"),
+            "staging": str(root / "staging"),
+            "production": str(root / "production"),
+        },
+        "state_dir": str(root / "state"),
+        "upstream_base_url": base_url,
+        "download": {"workers": 4, "retries": 2, "backoff": 0.01, "timeout": 10},
+        **extra,
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+@pytest.fixture
+def host(tmp_path: Path, upstream: Upstream) -> Host:
+    root = tmp_path / "host"
+    root.mkdir()
+    return Host(write_host_config(root, upstream.server.base_url), root)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run the real CLI entry point in-process: ``cli("validate", dir)``."""
+
+    def run(*args: str | os.PathLike[str]) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file and link under ``root`` with its content digest (to prove nothing changed)."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            st = path.stat()
+            out[rel] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {st.st_mtime_ns}"
+    return out
