@@ -28,9 +28,21 @@ See DESIGN.md and the README for the desired-state schema."""
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="host config file (default: $RECONCILER_CONFIG "
-                   "or /etc/reconciler/config.yaml)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="host config file (default: $RECONCILER_CONFIG or /etc/reconciler/config.yaml)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def _add_spec_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--desired-state",
+        type=Path,
+        metavar="DIR",
+        help="use this desired-state folder instead of the git source",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a desired-state folder and print every problem as FILE:LINE: "
         "message. Exit 0 when valid, 1 when not.",
     )
-    p.add_argument("directory", nargs="?", type=Path, default=Path("desired-state"),
-                   help="the desired-state folder (default: ./desired-state)")  # fmt: skip
+    p.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=Path("desired-state"),
+        help="the desired-state folder (default: ./desired-state)",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -63,17 +80,98 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sig", help="SIG name, e.g. core")
     p.add_argument("release", help="release, e.g. 9")
-    p.add_argument("--repo", action="append", dest="repos", metavar="REPO",
-                   help="only this repo (repeatable)")  # fmt: skip
-    p.add_argument("--arch", action="append", dest="arches", metavar="ARCH",
-                   help="only this arch (repeatable)")  # fmt: skip
-    p.add_argument("--desired-state", type=Path, metavar="DIR",
-                   help="desired-state folder (default: the git checkout)")  # fmt: skip
+    p.add_argument(
+        "--repo", action="append", dest="repos", metavar="REPO", help="only this repo (repeatable)"
+    )
+    p.add_argument(
+        "--arch", action="append", dest="arches", metavar="ARCH", help="only this arch (repeatable)"
+    )
+    p.add_argument(
+        "--desired-state",
+        type=Path,
+        metavar="DIR",
+        help="desired-state folder (default: the git checkout)",
+    )
     sig = p.add_mutually_exclusive_group()
-    sig.add_argument("--check-signatures", dest="check_signatures", action="store_true",
-                     default=None, help="verify RPM signatures against the SIG's keys")  # fmt: skip
-    sig.add_argument("--no-check-signatures", dest="check_signatures", action="store_false",
-                     help="do not verify RPM signatures")  # fmt: skip
+    sig.add_argument(
+        "--check-signatures",
+        dest="check_signatures",
+        action="store_true",
+        default=None,
+        help="verify RPM signatures against the SIG's keys",
+    )
+    sig.add_argument(
+        "--no-check-signatures",
+        dest="check_signatures",
+        action="store_false",
+        help="do not verify RPM signatures",
+    )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "plan",
+        help="what a pass would do, each action with its reason",
+        description="Fetch the desired state, observe the trees and the upstream, and print "
+        "the plan. Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.",
+    )
+    p.add_argument("--out", type=Path, help="also save the plan (JSON) for `apply PLANFILE`")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    _add_spec_option(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "apply",
+        help="plan and apply (or apply a saved plan)",
+        description="Plan and apply under the state lock. With PLANFILE, apply that saved "
+        "plan, refusing it when the git revision or the observed trees changed since. Exit 0 "
+        "when converged, 1 when an action failed or a target is blocked.",
+    )
+    p.add_argument("planfile", nargs="?", type=Path, help="a plan saved by `plan --out`")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for a running apply instead of failing"
+    )
+    _add_spec_option(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "run",
+        help="the loop: fetch git, plan, apply, sleep",
+        description="Reconcile every `interval` seconds (host config), waking early when the "
+        "trigger file or a local desired-state repository changes. SIGTERM finishes the "
+        "current action and exits.",
+    )
+    p.add_argument("--once", action="store_true", help="one pass, then exit (0 ok, 1 not)")
+    _add_spec_option(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "status",
+        help="per SIG, release and stage: desired, actual, state",
+        description="The state of every target as of the last pass.",
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "history",
+        help="what was applied, when, from which commit, by whom",
+        description="Every action applied, newest first.",
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--limit", type=int, default=None, help="at most this many entries")
+    p.add_argument("--sig", help="only this SIG")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "state",
+        help="maintain the state database",
+        description="`state rebuild` recreates the state database from the "
+        "trees when it is lost or corrupt (history is lost; what each staging "
+        "and production target holds is found by comparing repomd.xml files).",
+    )
+    p.add_argument("action", choices=["rebuild", "check"])
+    _add_spec_option(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -105,7 +203,7 @@ def _spec_dir(args: argparse.Namespace) -> Path:
     host = load_host_config(args.config)
     if host.git is None:
         raise ConfigError("no --desired-state given and the host config has no git section")
-    return host.state_dir / "checkout" / host.git.path
+    return host.state_dir / "checkout"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -158,13 +256,149 @@ def describe_result(result: ComposeResult) -> str:
     return line
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .hostconfig import load_host_config
+    from .reconciling import run_pass
+    from .reporting import plan_json, plan_markdown, plan_text
+    from .state import StateDB
+
+    host = load_host_config(args.config)
+    with StateDB.open(host.state_dir) as state:
+        result = run_pass(host, state, apply=False, spec_dir=args.desired_state)
+    p = result.plan
+    if result.source.problems:
+        from .planning import with_errors
+
+        p = with_errors(p, *result.source.problems)
+    if args.out:
+        from .fsutil import atomic_write
+
+        atomic_write(args.out, p.to_json())
+    render = {"text": plan_text, "json": plan_json, "markdown": plan_markdown}[args.format]
+    print(render(p), end="" if args.format != "text" else "\n")
+    return 2 if p.has_changes else 0
+
+
+def _confirm(text: str) -> bool:
+    if not sys.stdin.isatty():
+        return True
+    print(text)
+    return input("Apply this plan? [y/N] ").strip().lower() in {"y", "yes"}
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .errors import PlanError
+    from .hostconfig import load_host_config
+    from .planning import Plan
+    from .progress import reporter_for_terminal
+    from .reconciling import apply_lock, run_pass
+    from .reporting import plan_text
+    from .state import StateDB
+
+    host = load_host_config(args.config)
+    saved = None
+    if args.planfile is not None:
+        try:
+            saved = Plan.from_json(args.planfile.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PlanError(f"{args.planfile}: not a readable plan ({exc})") from exc
+    with apply_lock(host, wait=args.wait), StateDB.open(host.state_dir) as state:
+        if not args.yes and sys.stdin.isatty():
+            preview = run_pass(host, state, apply=False, spec_dir=args.desired_state, saved=saved)
+            if not _confirm(plan_text(preview.plan)):
+                print("not applied")
+                return 1
+            saved = preview.plan
+        result = run_pass(
+            host,
+            state,
+            apply=True,
+            spec_dir=args.desired_state,
+            saved=saved,
+            reporter=reporter_for_terminal(),
+        )
+    assert result.applied is not None
+    for r in result.applied.results:
+        mark = {"ok": "done", "failed": "FAILED", "skipped": "skipped"}[r.result]
+        print(f"{mark}: {r.action.describe()}" + (f": {r.error}" if r.error else ""))
+    if not result.plan.actions:
+        print("nothing to do")
+    blocked = [v for v in result.plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    for v in blocked:
+        print(f"{v.state}: {v.sig} {v.release} {v.stage}: {v.reason}")
+    return 0 if result.ok and not blocked else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .hostconfig import load_host_config
+    from .running import Loop
+
+    return Loop(load_host_config(args.config), args.desired_state).run(once=args.once)
+
+
+def _source_summary(state: object) -> dict[str, object]:
+    import json
+
+    from .reconciling import META_GOOD, META_PROBLEMS
+    from .state import StateDB
+
+    assert isinstance(state, StateDB)
+    problems = json.loads(state.get_meta(META_PROBLEMS) or "[]")
+    return {"revision": state.get_meta(META_GOOD), "problems": problems}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .hostconfig import load_host_config
+    from .reporting import print_status
+    from .state import StateDB
+
+    host = load_host_config(args.config)
+    with StateDB.open(host.state_dir) as state:
+        print_status(state.statuses(), _source_summary(state), args.format)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .hostconfig import load_host_config
+    from .reporting import print_history
+    from .state import StateDB
+
+    host = load_host_config(args.config)
+    with StateDB.open(host.state_dir) as state:
+        print_history(state.history(args.limit, sig=args.sig), args.format)
+    return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from .hostconfig import load_host_config
+    from .rebuilding import check_state, rebuild_state
+
+    host = load_host_config(args.config)
+    if args.action == "check":
+        print(check_state(host))
+        return 0
+    for line in rebuild_state(host, args.desired_state):
+        print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.dir)
 
 
-COMMANDS = {"validate": cmd_validate, "compose": cmd_compose, "demo": cmd_demo}
+COMMANDS = {
+    "validate": cmd_validate,
+    "compose": cmd_compose,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "run": cmd_run,
+    "status": cmd_status,
+    "history": cmd_history,
+    "state": cmd_state,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

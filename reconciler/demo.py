@@ -106,8 +106,9 @@ def run_demo(directory: Path | None) -> int:
             return 1
 
         update = su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")
-        su.add_packages(su.upstream_repo_dir(upstream_root, PROJECT_ID, "demo-common", "x86_64"),
-                        [update])  # fmt: skip
+        su.add_packages(
+            su.upstream_repo_dir(upstream_root, PROJECT_ID, "demo-common", "x86_64"), [update]
+        )
         print(f"\n   upstream update: {update.name} published to demo-common/x86_64")
         second = compose(spec, spec_dir, host, request)
         _show("2. second compose: only the changed package is downloaded", second)
@@ -116,7 +117,8 @@ def run_demo(directory: Path | None) -> int:
 
     latest = host.roots.compose / "9" / "latest-SIG-demo-9"
     repo = latest / "compose" / "9" / "demo" / "x86_64" / "demo-common"
-    print(textwrap.dedent(f"""
+    print(
+        textwrap.dedent(f"""
         == Where to look
            composes:         {host.roots.compose / "9"}
            latest compose:   {latest} -> {second.compose_id}
@@ -128,6 +130,7 @@ def run_demo(directory: Path | None) -> int:
            dnf --installroot=/tmp/demo-root --setopt=reposdir=/dev/null --releasever=9 \\
                --repofrompath=demo,{repo.as_uri()} --repo=demo \\
                --setopt=demo.gpgkey={(repo / su.SAMPLE_KEY.name).as_uri()} install sig-hello
-        """))  # fmt: skip
+        """)
+    )
     print("The sample server has stopped; nothing is left running.")
     return 0

@@ -12,7 +12,13 @@ escaping is a bug.
     ├── UpstreamError        the build system answered badly (names the URL)
     │   └── IntegrityError   bytes do not match the metadata's size/checksum
     ├── SignatureError       an RPM is unsigned or signed by an unlisted key
-    └── ComposeError         a compose could not finish (names the compose)
+    ├── ComposeError         a compose could not finish (names the compose)
+    ├── SourceError          the desired-state git repository
+    │   ├── SourceUnavailable    cannot be fetched (names the URL)
+    │   └── SourceRejected       fetched, but refused (rewritten, unsigned, ...)
+    ├── StateError           the state database is missing, corrupt or too new
+    ├── PlanError            a saved plan cannot be applied (stale, unreadable)
+    └── PublishError         a staging or production tree could not be updated
 """
 
 from __future__ import annotations
@@ -71,3 +77,27 @@ class SignatureError(ReconcilerError):
 
 class ComposeError(ReconcilerError):
     """A compose did not finish."""
+
+
+class SourceError(ReconcilerError):
+    """The desired-state git repository could not be used."""
+
+
+class SourceUnavailable(SourceError):
+    """The remote could not be fetched; the message names the URL."""
+
+
+class SourceRejected(SourceError):
+    """The fetched revision is refused: history rewritten, or a bad or missing signature."""
+
+
+class StateError(ReconcilerError):
+    """The state database is missing, corrupt or of an unknown schema version."""
+
+
+class PlanError(ReconcilerError):
+    """A saved plan cannot be applied (stale or unreadable)."""
+
+
+class PublishError(ReconcilerError):
+    """A staging or production tree could not be updated."""

@@ -23,10 +23,22 @@ class _Model(BaseModel):
 
 
 class GitConfig(_Model):
+    """The desired-state repository and how much to trust it."""
+
     url: str
     branch: str = "main"
     path: str = "desired-state"
+    #: none: take any commit; head: the fetched head must carry a good signature;
+    #: strict: every commit since the last applied one must.
     verify: Literal["none", "head", "strict"] = "none"
+    #: SSH signatures: an allowed_signers file (ssh-keygen format).
+    allowed_signers: Path | None = None
+    #: GPG signatures: a file of armored public keys that may sign.
+    gpg_keys: Path | None = None
+    #: Accept a branch that is not a fast-forward of the last applied revision.
+    allow_rewrite: bool = False
+    #: Seconds a fetch may take.
+    timeout: float = Field(default=120.0, gt=0)
 
 
 class Roots(_Model):

@@ -12,6 +12,19 @@ from .errors import LockHeldError
 
 
 @contextmanager
+def waiting_lock(path: Path, what: str) -> Iterator[None]:
+    """Like :func:`exclusive_lock`, but waits for the holder to finish."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` for the block; raise at once if taken.
 

@@ -26,8 +26,15 @@ from .hostconfig import DownloadConfig
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
-_HASH_NAMES = {"sha": "sha1", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256",
-               "sha384": "sha384", "sha512": "sha512", "md5": "md5"}  # fmt: skip
+_HASH_NAMES = {
+    "sha": "sha1",
+    "sha1": "sha1",
+    "sha224": "sha224",
+    "sha256": "sha256",
+    "sha384": "sha384",
+    "sha512": "sha512",
+    "md5": "md5",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +127,9 @@ class Upstream:
         for attempt in range(self.config.retries + 1):
             if attempt:
                 delay = self.config.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
-                self.log.warning("retry %d/%d of %s in %.2fs: %s",
-                                 attempt, self.config.retries, url, delay, last)  # fmt: skip
+                self.log.warning(
+                    "retry %d/%d of %s in %.2fs: %s", attempt, self.config.retries, url, delay, last
+                )
                 time.sleep(delay)
             try:
                 return attempt_once()
@@ -153,6 +161,32 @@ class Upstream:
             self._check_status(url, response)
             self.stats.add(nbytes=len(response.content))
             return response.content
+
+        return self._retry(url, once)
+
+    def get_if_changed(
+        self, url: str, etag: str | None, last_modified: str | None
+    ) -> tuple[bytes | None, str | None, str | None]:
+        """A conditional GET: ``(None, etag, last_modified)`` when unchanged (HTTP 304),
+        else the new body and its validators. An unchanged file costs one small response."""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+
+        def once() -> tuple[bytes | None, str | None, str | None]:
+            self.stats.add(requests=1)
+            try:
+                response = self._client.get(url, headers=headers)
+            except httpx.TransportError as exc:
+                raise _Retryable(_describe(exc)) from exc
+            if response.status_code == 304:
+                return None, etag, last_modified
+            self._check_status(url, response)
+            self.stats.add(nbytes=len(response.content))
+            validators = response.headers.get("ETag"), response.headers.get("Last-Modified")
+            return response.content, *validators
 
         return self._retry(url, once)
 

@@ -20,8 +20,9 @@ from .conftest import DesiredState, Host, Upstream, tree_digest
 
 
 def run_compose(cli: Any, host: Host, ds: DesiredState, *extra: str) -> Any:
-    return cli("compose", "core", "9", "--config", host.config_path,
-               "--desired-state", ds.path, *extra)  # fmt: skip
+    return cli(
+        "compose", "core", "9", "--config", host.config_path, "--desired-state", ds.path, *extra
+    )
 
 
 def compose_dirs(host: Host) -> list[Path]:
@@ -62,10 +63,15 @@ def test_compose_makes_the_documented_tree(
 
     tree = sig_tree(cdir)
     expected_repos = {
-        "x86_64/core-common", "x86_64/core-common-debug", "aarch64/core-common",
-        "aarch64/core-common-debug", "source/core-common", "x86_64/core-infra",
-        "x86_64/core-infra-debug", "source/core-infra",
-    }  # fmt: skip
+        "x86_64/core-common",
+        "x86_64/core-common-debug",
+        "aarch64/core-common",
+        "aarch64/core-common-debug",
+        "source/core-common",
+        "x86_64/core-infra",
+        "x86_64/core-infra-debug",
+        "source/core-infra",
+    }
     found = {str(p.parent.parent.relative_to(tree)) for p in tree.glob("*/*/repodata/repomd.xml")}
     assert found == expected_repos
     # hashed layout, newest version only (keep_versions: 1), noarch beside the arch packages
@@ -174,9 +180,13 @@ def test_second_compose_downloads_only_the_changed_package(
     ],
 )
 def test_keep_versions(
-    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream,
-    keep: int, expected: list[str],
-) -> None:  # fmt: skip
+    cli: Any,
+    host: Host,
+    desired_state: DesiredState,
+    upstream: Upstream,
+    keep: int,
+    expected: list[str],
+) -> None:
     su.add_packages(
         upstream.repo_dir("core-common", "x86_64"), [su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")]
     )
@@ -228,7 +238,8 @@ def test_unknown_repo_or_sig_is_a_clear_error(
 ) -> None:
     result = run_compose(cli, host, desired_state, "--repo", "nope")
     assert result.code == 1 and "has no repo nope" in result.err
-    result = cli("compose", "cloud", "9", "--config", host.config_path,
-                 "--desired-state", desired_state.path)  # fmt: skip
+    result = cli(
+        "compose", "cloud", "9", "--config", host.config_path, "--desired-state", desired_state.path
+    )
     assert result.code == 1 and "no SIG 'cloud'" in result.err
     assert not (host.compose_root / "9").exists() or not compose_dirs(host)

@@ -49,8 +49,9 @@ def assert_failed_safely(result: Any, host: Host, earlier: Any, *fragments: str)
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_repomd_error(cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream,
-                      earlier: Any, status: int) -> None:  # fmt: skip
+def test_repomd_error(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any, status: int
+) -> None:
     path = upstream.path("core-infra", "x86_64", "repodata/repomd.xml")
     upstream.server.fail(path, status)
     result = run_compose(cli, host, desired_state)
@@ -60,24 +61,27 @@ def test_repomd_error(cli: Any, host: Host, desired_state: DesiredState, upstrea
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_package_error(cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream,
-                       earlier: Any, status: int) -> None:  # fmt: skip
+def test_package_error(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any, status: int
+) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     upstream.server.fail(path, status)
     result = run_compose(cli, host, desired_state)
     assert_failed_safely(result, host, earlier, upstream.server.url(path), f"HTTP {status}")
 
 
-def test_corrupt_package(cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream,
-                         earlier: Any) -> None:  # fmt: skip
+def test_corrupt_package(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     upstream.server.corrupt(path)
     result = run_compose(cli, host, desired_state)
     assert_failed_safely(result, host, earlier, upstream.server.url(path), "does not match")
 
 
-def test_dropped_connection_every_time(cli: Any, host: Host, desired_state: DesiredState,
-                                       upstream: Upstream, earlier: Any) -> None:  # fmt: skip
+def test_dropped_connection_every_time(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     upstream.server.truncate(path, 100)
     result = run_compose(cli, host, desired_state)
@@ -85,8 +89,9 @@ def test_dropped_connection_every_time(cli: Any, host: Host, desired_state: Desi
 
 
 @pytest.mark.parametrize("fault", ["truncate", "status", "corrupt"])
-def test_transient_faults_are_retried(cli: Any, host: Host, desired_state: DesiredState,
-                                      upstream: Upstream, earlier: Any, fault: str) -> None:  # fmt: skip
+def test_transient_faults_are_retried(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any, fault: str
+) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     if fault == "truncate":
         upstream.server.truncate(path, 100, times=1)
@@ -103,9 +108,15 @@ def test_transient_faults_are_retried(cli: Any, host: Host, desired_state: Desir
 @pytest.mark.parametrize(
     ("rpm_set", "fragment"), [("unsigned", "unsigned"), ("otherkey", "NOT OK")]
 )
-def test_bad_signature_dooms_the_compose(cli: Any, host: Host, desired_state: DesiredState,
-                                         upstream: Upstream, earlier: Any, rpm_set: str,
-                                         fragment: str) -> None:  # fmt: skip
+def test_bad_signature_dooms_the_compose(
+    cli: Any,
+    host: Host,
+    desired_state: DesiredState,
+    upstream: Upstream,
+    earlier: Any,
+    rpm_set: str,
+    fragment: str,
+) -> None:
     bad = su.sample_rpm(NEW_RPM, rpm_set)  # type: ignore[arg-type]
     repo = upstream.repo_dir("core-common", "x86_64")
     su.remove_packages(repo, [NEW_RPM])
@@ -114,8 +125,9 @@ def test_bad_signature_dooms_the_compose(cli: Any, host: Host, desired_state: De
     assert_failed_safely(result, host, earlier, NEW_RPM, "signature check failed", fragment)
 
 
-def test_signature_check_can_be_off(cli: Any, host: Host, desired_state: DesiredState,
-                                    upstream: Upstream, earlier: Any) -> None:  # fmt: skip
+def test_signature_check_can_be_off(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
     repo = upstream.repo_dir("core-common", "x86_64")
     su.remove_packages(repo, [NEW_RPM])
     su.add_packages(repo, [su.sample_rpm(NEW_RPM, "unsigned")])
@@ -133,10 +145,12 @@ def rewrite_hrefs(repo: Path, bad_href: str) -> None:
             w.add_pkg(cr.package_from_rpm(str(rpm), location_href=href))
 
 
-@pytest.mark.parametrize("href", ["../../../../etc/passwd.rpm", "/abs/path/x.rpm",
-                                  "Packages/../../../x.rpm"])  # fmt: skip
-def test_href_leaving_the_repo_is_refused(cli: Any, host: Host, desired_state: DesiredState,
-                                          upstream: Upstream, earlier: Any, href: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "href", ["../../../../etc/passwd.rpm", "/abs/path/x.rpm", "Packages/../../../x.rpm"]
+)
+def test_href_leaving_the_repo_is_refused(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any, href: str
+) -> None:
     rewrite_hrefs(upstream.repo_dir("core-infra", "x86_64"), href)
     result = run_compose(cli, host, desired_state)
     assert_failed_safely(result, host, earlier, href, "repomd.xml")
@@ -155,8 +169,9 @@ def read_only_mount(path: Path) -> Iterator[None]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
-def test_compose_root_not_writable(cli: Any, host: Host, desired_state: DesiredState,
-                                   upstream: Upstream) -> None:  # fmt: skip
+def test_compose_root_not_writable(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
     with read_only_mount(host.compose_root):
         result = run_compose(cli, host, desired_state)
         assert result.code == 1
@@ -165,15 +180,28 @@ def test_compose_root_not_writable(cli: Any, host: Host, desired_state: DesiredS
     assert upstream.server.requests == []
 
 
-def test_two_composes_at_once(cli: Any, host: Host, desired_state: DesiredState,
-                              upstream: Upstream, earlier: Any) -> None:  # fmt: skip
+def test_two_composes_at_once(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     upstream.server.delay(path, 3.0)
     first = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", "compose", "core", "9", "--config",
-         str(host.config_path), "--desired-state", str(desired_state.path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "compose",
+            "core",
+            "9",
+            "--config",
+            str(host.config_path),
+            "--desired-state",
+            str(desired_state.path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while path not in upstream.server.requests:

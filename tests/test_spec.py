@@ -59,45 +59,145 @@ def test_good_spec_loads(tmp_path: Path) -> None:
 
 # (case, text replaced -> replacement, file, line, message fragment)
 BAD_SIG_CASES: list[tuple[str, str, str, str, int, str]] = [
-    ("unknown key", "    staging: latest\n", "    staging: latest\n    colour: red\n",
-     "sigs/core.yaml", 13, "unknown key 'colour'"),
-    ("unknown nested key", "      hashed: true\n", "      hashed: true\n      hased: false\n",
-     "sigs/core.yaml", 11, "unknown key 'hased'"),
-    ("bad repo name", "      core-infra:", "      Core_Infra:",
-     "sigs/core.yaml", 8, "invalid name 'Core_Infra'"),
-    ("path traversal name", "      core-infra:", "      ../etc:",
-     "sigs/core.yaml", 8, "invalid name '../etc'"),
-    ("unknown arch", "core-infra: {arches: [x86_64]}", "core-infra: {arches: [x86_64, mips]}",
-     "sigs/core.yaml", 8, "unknown arch 'mips'"),
-    ("arch outside release", "core-infra: {arches: [x86_64]}",
-     "core-infra: {arches: [x86_64, s390x]}", "sigs/core.yaml", 8,
-     "arch 's390x' of repo 'core-infra' is not an arch of release 9"),
-    ("missing key file", "[RPM-GPG-KEY-core]", "[RPM-GPG-KEY-core, RPM-GPG-KEY-gone]",
-     "sigs/core.yaml", 5, "keys/RPM-GPG-KEY-gone does not exist"),
-    ("duplicate repo", "      core-infra: {arches: [x86_64]}\n",
-     "      core-infra: {arches: [x86_64]}\n      core-common: {arches: [x86_64]}\n",
-     "sigs/core.yaml", 9, "duplicate key 'core-common' (first at line 7)"),
-    ("bad project id", "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14", "not-a-uuid",
-     "sigs/core.yaml", 4, "invalid project_id"),
-    ("bad keep_versions", "keep_versions: 1", "keep_versions: -1",
-     "sigs/core.yaml", 11, "greater than or equal to 0"),
+    (
+        "unknown key",
+        "    staging: latest\n",
+        "    staging: latest\n    colour: red\n",
+        "sigs/core.yaml",
+        13,
+        "unknown key 'colour'",
+    ),
+    (
+        "unknown nested key",
+        "      hashed: true\n",
+        "      hashed: true\n      hased: false\n",
+        "sigs/core.yaml",
+        11,
+        "unknown key 'hased'",
+    ),
+    (
+        "bad repo name",
+        "      core-infra:",
+        "      Core_Infra:",
+        "sigs/core.yaml",
+        8,
+        "invalid name 'Core_Infra'",
+    ),
+    (
+        "path traversal name",
+        "      core-infra:",
+        "      ../etc:",
+        "sigs/core.yaml",
+        8,
+        "invalid name '../etc'",
+    ),
+    (
+        "unknown arch",
+        "core-infra: {arches: [x86_64]}",
+        "core-infra: {arches: [x86_64, mips]}",
+        "sigs/core.yaml",
+        8,
+        "unknown arch 'mips'",
+    ),
+    (
+        "arch outside release",
+        "core-infra: {arches: [x86_64]}",
+        "core-infra: {arches: [x86_64, s390x]}",
+        "sigs/core.yaml",
+        8,
+        "arch 's390x' of repo 'core-infra' is not an arch of release 9",
+    ),
+    (
+        "missing key file",
+        "[RPM-GPG-KEY-core]",
+        "[RPM-GPG-KEY-core, RPM-GPG-KEY-gone]",
+        "sigs/core.yaml",
+        5,
+        "keys/RPM-GPG-KEY-gone does not exist",
+    ),
+    (
+        "duplicate repo",
+        "      core-infra: {arches: [x86_64]}\n",
+        "      core-infra: {arches: [x86_64]}\n      core-common: {arches: [x86_64]}\n",
+        "sigs/core.yaml",
+        9,
+        "duplicate key 'core-common' (first at line 7)",
+    ),
+    (
+        "bad project id",
+        "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14",
+        "not-a-uuid",
+        "sigs/core.yaml",
+        4,
+        "invalid project_id",
+    ),
+    (
+        "bad keep_versions",
+        "keep_versions: 1",
+        "keep_versions: -1",
+        "sigs/core.yaml",
+        11,
+        "greater than or equal to 0",
+    ),
     ("string for bool", "hashed: true", "hashed: 'yes'", "sigs/core.yaml", 10, "boolean"),
-    ("bad production", "SIG-core-9-20261120.0", "yesterday",
-     "sigs/core.yaml", 13, "neither 'latest' nor a compose ID"),
-    ("production of other sig", "SIG-core-9-20261120.0", "SIG-cloud-9-20261120.0",
-     "sigs/core.yaml", 13, "is not a compose of SIG core release 9"),
-    ("unknown release", '  "9":\n', '  "7":\n', "sigs/core.yaml", 3,
-     "release '7' is not in defaults.yaml"),
-    ("malformed yaml", "    staging: latest\n", "    staging: [latest\n",
-     "sigs/core.yaml", 13, "malformed YAML"),
-    ("bad indentation", "    staging: latest\n", "   staging: latest\n",
-     "sigs/core.yaml", 12, "malformed YAML"),
-    ("sig name mismatch", "sig: core\n", "sig: cloud\n", "sigs/core.yaml", 1,
-     "does not match file name"),
-    ("empty repos", "    repos:\n      core-common: {arches: [x86_64, aarch64]}\n"
-     "      core-infra: {arches: [x86_64]}\n", "    repos: {}\n", "sigs/core.yaml", 6,
-     "at least 1 item"),
-]  # fmt: skip
+    (
+        "bad production",
+        "SIG-core-9-20261120.0",
+        "yesterday",
+        "sigs/core.yaml",
+        13,
+        "neither 'latest' nor a compose ID",
+    ),
+    (
+        "production of other sig",
+        "SIG-core-9-20261120.0",
+        "SIG-cloud-9-20261120.0",
+        "sigs/core.yaml",
+        13,
+        "is not a compose of SIG core release 9",
+    ),
+    (
+        "unknown release",
+        '  "9":\n',
+        '  "7":\n',
+        "sigs/core.yaml",
+        3,
+        "release '7' is not in defaults.yaml",
+    ),
+    (
+        "malformed yaml",
+        "    staging: latest\n",
+        "    staging: [latest\n",
+        "sigs/core.yaml",
+        13,
+        "malformed YAML",
+    ),
+    (
+        "bad indentation",
+        "    staging: latest\n",
+        "   staging: latest\n",
+        "sigs/core.yaml",
+        12,
+        "malformed YAML",
+    ),
+    (
+        "sig name mismatch",
+        "sig: core\n",
+        "sig: cloud\n",
+        "sigs/core.yaml",
+        1,
+        "does not match file name",
+    ),
+    (
+        "empty repos",
+        "    repos:\n      core-common: {arches: [x86_64, aarch64]}\n"
+        "      core-infra: {arches: [x86_64]}\n",
+        "    repos: {}\n",
+        "sigs/core.yaml",
+        6,
+        "at least 1 item",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -119,12 +219,21 @@ def test_bad_sig_is_reported_with_file_and_line(
 BAD_DEFAULTS_CASES = [
     ("unknown arch", "[x86_64, aarch64]", "[x86_64, vax]", 4, "unknown arch 'vax'"),
     ("bad url", "https://build.invalid/v1/projects", "ftp://x", 2, "invalid URL"),
-    ("bad duration", "releases:", "publish: {delete_grace: soon}\nreleases:", 3,
-     "invalid duration"),
-    ("bad template", "  base_url: https://build.invalid/v1/projects\n",
-     "  base_url: https://build.invalid/v1/projects\n  url_template: '{base_url}/{user}'\n",
-     3, "unknown placeholders"),
-]  # fmt: skip
+    (
+        "bad duration",
+        "releases:",
+        "publish: {delete_grace: soon}\nreleases:",
+        3,
+        "invalid duration",
+    ),
+    (
+        "bad template",
+        "  base_url: https://build.invalid/v1/projects\n",
+        "  base_url: https://build.invalid/v1/projects\n  url_template: '{base_url}/{user}'\n",
+        3,
+        "unknown placeholders",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -180,8 +289,16 @@ def test_the_real_desired_state_is_valid(cli: Any) -> None:
     assert result.code == 0, result.out
     spec = load_spec(REPO_ROOT / "desired-state")
     assert set(spec.sigs) == {
-        "core", "altarch", "cloud", "desktop", "fasttrack", "hpc", "kernel", "security", "virt",
-    }  # fmt: skip
+        "core",
+        "altarch",
+        "cloud",
+        "desktop",
+        "fasttrack",
+        "hpc",
+        "kernel",
+        "security",
+        "virt",
+    }
     assert spec.release("core", "9").project_id == "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14"
     assert set(spec.sigs["core"].releases) == {"8", "9", "10"}
 

@@ -1,0 +1,245 @@
+"""Applying: executes a plan's actions in order; side effects only, no decisions.
+
+Each action is recorded in the state's history (what, why, git revision,
+commit author, start, end, result, error, bytes and files moved). When an
+action fails, the later actions of the same SIG release are skipped (a
+promotion never follows a failed staging); other SIG releases go on.
+A stop request (SIGTERM) lets the current action finish, then stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from .composemeta import ComposeStatus
+from .composing import ComposeRequest, compose
+from .errors import PublishError, ReconcilerError
+from .facts import PUBLISHED_STAGES, Stage
+from .hostconfig import HostConfig
+from .layout import ComposeTree
+from .names import COMPOSE_ID_RE
+from .planning import Action, ActionKind, Plan, TargetState, Verdict
+from .progress import Reporter
+from .publishing import Publisher, delete_due
+from .spec import Spec
+from .state import StateDB, TargetRecord, TargetStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who and what an apply runs for (recorded with every action)."""
+
+    revision: str | None = None
+    author: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    result: str  # ok | failed | skipped
+    error: str | None = None
+    compose_id: str | None = None
+    bytes: int = 0
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    results: tuple[ActionResult, ...] = ()
+    stopped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(r.result == "ok" for r in self.results) and not self.stopped
+
+
+@dataclass
+class _Outcome:
+    compose_id: str | None = None
+    bytes: int = 0
+    files: int = 0
+
+
+def stage_root(host: HostConfig, stage: Stage) -> Path:
+    return host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
+
+
+def target_prefix(spec: Spec, sig: str, release: str) -> PurePosixPath:
+    return PurePosixPath(spec.defaults.publish.category, release, sig)
+
+
+@dataclass
+class Applier:
+    spec: Spec
+    spec_dir: Path
+    host: HostConfig
+    state: StateDB
+    context: Context = field(default_factory=Context)
+    reporter: Reporter | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    _new: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        results: list[ActionResult] = []
+        failed: set[tuple[str, str]] = set()
+        stopped = False
+        for action in plan.actions:
+            if self.stop.is_set():
+                stopped = True
+                break
+            key = (action.sig, action.release)
+            if key in failed:
+                results.append(
+                    ActionResult(action, "skipped", "an earlier action of this SIG release failed")
+                )
+                continue
+            result = self._run(action)
+            results.append(result)
+            if result.result != "ok":
+                failed.add(key)
+        self._delete_due()
+        self._record_statuses(plan.verdicts, results)
+        return ApplyResult(tuple(results), stopped)
+
+    def _run(self, action: Action) -> ActionResult:
+        now = datetime.now(UTC)
+        action_id = self.state.start_action(
+            action=action.kind.value,
+            sig=action.sig,
+            release=action.release,
+            stage=action.stage.value if action.stage else None,
+            compose_id=action.compose_id,
+            reason=action.reason,
+            revision=self.context.revision,
+            author=self.context.author,
+            started_at=now,
+        )
+        log.info("apply: %s (%s)", action.describe(), action.reason)
+        try:
+            outcome = self._execute(action)
+        except (ReconcilerError, OSError) as exc:
+            log.error("apply: %s failed: %s", action.describe(), exc)
+            self.state.finish_action(
+                action_id, result="failed", error=str(exc), finished_at=datetime.now(UTC)
+            )
+            return ActionResult(action, "failed", str(exc))
+        self.state.finish_action(
+            action_id,
+            result="ok",
+            bytes=outcome.bytes,
+            files=outcome.files,
+            finished_at=datetime.now(UTC),
+        )
+        return ActionResult(action, "ok", None, outcome.compose_id, outcome.bytes, outcome.files)
+
+    def _execute(self, action: Action) -> _Outcome:
+        if action.kind is ActionKind.COMPOSE:
+            return self._compose(action)
+        if action.kind is ActionKind.PUBLISH:
+            return self._publish(action)
+        return self._prune(action)
+
+    def _compose(self, action: Action) -> _Outcome:
+        request = ComposeRequest(action.sig, action.release, git_revision=self.context.revision)
+        result = compose(self.spec, self.spec_dir, self.host, request, self.reporter)
+        if not result.ok:
+            raise ReconcilerError(
+                f"compose {result.compose_id} {result.status.value}: {result.error or ''}".strip()
+            )
+        self._new[(action.sig, action.release)] = result.compose_id
+        return _Outcome(result.compose_id, result.downloaded_bytes, result.packages)
+
+    def _publish(self, action: Action) -> _Outcome:
+        assert action.stage is not None
+        compose_id = action.compose_id or self._new.get((action.sig, action.release))
+        if compose_id is None:
+            raise PublishError("no compose to publish: the compose of this plan did not finish")
+        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        source = tree.sig_dir(compose_id)
+        if not source.is_dir():
+            raise PublishError(f"{source}: compose {compose_id} is missing on disk")
+        publisher = Publisher(
+            self.state,
+            action.stage.value,
+            stage_root(self.host, action.stage),
+            target_prefix(self.spec, action.sig, action.release),
+        )
+        grace = self.spec.defaults.publish.delete_grace
+        stats = publisher.publish(source, grace, datetime.now(UTC))
+        self.state.set_target(
+            TargetRecord(
+                action.sig,
+                action.release,
+                action.stage.value,
+                compose_id,
+                datetime.now(UTC),
+                self.context.revision,
+            )
+        )
+        return _Outcome(compose_id, stats.bytes, stats.files)
+
+    def _prune(self, action: Action) -> _Outcome:
+        cid = action.compose_id or ""
+        m = COMPOSE_ID_RE.fullmatch(cid)
+        if not m or m["sig"] != action.sig or m["release"] != action.release:
+            raise ReconcilerError(f"refusing to prune {cid!r}: not a compose of this SIG release")
+        in_use = [
+            t.stage
+            for t in self.state.targets()
+            if (t.sig, t.release, t.compose_id) == (action.sig, action.release, cid)
+        ]
+        if in_use:
+            raise ReconcilerError(f"refusing to prune {cid}: published in {', '.join(in_use)}")
+        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        if tree.latest_link.is_symlink() and tree.latest_link.readlink().name == cid:
+            raise ReconcilerError(f"refusing to prune {cid}: {tree.latest_link} points to it")
+        path = tree.compose_dir(cid)
+        if path.is_dir() and not path.is_symlink():
+            # mark first, so that a crash mid-way leaves an obviously dead compose
+            (path / "STATUS").write_text(f"{ComposeStatus.DOOMED.value}\n")
+            shutil.rmtree(path)
+        return _Outcome(cid)
+
+    def _delete_due(self) -> None:
+        for stage in PUBLISHED_STAGES:
+            root = stage_root(self.host, stage)
+            if not root.is_dir():
+                continue
+            try:
+                count = delete_due(self.state, stage.value, root, datetime.now(UTC))
+            except OSError as exc:
+                log.error("deleting due files under %s failed: %s", root, exc)
+                continue
+            if count:
+                log.info("deleted %d superseded files under %s", count, root)
+
+    def _record_statuses(self, verdicts: tuple[Verdict, ...], results: list[ActionResult]) -> None:
+        now = datetime.now(UTC)
+        outcome: dict[tuple[str, str, Stage], ActionResult] = {}
+        for r in results:
+            stage = r.action.stage or Stage.COMPOSE
+            if r.action.kind is not ActionKind.PRUNE:
+                outcome[(r.action.sig, r.action.release, stage)] = r
+        statuses = []
+        for v in verdicts:
+            state, actual, reason = v.state, v.actual, v.reason
+            done = outcome.get((v.sig, v.release, v.stage))
+            if done is not None and done.result == "ok":
+                state, actual = TargetState.SYNCED, done.compose_id or actual
+                reason = f"applied: {done.action.reason}"
+            elif done is not None:
+                state, reason = TargetState.FAILED, f"{done.result}: {done.error}"
+            desired = actual if done is not None and done.result == "ok" else v.desired
+            statuses.append(
+                TargetStatus(
+                    v.sig, v.release, v.stage.value, state.value, desired, actual, reason, now
+                )
+            )
+        self.state.set_statuses(statuses)

@@ -1,0 +1,115 @@
+"""What observing found, as frozen records. Pure: no I/O here.
+
+Observing (:mod:`reconciler.observing`) fills these in; planning
+(:mod:`reconciler.planning`) reads them. ``Observed.digest()`` lets a saved
+plan notice that the world changed since it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .composemeta import ComposeStatus
+
+
+class Stage(StrEnum):
+    COMPOSE = "compose"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+PUBLISHED_STAGES = (Stage.STAGING, Stage.PRODUCTION)
+
+
+@dataclass(frozen=True, order=True)
+class ComposeFact:
+    """One compose directory of a SIG release."""
+
+    date: str
+    respin: int
+    compose_id: str
+    status: ComposeStatus | None
+    running: bool = False  # STARTED and its compose lock is held
+    finished_at: datetime | None = None
+    upstream_revision: str | None = None
+    refresh: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is ComposeStatus.FINISHED
+
+
+@dataclass(frozen=True)
+class TargetFact:
+    """What a staging or production target holds, per the state's record."""
+
+    compose_id: str | None = None
+    published_at: datetime | None = None
+    drift: tuple[str, ...] = ()  # paths that differ from the inventory
+
+
+@dataclass(frozen=True)
+class UpstreamFact:
+    """The upstream's revision: a digest over every variant's ``repomd.xml``."""
+
+    revision: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """Everything observed about one SIG release."""
+
+    sig: str
+    release: str
+    composes: tuple[ComposeFact, ...] = ()  # oldest first
+    staging: TargetFact = TargetFact()
+    production: TargetFact = TargetFact()
+    staged_at: Mapping[str, datetime] = field(default_factory=dict)  # first time staged
+    previous_production: str | None = None
+    upstream: UpstreamFact = UpstreamFact()
+
+    def target(self, stage: Stage) -> TargetFact:
+        return self.production if stage is Stage.PRODUCTION else self.staging
+
+    def finished(self) -> list[ComposeFact]:
+        return [c for c in self.composes if c.finished]
+
+    def newest_finished(self) -> ComposeFact | None:
+        done = self.finished()
+        return done[-1] if done else None
+
+    def compose(self, compose_id: str) -> ComposeFact | None:
+        return next((c for c in self.composes if c.compose_id == compose_id), None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The whole observed world at ``now``."""
+
+    now: datetime
+    releases: Mapping[tuple[str, str], ReleaseFacts] = field(default_factory=dict)
+
+    def facts(self, sig: str, release: str) -> ReleaseFacts:
+        return self.releases.get((sig, release)) or ReleaseFacts(sig, release)
+
+    def digest(self) -> str:
+        """A digest of everything observed except the clock (for stale-plan checks)."""
+        body = [_plain(asdict(self.releases[k])) for k in sorted(self.releases)]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,372 @@
+"""Planning: ``plan(spec, observed) -> Plan``. Pure: no I/O, no clock, no randomness.
+
+For each SIG release, in this order:
+
+* **compose** when ``trigger: upstream`` and the upstream revision differs from
+  the newest finished compose's, or when ``refresh`` was bumped; never while a
+  compose runs, and not again for an upstream revision whose compose was DOOMED
+  (bump ``refresh`` to retry);
+* **stage** the compose ``staging`` names (``latest``: the newest finished one,
+  or the one this plan makes);
+* **promote** the compose ``production`` names, only if it exists and is
+  FINISHED and, with ``require_staged``, was staged at least ``min_soak`` ago;
+  otherwise the target is Blocked, with the reason;
+* **prune** finished composes beyond ``keep_composes`` that no stage uses and
+  that are not the previous production compose (kept for rollback), and dead
+  unfinished ones.
+
+``suspend: true`` plans nothing for that SIG release and reports Suspended.
+Every action carries a human reason; every target gets a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .composemeta import ComposeStatus
+from .facts import ComposeFact, Observed, ReleaseFacts, Stage
+from .spec import ReleaseSpec, Spec
+
+PLAN_FORMAT = 1
+
+
+class ActionKind(StrEnum):
+    COMPOSE = "compose"
+    PUBLISH = "publish"
+    PRUNE = "prune"
+
+
+class TargetState(StrEnum):
+    SYNCED = "Synced"
+    OUT_OF_SYNC = "OutOfSync"
+    PROGRESSING = "Progressing"
+    BLOCKED = "Blocked"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+NEW_COMPOSE = "(new compose)"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. A PUBLISH with ``compose_id=None`` publishes the compose
+    that the COMPOSE action before it in the same plan makes."""
+
+    kind: ActionKind
+    sig: str
+    release: str
+    reason: str
+    stage: Stage | None = None
+    compose_id: str | None = None
+
+    def describe(self) -> str:
+        target = f"{self.sig} {self.release}"
+        if self.kind is ActionKind.COMPOSE:
+            return f"compose {target}"
+        if self.kind is ActionKind.PUBLISH:
+            what = self.compose_id or NEW_COMPOSE
+            verb = "stage" if self.stage is Stage.STAGING else "promote"
+            return f"{verb} {what} to {self.stage} ({target})"
+        return f"prune {self.compose_id} ({target})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The state of one target (SIG, release, stage) as planning sees it."""
+
+    sig: str
+    release: str
+    stage: Stage
+    state: TargetState
+    desired: str | None
+    actual: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    revision: str | None
+    observed_digest: str
+    actions: tuple[Action, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def to_json(self) -> str:
+        body = {"format": PLAN_FORMAT, **asdict(self)}
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        raw: dict[str, Any] = json.loads(text)
+        if raw.pop("format", None) != PLAN_FORMAT:
+            raise ValueError(f"not a plan of format {PLAN_FORMAT}")
+        actions = tuple(
+            Action(
+                kind=ActionKind(a["kind"]),
+                sig=a["sig"],
+                release=a["release"],
+                reason=a["reason"],
+                stage=Stage(a["stage"]) if a["stage"] else None,
+                compose_id=a["compose_id"],
+            )
+            for a in raw["actions"]
+        )
+        verdicts = tuple(
+            Verdict(**{**v, "stage": Stage(v["stage"]), "state": TargetState(v["state"])})
+            for v in raw["verdicts"]
+        )
+        return cls(raw["revision"], raw["observed_digest"], actions, verdicts, tuple(raw["errors"]))
+
+
+def _fmt_age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f}h" if hours < 48 else f"{hours / 24:.1f}d"
+
+
+@dataclass
+class _ReleasePlanner:
+    """Plans one SIG release; ``actions`` and ``verdicts`` are its output."""
+
+    spec: Spec
+    rel: ReleaseSpec
+    facts: ReleaseFacts
+    now: datetime
+    actions: list[Action] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def _act(
+        self,
+        kind: ActionKind,
+        reason: str,
+        stage: Stage | None = None,
+        compose_id: str | None = None,
+    ) -> None:
+        self.actions.append(
+            Action(kind, self.facts.sig, self.facts.release, reason, stage, compose_id)
+        )
+
+    def _say(
+        self, stage: Stage, state: TargetState, desired: str | None, actual: str | None, reason: str
+    ) -> None:
+        f = self.facts
+        self.verdicts.append(Verdict(f.sig, f.release, stage, state, desired, actual, reason))
+
+    def run(self) -> None:
+        if self.rel.suspend:
+            for stage in Stage:
+                actual = self._actual(stage)
+                self._say(stage, TargetState.SUSPENDED, None, actual, "suspend: true in the spec")
+            return
+        composing = self._plan_compose()
+        staged_new = self._plan_staging(composing)
+        promoted = self._plan_production(staged_new)
+        self._plan_prune(composing, staged_new, promoted)
+
+    def _actual(self, stage: Stage) -> str | None:
+        if stage is Stage.COMPOSE:
+            newest = self.facts.newest_finished()
+            return newest.compose_id if newest else None
+        return self.facts.target(stage).compose_id
+
+    # -- compose -----------------------------------------------------------------
+
+    def _plan_compose(self) -> bool:
+        """Plan a compose if one is due; returns whether one was planned."""
+        f, opts = self.facts, self.rel.compose
+        newest = f.newest_finished()
+        actual = newest.compose_id if newest else None
+        running = [c for c in f.composes if c.status is ComposeStatus.STARTED and c.running]
+        if running:
+            self._say(
+                Stage.COMPOSE,
+                TargetState.PROGRESSING,
+                None,
+                actual,
+                f"compose {running[-1].compose_id} is running",
+            )
+            return False
+        newest_refresh = (newest.refresh or 0) if newest else -1
+        if opts.refresh > newest_refresh and newest is not None:
+            return self._compose_due(actual, f"refresh bumped to {opts.refresh}")
+        if opts.trigger == "manual":
+            if newest is None and opts.refresh > 0:
+                return self._compose_due(actual, f"refresh is {opts.refresh} and no compose exists")
+            state = TargetState.SYNCED if newest else TargetState.OUT_OF_SYNC
+            why = "trigger is manual" + ("" if newest else "; no compose yet (bump refresh)")
+            self._say(Stage.COMPOSE, state, actual, actual, why)
+            return False
+        if f.upstream.error:
+            self._say(
+                Stage.COMPOSE,
+                TargetState.FAILED,
+                None,
+                actual,
+                f"cannot read the upstream: {f.upstream.error}",
+            )
+            return False
+        if newest is None:
+            return self._compose_due(actual, "no finished compose yet")
+        if newest.upstream_revision == f.upstream.revision:
+            self._say(
+                Stage.COMPOSE,
+                TargetState.SYNCED,
+                actual,
+                actual,
+                "the newest compose matches the upstream",
+            )
+            return False
+        rev = (f.upstream.revision or "?")[:12]
+        return self._compose_due(actual, f"upstream changed (revision {rev})")
+
+    def _compose_due(self, actual: str | None, reason: str) -> bool:
+        doomed = self._doomed_attempt()
+        if doomed is not None:
+            self._say(
+                Stage.COMPOSE,
+                TargetState.FAILED,
+                None,
+                actual,
+                f"compose {doomed.compose_id} of this upstream revision was DOOMED; "
+                "fix the upstream or bump refresh to retry",
+            )
+            return False
+        self._act(ActionKind.COMPOSE, reason)
+        self._say(Stage.COMPOSE, TargetState.OUT_OF_SYNC, NEW_COMPOSE, actual, reason)
+        return True
+
+    def _doomed_attempt(self) -> ComposeFact | None:
+        """The newest compose, if it was DOOMED for exactly what we would compose now."""
+        if not self.facts.composes:
+            return None
+        last = self.facts.composes[-1]
+        if last.status is not ComposeStatus.DOOMED or last.upstream_revision is None:
+            return None
+        same_upstream = last.upstream_revision == self.facts.upstream.revision
+        same_refresh = (last.refresh or 0) == self.rel.compose.refresh
+        return last if same_upstream and same_refresh else None
+
+    # -- staging -----------------------------------------------------------------
+
+    def _resolve(self, ref: str, composing: bool) -> tuple[str | None, str | None]:
+        """``(compose_id or None for the new one, problem)`` for a stage reference."""
+        if ref == "latest":
+            if composing:
+                return None, None
+            newest = self.facts.newest_finished()
+            return (newest.compose_id, None) if newest else (None, "no finished compose yet")
+        found = self.facts.compose(ref)
+        if found is None:
+            return ref, f"compose {ref} does not exist"
+        if not found.finished:
+            return ref, f"compose {ref} is {found.status.value if found.status else 'unknown'}"
+        return ref, None
+
+    def _plan_staging(self, composing: bool) -> str | None:
+        """Plan the staging publish; returns what staging will hold (NEW_COMPOSE for new)."""
+        ref, actual = self.rel.staging, self.facts.staging.compose_id
+        if ref is None:
+            self._say(Stage.STAGING, TargetState.SYNCED, None, actual, "staging is not managed")
+            return actual
+        want, problem = self._resolve(ref, composing)
+        if problem:
+            self._say(Stage.STAGING, TargetState.BLOCKED, want or ref, actual, problem)
+            return actual
+        return self._publish(Stage.STAGING, want, actual, f"staging: {ref}")
+
+    def _publish(self, stage: Stage, want: str | None, actual: str | None, why: str) -> str:
+        drift = self.facts.target(stage).drift
+        if want is not None and want == actual and not drift:
+            self._say(stage, TargetState.SYNCED, want, actual, f"{why}: {want} is published")
+            return want
+        if want is not None and want == actual:
+            reason = f"repair drift in {len(drift)} path(s): {', '.join(drift[:3])}"
+        else:
+            reason = f"{why}: {want or NEW_COMPOSE} (now {actual or 'nothing'})"
+        self._act(ActionKind.PUBLISH, reason, stage, want)
+        self._say(stage, TargetState.OUT_OF_SYNC, want or NEW_COMPOSE, actual, reason)
+        return want or NEW_COMPOSE
+
+    # -- production --------------------------------------------------------------
+
+    def _plan_production(self, staged_new: str | None) -> str | None:
+        """Plan the promotion; returns what production will hold."""
+        pin, actual = self.rel.production, self.facts.production.compose_id
+        if pin is None:
+            self._say(
+                Stage.PRODUCTION, TargetState.SYNCED, None, actual, "production is not pinned"
+            )
+            return actual
+        want, problem = self._resolve(pin, composing=False)
+        if problem is None and want != actual:
+            problem = self._promotion_gate(pin, staged_new)
+        if problem:
+            self._say(Stage.PRODUCTION, TargetState.BLOCKED, pin, actual, problem)
+            return actual
+        return self._publish(Stage.PRODUCTION, want, actual, f"production: {pin}")
+
+    def _promotion_gate(self, pin: str, staged_new: str | None) -> str | None:
+        promo = self.spec.defaults.promotion
+        if not promo.require_staged:
+            return None
+        first = self.facts.staged_at.get(pin)
+        if first is None:
+            if staged_new == pin and promo.min_soak == timedelta(0):
+                return None  # staged earlier in this same plan
+            return f"{pin} has not been staged (promotion.require_staged)"
+        soaked = self.now - first
+        if soaked < promo.min_soak:
+            return (
+                f"{pin} staged {_fmt_age(soaked)} ago; "
+                f"promotion.min_soak is {_fmt_age(promo.min_soak)}"
+            )
+        return None
+
+    # -- prune -------------------------------------------------------------------
+
+    def _plan_prune(self, composing: bool, staging: str | None, production: str | None) -> None:
+        f = self.facts
+        actual_prod = f.production.compose_id
+        previous = actual_prod if production != actual_prod else f.previous_production
+        keep = {staging, production, previous}
+        keep_n = self.spec.defaults.compose.keep_composes - (1 if composing else 0)
+        finished = f.finished()
+        if keep_n > 0:
+            keep.update(c.compose_id for c in finished[max(0, len(finished) - keep_n) :])
+        newest = f.composes[-1].compose_id if f.composes else None
+        for c in f.composes:
+            if c.compose_id in keep or c.running:
+                continue
+            if not c.finished and c.compose_id == newest and not composing:
+                continue  # the latest failed attempt stays for inspection until the next one
+            why = "beyond keep_composes" if c.finished else f"{c.status or 'unfinished'} compose"
+            self._act(ActionKind.PRUNE, f"{why}; not used by any stage", None, c.compose_id)
+
+
+def plan(spec: Spec, observed: Observed, revision: str | None = None) -> Plan:
+    """Compute the plan that makes the trees match ``spec``."""
+    actions: list[Action] = []
+    verdicts: list[Verdict] = []
+    for sig_name, sig in sorted(spec.sigs.items()):
+        for rel_name, rel in sorted(sig.releases.items(), key=lambda kv: _release_key(kv[0])):
+            planner = _ReleasePlanner(spec, rel, observed.facts(sig_name, rel_name), observed.now)
+            planner.run()
+            actions.extend(planner.actions)
+            verdicts.extend(planner.verdicts)
+    return Plan(revision, observed.digest(), tuple(actions), tuple(verdicts))
+
+
+def _release_key(release: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in release.split("."))
+
+
+def with_errors(p: Plan, *errors: str) -> Plan:
+    return replace(p, errors=(*p.errors, *errors))

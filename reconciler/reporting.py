@@ -1,0 +1,127 @@
+"""Rendering plans, status and history for people (text, markdown) and tools (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .planning import Plan
+from .state import HistoryEntry, TargetStatus
+
+
+def plan_text(plan: Plan) -> str:
+    lines = [f"Plan at revision {plan.revision or '(local folder)'}:"]
+    if not plan.actions:
+        lines.append("  nothing to do")
+    for i, action in enumerate(plan.actions, 1):
+        lines.append(f"  {i}. {action.describe()}")
+        lines.append(f"       because {action.reason}")
+    blocked = [v for v in plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    if blocked:
+        lines.append("Blocked or failed:")
+        lines.extend(f"  {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked)
+    lines.extend(f"Source problem: {e}" for e in plan.errors)
+    return "\n".join(lines)
+
+
+def plan_markdown(plan: Plan) -> str:
+    lines = [f"### Reconciler plan at `{(plan.revision or 'local')[:12]}`", ""]
+    if plan.actions:
+        lines += ["| # | action | why |", "|---|---|---|"]
+        lines += [f"| {i} | {a.describe()} | {a.reason} |" for i, a in enumerate(plan.actions, 1)]
+    else:
+        lines.append("Nothing to do: every target is in sync.")
+    blocked = [v for v in plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    if blocked:
+        lines += ["", "**Blocked or failed**", ""]
+        lines += [f"- {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked]
+    return "\n".join(lines) + "\n"
+
+
+def plan_json(plan: Plan) -> str:
+    return plan.to_json()
+
+
+def status_rows(statuses: Sequence[TargetStatus], source: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "sig": s.sig,
+            "release": s.release,
+            "stage": s.stage,
+            "desired": s.desired,
+            "actual": s.actual,
+            "state": s.state,
+            "reason": s.reason,
+            "updated_at": s.updated_at.isoformat(),
+            "source": source,
+        }
+        for s in statuses
+    ]
+
+
+def print_status(statuses: Sequence[TargetStatus], source: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(status_rows(statuses, source), indent=2))
+        return
+    console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
+    console.print(f"desired state at revision {source.get('revision') or '(none yet)'}")
+    for problem in source.get("problems", []):
+        console.print(f"[yellow]source problem:[/yellow] {problem}")
+    table = Table("SIG", "release", "stage", "desired", "actual", "state", "reason")
+    for s in statuses:
+        table.add_row(
+            s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason
+        )
+    if not statuses:
+        console.print("no pass has run yet")
+        return
+    console.print(table)
+
+
+def history_rows(entries: Sequence[HistoryEntry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": e.id,
+            "action": e.action,
+            "sig": e.sig,
+            "release": e.release,
+            "stage": e.stage,
+            "compose_id": e.compose_id,
+            "reason": e.reason,
+            "revision": e.revision,
+            "author": e.author,
+            "started_at": e.started_at.isoformat(),
+            "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+            "result": e.result,
+            "error": e.error,
+            "bytes": e.bytes,
+            "files": e.files,
+        }
+        for e in entries
+    ]
+
+
+def print_history(entries: Sequence[HistoryEntry], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(history_rows(entries), indent=2))
+        return
+    console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
+    table = Table("when", "action", "target", "compose", "result", "revision", "author")
+    for e in entries:
+        target = f"{e.sig} {e.release}" + (f" {e.stage}" if e.stage else "")
+        result = e.result + (f": {e.error}" if e.error else "")
+        table.add_row(
+            e.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.action,
+            target,
+            e.compose_id or "-",
+            result,
+            (e.revision or "-")[:12],
+            e.author or "-",
+        )
+    console.print(table if entries else "no history yet")

@@ -1,0 +1,128 @@
+"""The GitOps core end to end: a real git repository, the HTTP fixture upstream, real trees."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler import sampleupstream as su
+
+from .conftest import DesiredState, Upstream, write_host_config
+from .gitrepo import DesiredRepo
+
+SIG_DIR = "mirror/pub/sig/9/core"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, desired_state: DesiredState) -> DesiredRepo:
+    desired_state.write(production=None, staging="latest")
+    r = DesiredRepo(tmp_path / "git", desired_state.path)
+    r.commit("Add SIG core", author="Alice Admin")
+    return r
+
+
+@pytest.fixture
+def gitops(tmp_path: Path, repo: DesiredRepo, upstream: Upstream) -> Path:
+    root = tmp_path / "host"
+    root.mkdir()
+    return write_host_config(
+        root,
+        upstream.server.base_url,
+        git={"url": str(repo.server), "branch": "main", "path": "desired-state"},
+    )
+
+
+def status(cli: Any, config: Path) -> dict[str, dict[str, Any]]:
+    result = cli("status", "--format", "json", "--config", config)
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)
+    for row in rows:
+        assert {"sig", "release", "stage", "desired", "actual", "state", "reason"} <= set(row)
+    return {row["stage"]: row for row in rows if (row["sig"], row["release"]) == ("core", "9")}
+
+
+def published_repomd(config: Path, stage: str) -> bytes:
+    root = config.parent / stage
+    return (root / SIG_DIR / "x86_64/core-common/repodata/repomd.xml").read_bytes()
+
+
+def compose_repomd(config: Path, compose_id: str) -> bytes:
+    return (
+        config.parent
+        / "compose/9"
+        / compose_id
+        / "compose/9/core"
+        / "x86_64/core-common/repodata/repomd.xml"
+    ).read_bytes()
+
+
+def test_end_to_end(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstream) -> None:
+    # a new SIG: plan lists a compose and a staging sync
+    result = cli("plan", "--config", gitops)
+    assert result.code == 2, result.out + result.err
+    assert "compose core 9" in result.out and "stage (new compose) to staging" in result.out
+    assert cli("apply", "--config", gitops).code == 0
+    assert cli("plan", "--config", gitops).code == 0
+    st = status(cli, gitops)
+    first = st["staging"]["actual"]
+    assert st["staging"]["state"] == "Synced" and first.startswith("SIG-core-9-")
+    assert st["compose"]["actual"] == first
+    assert published_repomd(gitops, "staging") == compose_repomd(gitops, first)
+
+    # pin production to the first compose (Bob)
+    repo.set_release(production=first)
+    pin1 = repo.commit(f"Promote {first}", author="Bob Builder")
+    assert cli("apply", "--config", gitops).code == 0
+    assert status(cli, gitops)["production"]["actual"] == first
+    assert published_repomd(gitops, "production") == compose_repomd(gitops, first)
+
+    # the upstream changes: a new compose, and staging follows latest
+    su.add_packages(
+        upstream.repo_dir("core-common", "x86_64"), [su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")]
+    )
+    result = cli("plan", "--config", gitops)
+    assert result.code == 2 and "upstream changed" in result.out
+    assert cli("apply", "--config", gitops).code == 0
+    st = status(cli, gitops)
+    second = st["staging"]["actual"]
+    assert second != first and st["production"]["actual"] == first
+    assert published_repomd(gitops, "staging") == compose_repomd(gitops, second)
+
+    # Carol promotes the second compose
+    repo.set_release(production=second)
+    pin2 = repo.commit(f"Promote {second}", author="Carol Checker")
+    assert cli("apply", "--config", gitops).code == 0
+    assert status(cli, gitops)["production"]["actual"] == second
+    assert published_repomd(gitops, "production") == compose_repomd(gitops, second)
+
+    history = json.loads(cli("history", "--format", "json", "--config", gitops).out)
+    promotions = [h for h in history if h["action"] == "publish" and h["stage"] == "production"]
+    assert [(h["compose_id"], h["revision"], h["author"]) for h in reversed(promotions)] == [
+        (first, pin1, "Bob Builder <bob@example.org>"),
+        (second, pin2, "Carol Checker <carol@example.org>"),
+    ]
+    assert all(h["result"] == "ok" for h in history)
+    assert any(h["author"] == "Alice Admin <alice@example.org>" for h in history)
+
+    # revert Carol's pin: the first compose is promoted back (rollback)
+    revert = repo.revert(pin2, author="Dave Ops")
+    result = cli("plan", "--config", gitops)
+    assert result.code == 2 and f"promote {first} to production" in result.out
+    assert cli("apply", "--config", gitops).code == 0
+    st = status(cli, gitops)
+    assert st["production"]["actual"] == first and st["production"]["state"] == "Synced"
+    assert published_repomd(gitops, "production") == compose_repomd(gitops, first)
+    last = json.loads(cli("history", "--format", "json", "--config", gitops).out)[0]
+    assert (last["compose_id"], last["revision"], last["author"]) == (
+        first,
+        revert,
+        "Dave Ops <dave@example.org>",
+    )
+    assert cli("plan", "--config", gitops).code == 0
+    # both composes are kept: one in production, one staged and previous production
+    assert {first, second} <= {p.name for p in (gitops.parent / "compose/9").iterdir()}
+    _ = os
