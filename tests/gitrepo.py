@@ -23,7 +23,7 @@ class DesiredRepo:
         shutil.copytree(template, self.work / "desired-state")
 
     def _git(self, cwd: Path, *args: str, author: str = "Alice Admin") -> str:
-        email = author.split()[0].lower() + "@example.org"
+        email = author.split(maxsplit=1)[0].lower() + "@example.org"
         env = {
             **os.environ,
             "GIT_AUTHOR_NAME": author,

@@ -36,7 +36,7 @@ def make_spec(
     }
     rel: dict[str, Any] = {"project_id": PROJECT, "repos": {"core-common": {"arches": ["x86_64"]}}}
     rel.update(release or {})
-    sig = SigSpec.model_validate({"sig": "core", "releases": {r: rel for r in releases}})
+    sig = SigSpec.model_validate({"sig": "core", "releases": dict.fromkeys(releases, rel)})
     return Spec(defaults=Defaults.model_validate(base_defaults), sigs={"core": sig})
 
 
