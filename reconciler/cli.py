@@ -258,12 +258,11 @@ def describe_result(result: ComposeResult) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
-    from .reconciling import run_pass
+    from .reconciling import open_state, run_pass
     from .reporting import plan_json, plan_markdown, plan_text
-    from .state import StateDB
 
     host = load_host_config(args.config)
-    with StateDB.open(host.state_dir) as state:
+    with open_state(host) as state:
         result = run_pass(host, state, apply=False, spec_dir=args.desired_state)
     p = result.plan
     if result.source.problems:
@@ -291,9 +290,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
     from .planning import Plan
     from .progress import reporter_for_terminal
-    from .reconciling import apply_lock, run_pass
+    from .reconciling import apply_lock, open_state, run_pass
     from .reporting import plan_text
-    from .state import StateDB
 
     host = load_host_config(args.config)
     saved = None
@@ -302,7 +300,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             saved = Plan.from_json(args.planfile.read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"{args.planfile}: not a readable plan ({exc})") from exc
-    with apply_lock(host, wait=args.wait), StateDB.open(host.state_dir) as state:
+    with apply_lock(host, wait=args.wait), open_state(host) as state:
         if not args.yes and sys.stdin.isatty():
             preview = run_pass(host, state, apply=False, spec_dir=args.desired_state, saved=saved)
             if not _confirm(plan_text(preview.plan)):
@@ -326,7 +324,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     blocked = [v for v in result.plan.verdicts if v.state.value in {"Blocked", "Failed"}]
     for v in blocked:
         print(f"{v.state}: {v.sig} {v.release} {v.stage}: {v.reason}")
-    return 0 if result.ok and not blocked else 1
+    for problem in result.source.problems:
+        print(f"not applied: {problem}")
+    return 0 if result.ok and not blocked and not result.source.problems else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -349,22 +349,22 @@ def _source_summary(state: object) -> dict[str, object]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
+    from .reconciling import open_state
     from .reporting import print_status
-    from .state import StateDB
 
     host = load_host_config(args.config)
-    with StateDB.open(host.state_dir) as state:
+    with open_state(host) as state:
         print_status(state.statuses(), _source_summary(state), args.format)
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
+    from .reconciling import open_state
     from .reporting import print_history
-    from .state import StateDB
 
     host = load_host_config(args.config)
-    with StateDB.open(host.state_dir) as state:
+    with open_state(host) as state:
         print_history(state.history(args.limit, sig=args.sig), args.format)
     return 0
 

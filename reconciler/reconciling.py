@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .applying import Applier, ApplyResult, Context
-from .errors import PlanError, SourceError, SourceRejected, SourceUnavailable, SpecError
+from .errors import (
+    PlanError,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+    SpecError,
+    StateError,
+)
 from .gitsource import GitSource
 from .hostconfig import HostConfig
 from .locking import exclusive_lock, waiting_lock
@@ -27,7 +34,7 @@ from .planning import Plan, plan
 from .progress import Reporter
 from .spec import Spec
 from .specfile import load_spec
-from .state import StateDB
+from .state import DB_NAME, REBUILD_HINT, StateDB
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,27 @@ def checkout_dir(host: HostConfig) -> Path:
     return host.state_dir / "checkout"
 
 
+def _has_run_before(host: HostConfig) -> Path | None:
+    """Evidence that this host was reconciled before: the checkout or a published tree."""
+    for path in (checkout_dir(host), host.roots.staging, host.roots.production):
+        if path.is_dir() and any(path.iterdir()):
+            return path
+    return None
+
+
+def open_state(host: HostConfig) -> StateDB:
+    """Open the state database; refuse to start afresh where trees were already published."""
+    db = host.state_dir / DB_NAME
+    if not db.exists():
+        evidence = _has_run_before(host)
+        if evidence is not None:
+            raise StateError(
+                f"state database {db} is missing, but {evidence} shows this host was "
+                f"reconciled before; {REBUILD_HINT}"
+            )
+    return StateDB.open(host.state_dir)
+
+
 def _git_source(host: HostConfig, state: StateDB) -> Source:
     assert host.git is not None
     git = GitSource(host.git, host.state_dir / "git")
@@ -64,10 +92,11 @@ def _git_source(host: HostConfig, state: StateDB) -> Source:
         problems.append(f"SourceUnavailable: {exc}")
     dest = checkout_dir(host)
     if head is not None and head != good:
+        candidate = host.state_dir / "candidate"
         try:
             git.check_revision(head, applied)
-            git.export(head, dest)
-            load_spec(dest)
+            git.export(head, candidate)
+            load_spec(candidate)
             good = head
             state.set_meta(META_GOOD, good)
         except SourceRejected as exc:

@@ -20,8 +20,7 @@ from watchdog.observers import Observer
 
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
-from .reconciling import apply_lock, run_pass
-from .state import StateDB
+from .reconciling import apply_lock, open_state, run_pass
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ class Loop:
 
     def one_pass(self) -> bool:
         try:
-            with apply_lock(self.host), StateDB.open(self.host.state_dir) as state:
+            with apply_lock(self.host), open_state(self.host) as state:
                 result = run_pass(
                     self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop
                 )

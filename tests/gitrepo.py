@@ -54,10 +54,25 @@ class DesiredRepo:
         doc["releases"]["9"].update(changes)
         self.sig_file.write_text(yaml.safe_dump(doc, sort_keys=False))
 
-    def commit(self, message: str, author: str = "Alice Admin") -> str:
+    def commit(
+        self, message: str, author: str = "Alice Admin", sign_key: Path | None = None
+    ) -> str:
+        """Commit everything and push; ``sign_key`` (an SSH private key) signs the commit."""
         self.git("add", "-A", author=author)
-        self.git("commit", "-q", "-m", message, author=author)
+        signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={sign_key}"] if sign_key else []
+        self.git(
+            *signing, "commit", *(["-S"] if sign_key else []), "-q", "-m", message, author=author
+        )
         self.git("push", "-q", "origin", "HEAD:main", author=author)
+        return self.git("rev-parse", "HEAD")
+
+    def force_push_rewrite(self, author: str) -> str:
+        """Rewrite the branch: drop the last commit, commit something else, force-push."""
+        self.git("reset", "-q", "--hard", "HEAD~1", author=author)
+        (self.work / "desired-state" / "README.txt").write_text("rewritten\n")
+        self.git("add", "-A", author=author)
+        self.git("commit", "-q", "-m", "rewrite", author=author)
+        self.git("push", "-q", "--force", "origin", "HEAD:main", author=author)
         return self.git("rev-parse", "HEAD")
 
     def revert(self, sha: str, author: str) -> str:

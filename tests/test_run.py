@@ -1,0 +1,75 @@
+"""``reconciler run``: one pass, the loop waking on its trigger file, a clean SIGTERM."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.running import MAX_BACKOFF, next_delay
+from reconciler.state import StateDB
+
+from .conftest import DesiredState, Host
+
+
+def test_run_once_converges(cli: Any, host: Host, desired_state: DesiredState) -> None:
+    args = ("--config", host.config_path, "--desired-state", desired_state.path)
+    assert cli("run", "--once", *args).code == 0
+    assert cli("plan", *args).code == 0
+
+
+def test_delays_have_jitter_and_back_off() -> None:
+    rng = random.Random(1)
+    assert all(270 <= next_delay(300, 0, rng) <= 330 for _ in range(50))
+    assert next_delay(300, 1, rng) < next_delay(300, 4, rng) <= 330
+    assert next_delay(10**6, 50, rng) <= MAX_BACKOFF * 1.1
+
+
+def last_update(state_dir: Path) -> str:
+    with StateDB.open(state_dir) as state:
+        return max((s.updated_at.isoformat() for s in state.statuses()), default="")
+
+
+def test_loop_wakes_on_trigger_and_stops_on_sigterm(
+    host: Host, desired_state: DesiredState
+) -> None:
+    conf = yaml.safe_load(host.config_path.read_text())
+    conf["interval"] = 3600
+    host.config_path.write_text(yaml.safe_dump(conf))
+    state_dir = Path(conf["state_dir"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "run",
+            "--config",
+            str(host.config_path),
+            "--desired-state",
+            str(desired_state.path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not last_update(state_dir):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        first = last_update(state_dir)
+        (state_dir / "trigger").touch()
+        while last_update(state_dir) == first:
+            assert time.monotonic() < deadline, "the trigger file did not wake the loop"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
