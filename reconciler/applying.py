@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from . import drift
 from .composemeta import ComposeStatus
 from .composing import ComposeRequest, compose
 from .errors import PublishError, ReconcilerError
@@ -25,7 +26,7 @@ from .layout import ComposeTree
 from .names import COMPOSE_ID_RE
 from .planning import Action, ActionKind, Plan, TargetState, Verdict
 from .progress import Reporter
-from .publishing import Publisher, delete_due
+from .publishing import Publisher, delete_due, write_production_filelists
 from .spec import Spec
 from .state import StateDB, TargetRecord, TargetStatus
 
@@ -172,7 +173,10 @@ class Applier:
             target_prefix(self.spec, action.sig, action.release),
         )
         grace = self.spec.defaults.publish.delete_grace
-        stats = publisher.publish(source, grace, datetime.now(UTC))
+        stats = publisher.publish(source, grace, datetime.now(UTC), repair=action.repair)
+        drift.store(self.state, action.stage.value, action.sig, action.release, [])
+        if action.stage is Stage.PRODUCTION:
+            self._write_filelists()
         self.state.set_target(
             TargetRecord(
                 action.sig,
@@ -219,6 +223,14 @@ class Applier:
                 continue
             if count:
                 log.info("deleted %d superseded files under %s", count, root)
+                if stage is Stage.PRODUCTION:
+                    self._write_filelists()
+
+    def _write_filelists(self) -> None:
+        category = self.spec.defaults.publish.category
+        written = write_production_filelists(self.state, self.host.roots.production, category)
+        if written:
+            log.info("file lists renewed: %s", ", ".join(written))
 
     def _record_statuses(self, verdicts: tuple[Verdict, ...], results: list[ActionResult]) -> None:
         now = datetime.now(UTC)

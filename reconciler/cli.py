@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
 
+    _add_gitops_commands(sub)
+    _add_tree_commands(sub)
+    p = sub.add_parser(
+        "demo",
+        help="a self-contained run on bundled sample packages",
+        description="Build a sample upstream from the bundled RPMs, serve it on 127.0.0.1, "
+        "compose it, update it, compose again, and show what happened. Leaves nothing running.",
+    )
+    p.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
+    _add_common(p)
+    return parser
+
+
+def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "plan",
         help="what a pass would do, each action with its reason",
@@ -174,15 +188,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_option(p)
     _add_common(p)
 
+
+def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "demo",
-        help="a self-contained run on bundled sample packages",
-        description="Build a sample upstream from the bundled RPMs, serve it on 127.0.0.1, "
-        "compose it, update it, compose again, and show what happened. Leaves nothing running.",
+        "verify",
+        help="check every repo under PATH as a client would",
+        description="Walk every repo under PATH: repomd.xml -> each metadata file's checksum "
+        "-> every package's size and checksum, and report every inconsistency with its path. "
+        "With --drift, compare the published staging and production targets with what was "
+        "published (by stat) instead, and record the result for the next apply. Exit 0 when "
+        "consistent, 1 when not.",
     )
-    p.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
+    p.add_argument("path", nargs="?", type=Path, help="a tree of repos (not needed with --drift)")
+    p.add_argument("--quick", action="store_true", help="check package sizes only, not checksums")
+    p.add_argument("--drift", action="store_true", help="check published targets for drift")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_spec_option(p)
     _add_common(p)
-    return parser
+
+    p = sub.add_parser(
+        "filelist",
+        help="write the mirror file lists",
+        description="Write fullfilelist, fullfiletimelist-sig and fullfiletimelist "
+        "(quick-fedora-mirror version 2) at <production>/<category>/ from what was published, "
+        "or, with --root DIR, from a scan of DIR. Files are replaced atomically and only "
+        "when their content changed.",
+    )
+    p.add_argument("--root", type=Path, help="scan this directory and write its lists there")
+    _add_spec_option(p)
+    _add_common(p)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -382,6 +416,75 @@ def cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    if args.drift:
+        return _verify_drift(args)
+    if args.path is None:
+        raise ConfigError("verify needs a PATH (or --drift)")
+    from .verifying import verify_tree
+
+    report = verify_tree(args.path, quick=args.quick)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "repos": report.repos,
+                    "packages": report.packages,
+                    "ok": report.ok,
+                    "problems": [{"path": p.path, "message": p.message} for p in report.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in report.problems:
+            print(problem)
+        verdict = "consistent" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"{args.path}: {report.repos} repos, {report.packages} packages: {verdict}")
+    return 0 if report.ok else 1
+
+
+def _verify_drift(args: argparse.Namespace) -> int:
+    from . import drift
+    from .hostconfig import load_host_config
+    from .observing import check_drift
+    from .reconciling import load_source, open_state
+
+    host = load_host_config(args.config)
+    with open_state(host) as state:
+        source = load_source(host, state, args.desired_state)
+        counts = check_drift(source.spec, host, state)
+        total = 0
+        for (sig, release, stage), n in sorted(counts.items()):
+            total += n
+            print(f"{sig} {release} {stage}: " + ("no drift" if not n else f"{n} path(s) drifted"))
+            for line in drift.load(state, stage, sig, release):
+                print(f"  {line}")
+    return 0 if total == 0 else 1
+
+
+def cmd_filelist(args: argparse.Namespace) -> int:
+    from .filelists import render_all, scan, write_if_changed
+
+    if args.root is not None:
+        written = write_if_changed(args.root, render_all(scan(args.root)))
+    else:
+        from .hostconfig import load_host_config
+        from .publishing import write_production_filelists
+        from .reconciling import load_source, open_state
+
+        host = load_host_config(args.config)
+        with open_state(host) as state:
+            spec = load_source(host, state, args.desired_state).spec
+            written = write_production_filelists(
+                state, host.roots.production, spec.defaults.publish.category
+            )
+    print("written: " + ", ".join(written) if written else "file lists unchanged")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -397,6 +500,8 @@ COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "state": cmd_state,
+    "verify": cmd_verify,
+    "filelist": cmd_filelist,
     "demo": cmd_demo,
 }
 

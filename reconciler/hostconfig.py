@@ -63,6 +63,10 @@ class HostConfig(_Model):
     upstream_base_url: str | None = None
     interval: int = Field(default=300, ge=1)
     download: DownloadConfig = DownloadConfig()
+    #: What to do when a published tree differs from what was published.
+    drift: Literal["repair", "report"] = "repair"
+    #: Seconds between drift checks (each walks the published trees).
+    drift_interval: int = Field(default=3600, ge=0)
 
 
 def config_path(explicit: Path | None) -> Path:

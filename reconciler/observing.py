@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import drift
 from .composemeta import ComposeStatus, list_composes, read_record
 from .composing import upstream_revision
 from .errors import ReconcilerError
@@ -100,7 +101,25 @@ def _target(state: StateDB, sig: str, release: str, stage: Stage) -> TargetFact:
     record = state.target(sig, release, stage.value)
     if record is None:
         return TargetFact()
-    return TargetFact(record.compose_id, record.published_at)
+    return TargetFact(
+        record.compose_id, record.published_at, drift.load(state, stage.value, sig, release)
+    )
+
+
+def check_drift(spec: Spec, host: HostConfig, state: StateDB) -> dict[tuple[str, str, str], int]:
+    """Run the drift check of every published target now; store and return the counts."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for target in state.targets():
+        if target.sig not in spec.sigs:
+            continue
+        stage = Stage(target.stage)
+        root = host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
+        prefix = f"{spec.defaults.publish.category}/{target.release}/{target.sig}"
+        found = drift.check_target(state, stage.value, root, prefix)
+        drift.store(state, stage.value, target.sig, target.release, found)
+        counts[(target.sig, target.release, stage.value)] = len(found)
+    drift.mark_checked(state)
+    return counts
 
 
 def _first_staged(state: StateDB, sig: str, release: str) -> dict[str, datetime]:
@@ -131,6 +150,8 @@ def observe(
     ``up=None`` skips the upstream (for status and tests that need no network).
     """
     wanted = set(only) if only is not None else None
+    if host.drift_interval and drift.due(state, host.drift_interval):
+        check_drift(spec, host, state)
     releases: dict[tuple[str, str], ReleaseFacts] = {}
     for sig_name, sig in sorted(spec.sigs.items()):
         for rel_name, rel in sorted(sig.releases.items()):

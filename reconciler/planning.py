@@ -63,6 +63,7 @@ class Action:
     reason: str
     stage: Stage | None = None
     compose_id: str | None = None
+    repair: bool = False  # publish again what the target holds, comparing with the tree
 
     def describe(self) -> str:
         target = f"{self.sig} {self.release}"
@@ -117,6 +118,7 @@ class Plan:
                 reason=a["reason"],
                 stage=Stage(a["stage"]) if a["stage"] else None,
                 compose_id=a["compose_id"],
+                repair=bool(a.get("repair", False)),
             )
             for a in raw["actions"]
         )
@@ -140,6 +142,7 @@ class _ReleasePlanner:
     rel: ReleaseSpec
     facts: ReleaseFacts
     now: datetime
+    repair_drift: bool = True
     actions: list[Action] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
 
@@ -149,10 +152,10 @@ class _ReleasePlanner:
         reason: str,
         stage: Stage | None = None,
         compose_id: str | None = None,
+        repair: bool = False,
     ) -> None:
-        self.actions.append(
-            Action(kind, self.facts.sig, self.facts.release, reason, stage, compose_id)
-        )
+        f = self.facts
+        self.actions.append(Action(kind, f.sig, f.release, reason, stage, compose_id, repair))
 
     def _say(
         self, stage: Stage, state: TargetState, desired: str | None, actual: str | None, reason: str
@@ -277,6 +280,15 @@ class _ReleasePlanner:
             self._say(Stage.STAGING, TargetState.SYNCED, None, actual, "staging is not managed")
             return actual
         want, problem = self._resolve(ref, composing)
+        if problem and want is not None and want == actual:
+            self._say(
+                Stage.STAGING,
+                TargetState.SYNCED,
+                want,
+                actual,
+                f"{want} is published, but {problem}: it cannot be republished or repaired",
+            )
+            return actual
         if problem:
             self._say(Stage.STAGING, TargetState.BLOCKED, want or ref, actual, problem)
             return actual
@@ -287,11 +299,21 @@ class _ReleasePlanner:
         if want is not None and want == actual and not drift:
             self._say(stage, TargetState.SYNCED, want, actual, f"{why}: {want} is published")
             return want
-        if want is not None and want == actual:
+        repair = want is not None and want == actual
+        if repair and not self.repair_drift:
+            self._say(
+                stage,
+                TargetState.OUT_OF_SYNC,
+                want,
+                actual,
+                f"drift in {len(drift)} path(s) (drift: report): {', '.join(drift[:5])}",
+            )
+            return want or NEW_COMPOSE
+        if repair:
             reason = f"repair drift in {len(drift)} path(s): {', '.join(drift[:3])}"
         else:
             reason = f"{why}: {want or NEW_COMPOSE} (now {actual or 'nothing'})"
-        self._act(ActionKind.PUBLISH, reason, stage, want)
+        self._act(ActionKind.PUBLISH, reason, stage, want, repair)
         self._say(stage, TargetState.OUT_OF_SYNC, want or NEW_COMPOSE, actual, reason)
         return want or NEW_COMPOSE
 
@@ -306,6 +328,15 @@ class _ReleasePlanner:
             )
             return actual
         want, problem = self._resolve(pin, composing=False)
+        if problem and want == actual:
+            self._say(
+                Stage.PRODUCTION,
+                TargetState.SYNCED,
+                want,
+                actual,
+                f"{want} is published, but {problem}: it cannot be republished or repaired",
+            )
+            return actual
         if problem is None and want != actual:
             problem = self._promotion_gate(pin, staged_new)
         if problem:
@@ -351,13 +382,19 @@ class _ReleasePlanner:
             self._act(ActionKind.PRUNE, f"{why}; not used by any stage", None, c.compose_id)
 
 
-def plan(spec: Spec, observed: Observed, revision: str | None = None) -> Plan:
-    """Compute the plan that makes the trees match ``spec``."""
+def plan(
+    spec: Spec, observed: Observed, revision: str | None = None, repair_drift: bool = True
+) -> Plan:
+    """Compute the plan that makes the trees match ``spec``.
+
+    ``repair_drift=False`` (host config ``drift: report``) reports drift without repairing it.
+    """
     actions: list[Action] = []
     verdicts: list[Verdict] = []
     for sig_name, sig in sorted(spec.sigs.items()):
         for rel_name, rel in sorted(sig.releases.items(), key=lambda kv: _release_key(kv[0])):
-            planner = _ReleasePlanner(spec, rel, observed.facts(sig_name, rel_name), observed.now)
+            facts = observed.facts(sig_name, rel_name)
+            planner = _ReleasePlanner(spec, rel, facts, observed.now, repair_drift)
             planner.run()
             actions.extend(planner.actions)
             verdicts.extend(planner.verdicts)

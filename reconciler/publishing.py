@@ -7,24 +7,30 @@ DESIGN.md section 6, in this order:
    rename); delete nothing;
 2. add the new metadata files (their names carry their checksums);
 3. replace each ``repodata/repomd.xml`` by rename (write, fsync, rename);
-4. (file lists: written by the caller after this returns);
+4. replace the file lists by rename (production; :mod:`reconciler.filelists`);
 5. files no longer needed become pending deletions, due after ``delete_grace``;
-   :func:`delete_due` removes them on a later pass.
+   :func:`delete_due` removes them on a later pass, then the lists are renewed.
 
 Only what differs from the state's inventory of the target is touched, so the
-work is proportional to the change, not to the tree.
+work is proportional to the change, not to the tree. A *repair* publish (after
+drift was found) compares with the tree itself instead of the inventory.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
-from .errors import PublishError, UnsafePathError
+from .errors import LockHeldError, PublishError, UnsafePathError
+from .filelists import Entry, render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
 from .state import InventoryEntry, StateDB
 
@@ -39,20 +45,17 @@ class SourceFile:
     path: Path
     size: int
     mtime_ns: int
-    ino: int
 
     @property
     def is_repomd(self) -> bool:
         return self.rel == REPOMD or self.rel.endswith(f"/{REPOMD}")
 
     @property
-    def is_metadata(self) -> bool:
-        return "/repodata/" in f"/{self.rel}"
-
-    @property
     def phase(self) -> int:
         """1: packages and other files, 2: metadata files, 3: repomd.xml."""
-        return 3 if self.is_repomd else 2 if self.is_metadata else 1
+        if self.is_repomd:
+            return 3
+        return 2 if "/repodata/" in f"/{self.rel}" else 1
 
 
 @dataclass
@@ -60,7 +63,6 @@ class PublishStats:
     files: int = 0
     bytes: int = 0
     pending: int = 0
-    deleted: int = 0
 
 
 def scan_source(root: Path) -> Iterator[SourceFile]:
@@ -73,11 +75,29 @@ def scan_source(root: Path) -> Iterator[SourceFile]:
                 continue
             path = base / name
             st = path.lstat()
-            if not path.is_file() or path.is_symlink():
-                continue
-            yield SourceFile(
-                str(path.relative_to(root)), path, st.st_size, st.st_mtime_ns, st.st_ino
-            )
+            if stat.S_ISREG(st.st_mode):
+                yield SourceFile(str(path.relative_to(root)), path, st.st_size, st.st_mtime_ns)
+
+
+def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> InventoryEntry:
+    kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+    return InventoryEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ino, checksum,
+                          st.st_ctime_ns)  # fmt: skip
+
+
+@contextmanager
+def root_lock(root: Path) -> Iterator[None]:
+    """An exclusive flock on the stage root directory itself: one publisher per tree."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(f"another publish to {root} is running") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class Publisher:
@@ -88,27 +108,51 @@ class Publisher:
         self.prefix = prefix  # e.g. mirror/pub/sig/9/core, relative to stage_root
         self.target = stage_root.joinpath(*prefix.parts)
         self.stats = PublishStats()
+        self._dirs_seen: set[Path] = set()
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}"
 
     def _safe_dir(self, directory: Path) -> None:
-        """Create ``directory``; refuse one that resolves outside the stage root."""
-        directory.mkdir(parents=True, exist_ok=True)
-        if not inside(self.stage_root, directory):
-            raise UnsafePathError(
-                f"{directory} resolves outside {self.stage_root}; refusing to write"
-            )
+        """Create ``directory`` (once per publish); refuse one that resolves outside the root.
+
+        Leftover temporary files of an interrupted publish in it are removed.
+        """
+        if directory in self._dirs_seen:
+            return
+        current = self.stage_root
+        for part in directory.relative_to(self.stage_root).parts:
+            current = current / part
+            try:
+                st = current.lstat()
+            except FileNotFoundError:
+                current.mkdir()
+                continue
+            if stat.S_ISLNK(st.st_mode) and not inside(self.stage_root, current):
+                raise UnsafePathError(
+                    f"{current} is a symlink out of {self.stage_root}; refusing to write through it"
+                )
+            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                raise PublishError(f"{current} is in the way: it should be a directory")
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+        self._dirs_seen.add(directory)
 
     def _place(self, src: SourceFile) -> InventoryEntry:
         dst = self.target / src.rel
         self._safe_dir(dst.parent)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
+        if _same_inode(src.path, dst):
+            # already in place (a publish interrupted before it recorded its inventory):
+            # renaming a second link of the same inode over it would do nothing at all
+            return entry_for(self._key(src.rel), dst.lstat(), _sha1(dst) if src.is_repomd else None)
         tmp = tmp_name(dst)
-        tmp.unlink(missing_ok=True)
+        checksum = None
         if src.is_repomd:
-            _copy_fsync(src.path, tmp)
+            checksum = _copy_fsync(src.path, tmp)
         else:
             try:
                 os.link(src.path, tmp, follow_symlinks=False)
@@ -120,72 +164,178 @@ class Publisher:
         st = dst.lstat()
         self.stats.files += 1
         self.stats.bytes += st.st_size
-        return InventoryEntry(self._key(src.rel), "f", st.st_size, st.st_mtime_ns, st.st_ino, None)
+        return entry_for(self._key(src.rel), st, checksum)
 
-    def publish(self, source: Path, grace: timedelta, now: datetime) -> PublishStats:
+    def _dir_entries(self) -> list[InventoryEntry]:
+        """Inventory entries of the directories written to, and their parents up to the root."""
+        dirs: set[Path] = set()
+        for seen in self._dirs_seen:
+            d = seen
+            while d != self.stage_root and self.stage_root in d.parents:
+                dirs.add(d)
+                d = d.parent
+        return [entry_for(str(d.relative_to(self.stage_root)), d.lstat()) for d in sorted(dirs)]
+
+    def _changed(self, files: list[SourceFile], repair: bool) -> list[SourceFile]:
+        if repair:
+            return [f for f in files if not _same_file(self.target / f.rel, f)]
+        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
+        return [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
+
+    def publish(
+        self, source: Path, grace: timedelta, now: datetime, repair: bool = False
+    ) -> PublishStats:
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
-        self._safe_dir(self.target)
-        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
-        files = list(scan_source(source))
-        wanted = {self._key(f.rel) for f in files}
-        changed = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
-        self.state.cancel_pending(self.stage, [self._key(f.rel) for f in files])
-        for phase in (1, 2, 3):
-            batch = [self._place(f) for f in changed if f.phase == phase]
-            self.state.apply_inventory_changes(self.stage, batch, [])
-        gone = sorted(set(inventory) - wanted)
-        if gone:
-            self.state.add_pending(self.stage, gone, now + grace, "superseded")
-            self.stats.pending = len(gone)
-        log.info(
-            "published %s to %s: %d files changed, %d pending deletion",
-            source,
-            self.target,
-            self.stats.files,
-            len(gone),
-        )
+        with root_lock(self.stage_root):
+            self._safe_dir(self.target)
+            files = list(scan_source(source))
+            changed = self._changed(files, repair)
+            self.state.cancel_pending(self.stage, [self._key(f.rel) for f in files])
+            for phase in (1, 2, 3):
+                batch = [self._place(f) for f in changed if f.phase == phase]
+                self.state.apply_inventory_changes(self.stage, batch, [])
+            self.state.apply_inventory_changes(self.stage, self._dir_entries(), [])
+            self._retire(files, now + grace, repair)
+        log.info("published %s to %s: %d files changed", source, self.target, self.stats.files)
         return self.stats
+
+    def _retire(self, files: list[SourceFile], due: datetime, repair: bool) -> None:
+        """Files under the target that the compose does not have become pending deletions."""
+        wanted = {self._key(f.rel) for f in files}
+        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
+        gone = {k for k, e in inventory.items() if e.kind != "d" and k not in wanted}
+        if repair:
+            unexpected = set(_walk_files(self.stage_root, self.target)) - wanted - set(inventory)
+            self.state.apply_inventory_changes(
+                self.stage, [entry_for(k, (self.stage_root / k).lstat()) for k in unexpected], []
+            )
+            gone |= unexpected
+        if gone:
+            self.state.add_pending(self.stage, sorted(gone), due, "superseded")
+            self.stats.pending = len(gone)
 
 
 def _current(entry: InventoryEntry | None, src: SourceFile) -> bool:
     return entry is not None and entry.size == src.size and entry.mtime_ns == src.mtime_ns
 
 
-def _copy_fsync(src: Path, dst: Path) -> None:
-    with src.open("rb") as fin, open(dst, "xb") as fout:  # noqa: PTH123
+def _same_file(dst: Path, src: SourceFile) -> bool:
+    try:
+        st = dst.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
+        return False
+    if st.st_ino == src.path.stat().st_ino:
+        return True
+    return _sha256(dst) == _sha256(src.path)
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.lstat()
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
+    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _walk_files(stage_root: Path, top: Path) -> Iterator[str]:
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            if not name.endswith(TMP_SUFFIX):
+                yield str((Path(dirpath) / name).relative_to(stage_root))
+
+
+def _copy_fsync(src: Path, dst: Path) -> str:
+    """Copy ``src`` to a new ``dst`` with its mtime, fsync it; return the sha1 of the bytes."""
+    sha1 = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
         while chunk := fin.read(1 << 20):
+            sha1.update(chunk)
             fout.write(chunk)
         fout.flush()
         os.fsync(fout.fileno())
     st = src.stat()
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return sha1.hexdigest()
 
 
 def delete_due(state: StateDB, stage: str, stage_root: Path, now: datetime) -> int:
     """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs."""
     due = [p for p in state.due(now) if p.stage == stage]
+    if not due:
+        return 0
     removed: list[str] = []
-    for item in due:
-        rel = PurePosixPath(item.relpath)
-        if rel.is_absolute() or ".." in rel.parts:
-            continue
-        path = stage_root.joinpath(*rel.parts)
-        if not inside(stage_root, path.parent):
-            log.warning("not deleting %s: it resolves outside %s", path, stage_root)
-            continue
-        path.unlink(missing_ok=True)
-        removed.append(item.relpath)
-        _prune_empty_dirs(path.parent, stage_root)
-    state.apply_inventory_changes(stage, [], removed)
+    touched: set[Path] = set()
+    with root_lock(stage_root):
+        for item in due:
+            rel = PurePosixPath(item.relpath)
+            if rel.is_absolute() or ".." in rel.parts:
+                continue
+            path = stage_root.joinpath(*rel.parts)
+            if not inside(stage_root, path.parent):
+                log.warning("not deleting %s: it resolves outside %s", path, stage_root)
+                continue
+            if path.is_dir() and not path.is_symlink():
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(item.relpath)
+            touched.add(path.parent)
+        removed_dirs, changed_dirs = _prune_empty_dirs(touched, stage_root)
+    state.apply_inventory_changes(
+        stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
+        [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
+    )  # fmt: skip
     state.remove_pending([p.id for p in due])
     return len(removed)
 
 
-def _prune_empty_dirs(directory: Path, stop: Path) -> None:
-    while directory != stop and stop in directory.parents:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent
+def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], list[Path]]:
+    """Remove empty directories upwards; return (removed, still-present parents touched)."""
+    removed: list[Path] = []
+    remaining: set[Path] = set()
+    for start in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        d = start
+        while d != stop and stop in d.parents:
+            try:
+                d.rmdir()
+            except OSError:
+                remaining.add(d)
+                break
+            removed.append(d)
+            d = d.parent
+        else:
+            continue
+    return removed, sorted(p for p in remaining if p.exists())
+
+
+def write_production_filelists(state: StateDB, production_root: Path, category: str) -> list[str]:
+    """Step 4: renew the file lists at ``<root>/<category>/`` from the inventory (no walk).
+
+    The time of each entry is max(mtime, ctime) as of when it was published.
+    """
+    top = production_root / category
+    cut = len(category) + 1
+    entries = [
+        Entry(rel[cut:], e.kind, e.size, max(e.mtime_ns, e.ctime_ns) // 1_000_000_000, e.checksum)
+        for rel, e in state.inventory("production", f"{category}/").items()
+    ]
+    if not top.is_dir():
+        return []
+    return write_if_changed(top, render_all(entries))

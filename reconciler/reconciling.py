@@ -138,7 +138,7 @@ class PassResult:
 def make_plan(host: HostConfig, state: StateDB, source: Source) -> Plan:
     with Upstream(host.download, log) as up:
         observed = observe(source.spec, host, state, up)
-    return plan(source.spec, observed, source.revision)
+    return plan(source.spec, observed, source.revision, repair_drift=host.drift == "repair")
 
 
 @contextmanager

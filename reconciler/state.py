@@ -131,6 +131,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             fetched_at TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    # 1 -> 2: the inode change time of inventory entries (file lists use max(mtime, ctime)).
+    ("ALTER TABLE inventory ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -260,24 +262,26 @@ class InventoryEntry:
     size: int
     mtime_ns: int
     ino: int
-    checksum: str | None
+    checksum: str | None  # sha1 of a repomd.xml (for the file lists); None otherwise
+    ctime_ns: int = 0
 
     def to_row(self, stage: str) -> tuple[Any, ...]:
         if self.kind not in INVENTORY_KINDS:
             raise ValueError(f"inventory entry {self.relpath!r} has unknown kind {self.kind!r}")
-        return (stage, self.relpath, self.kind, self.size, self.mtime_ns, self.ino, self.checksum)
+        return (stage, self.relpath, self.kind, self.size, self.mtime_ns, self.ino, self.checksum,
+                self.ctime_ns)  # fmt: skip
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
-        relpath, kind, size, mtime_ns, ino, checksum = row
-        return cls(relpath, kind, size, mtime_ns, ino, checksum)
+        relpath, kind, size, mtime_ns, ino, checksum, ctime_ns = row
+        return cls(relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)
 
 
 _UPSERT_INVENTORY = (
-    "INSERT INTO inventory (stage, relpath, kind, size, mtime_ns, ino, checksum)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, relpath) DO UPDATE SET"
+    "INSERT INTO inventory (stage, relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, relpath) DO UPDATE SET"
     " kind = excluded.kind, size = excluded.size, mtime_ns = excluded.mtime_ns,"
-    " ino = excluded.ino, checksum = excluded.checksum"
+    " ino = excluded.ino, checksum = excluded.checksum, ctime_ns = excluded.ctime_ns"
 )
 
 
@@ -729,7 +733,7 @@ class StateDB:
     def inventory(self, stage: str, prefix: str = "") -> dict[str, InventoryEntry]:
         """Entries of ``stage`` whose relpath starts with ``prefix`` (a string prefix)."""
         sql = (
-            "SELECT relpath, kind, size, mtime_ns, ino, checksum FROM inventory"
+            "SELECT relpath, kind, size, mtime_ns, ino, checksum, ctime_ns FROM inventory"
             " WHERE stage = ? AND relpath >= ?"
         )
         params: list[str] = [stage, prefix]

@@ -565,3 +565,24 @@ def test_survives_sigkill_during_writes(tmp_path: Path) -> None:
         assert count == 0
         assert db.get_meta(f"k{i}") is None
         assert db._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    from reconciler.state import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "state.db")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO inventory (stage, relpath, kind, size, mtime_ns, ino, checksum)"
+        " VALUES ('production', 'a/b', 'f', 3, 5, 7, NULL)"
+    )
+    conn.commit()
+    conn.close()
+    with StateDB.open(tmp_path) as db:
+        assert db.schema_version == len(MIGRATIONS) == 2
+        entry = db.inventory("production")["a/b"]
+        assert (entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns) == (3, 5, 7, 0)

@@ -1,0 +1,317 @@
+"""quick-fedora-mirror (QFM) file lists: ``fullfilelist`` and ``fullfiletimelist*``.
+
+The format is the one ``create-filelist`` (quick-fedora-mirror's server side)
+writes and the ``quick-fedora-mirror`` client reads, version 2::
+
+    [Version]
+    2
+
+    [Files]
+    <mtime>\t<type>\t<size>\t<path>
+    ...
+
+    [Checksums SHA1]
+    <sha1>\t<path>
+    ...
+
+    [End]
+
+``mtime`` is max(mtime, ctime) in whole seconds (a new hardlink makes a file
+look new, so mirrors pick it up), ``type`` is ``f``, ``d`` or ``l`` (file,
+directory, symlink; from lstat), ``size`` is lstat's, and paths are relative
+to the directory the lists are written in. Sections are separated by a blank
+line (the client's awk scripts end a section at an empty line) and the client
+refuses a list whose last two lines do not hold ``[End]``. The checksums are
+those of every ``repomd.xml``. ``fullfilelist`` is the plain list of every
+entry, files and directories alike, each as ``./<path>`` (create-filelist
+writes scandir's path from ``.``).
+
+Unlike create-filelist (which writes scandir order), entries are sorted by
+path so the lists are deterministic and rewritten only when the tree changes.
+Names ending in ``.~tmp~`` (and what is under such directories) and the lists
+themselves in the top directory are never listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UnsafePathError
+from .fsutil import TMP_SUFFIX, atomic_write
+
+FILELIST = "fullfilelist"
+TIMELIST_SIG = "fullfiletimelist-sig"
+TIMELIST = "fullfiletimelist"
+#: The lists, in the order they are replaced: the one QFM clients poll goes last.
+LIST_NAMES: tuple[str, ...] = (FILELIST, TIMELIST, TIMELIST_SIG)
+CHECKSUMMED = "repomd.xml"
+VERSION = 2
+KINDS = frozenset({"f", "d", "l"})
+
+_CHUNK = 1 << 20
+_NS = 1_000_000_000
+_BAD_CHARS = ("\t", "\n", "\r")
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    """One line of ``[Files]``; ``sha1`` only for ``repomd.xml`` files."""
+
+    path: str
+    kind: str
+    size: int
+    mtime: int
+    sha1: str | None = None
+
+
+# -- scanning -------------------------------------------------------------------------
+
+
+def scan(top: Path) -> list[Entry]:
+    """Every entry under ``top`` (lstat, symlinks not followed), sorted by path.
+
+    Each regular ``repomd.xml`` gets its SHA1. Entries that vanish during the
+    walk are left out; other errors propagate.
+    """
+    with os.scandir(top) as it:  # a missing top is an error, not an empty tree
+        children = sorted(it, key=lambda e: e.name)
+    entries = list(_walk(children, ""))
+    entries.sort()
+    return entries
+
+
+def _walk(children: list[os.DirEntry[str]], prefix: str) -> Iterator[Entry]:
+    for child in children:
+        name = child.name
+        if name.endswith(TMP_SUFFIX) or (not prefix and name in LIST_NAMES):
+            continue
+        rel = f"{prefix}{name}"
+        try:
+            info = child.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        kind = _kind(info.st_mode)
+        sha1 = None
+        if kind == "f" and name == CHECKSUMMED:
+            sha1 = _sha1(Path(child.path))
+            if sha1 is None:
+                continue
+        yield Entry(rel, kind, info.st_size, _qfm_time(info), sha1)
+        if kind == "d":
+            try:
+                with os.scandir(child.path) as it:
+                    grandchildren = sorted(it, key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            yield from _walk(grandchildren, f"{rel}/")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "l"
+    if stat.S_ISDIR(mode):
+        return "d"
+    return "f"
+
+
+def _qfm_time(info: os.stat_result) -> int:
+    """max(mtime, ctime) in whole seconds, as create-filelist records it."""
+    return max(info.st_mtime_ns, info.st_ctime_ns) // _NS
+
+
+def _sha1(path: Path) -> str | None:
+    digest = hashlib.sha1()  # noqa: S324 - the format's checksum, not a security use
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def _listed(entries: Iterable[Entry]) -> list[Entry]:
+    """The entries to list, sorted by path; refuses what the format cannot carry."""
+    result: list[Entry] = []
+    for entry in sorted(entries):
+        if entry.path in LIST_NAMES or any(
+            part.endswith(TMP_SUFFIX) for part in entry.path.split("/")
+        ):
+            continue
+        _check_entry(entry)
+        result.append(entry)
+    return result
+
+
+def _check_entry(entry: Entry) -> None:
+    path = entry.path
+    if (
+        not path
+        or path.startswith("/")
+        or any(part in {"", ".", ".."} for part in path.split("/"))
+        or any(c in path for c in _BAD_CHARS)
+    ):
+        raise ValueError(f"cannot list path {path!r}")
+    if entry.kind not in KINDS:
+        raise ValueError(f"{path}: unknown kind {entry.kind!r}")
+    if entry.size < 0 or entry.mtime < 0:
+        raise ValueError(f"{path}: negative size or time")
+
+
+def render_timelist(entries: Iterable[Entry]) -> str:
+    """The ``fullfiletimelist`` text of ``entries``."""
+    listed = _listed(entries)
+    lines = ["[Version]", str(VERSION), "", "[Files]"]
+    lines += [f"{e.mtime}\t{e.kind}\t{e.size}\t{e.path}" for e in listed]
+    lines += ["", "[Checksums SHA1]"]
+    lines += [f"{e.sha1}\t{e.path}" for e in listed if e.sha1 is not None]
+    lines += ["", "[End]"]
+    return "\n".join(lines) + "\n"
+
+
+def render_filelist(entries: Iterable[Entry]) -> str:
+    """The ``fullfilelist`` text of ``entries``: ``./<path>`` of each, files and dirs."""
+    return "".join(f"./{e.path}\n" for e in _listed(entries))
+
+
+def render_all(entries: Iterable[Entry]) -> dict[str, str]:
+    """Every list, keyed by file name, in the order to write them (see :data:`LIST_NAMES`)."""
+    listed = _listed(entries)
+    timelist = render_timelist(listed)
+    return {FILELIST: render_filelist(listed), TIMELIST: timelist, TIMELIST_SIG: timelist}
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def write_if_changed(top: Path, contents: Mapping[str, str]) -> list[str]:
+    """Replace each ``top/<name>`` whose content differs, atomically, in mapping order.
+
+    Each changed file is written to a ``.~tmp~`` name, fsynced and renamed over
+    the old one; an unchanged file is not touched. Returns the names written.
+    """
+    written: list[str] = []
+    for name, text in contents.items():
+        if not name or "/" in name or name in {".", ".."} or name.endswith(TMP_SUFFIX):
+            raise UnsafePathError(f"not a file name for a list: {name!r}")
+        data = text.encode("utf-8", "surrogateescape")
+        path = top / name
+        if _current(path) == data:
+            continue
+        atomic_write(path, data)
+        written.append(name)
+    return written
+
+
+def _current(path: Path) -> bytes | None:
+    """The bytes of a regular file (a symlink is replaced, not followed), else None."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+# -- parsing --------------------------------------------------------------------------
+
+
+def parse_timelist(text: str) -> tuple[list[Entry], dict[str, str]]:
+    """``(entries, {path: sha1})`` of a ``fullfiletimelist``; ValueError if malformed.
+
+    Entries carry the SHA1 given for their path. Further ``[Checksums <ALGO>]``
+    sections (newer create-filelist writes MD5, SHA256, SHA512) are ignored.
+    """
+    body = _check_sections(_sections(text))
+    entries = _parse_files(body["Files"])
+    checksums = _parse_checksums(body["Checksums SHA1"], entries)
+    for path, sha1 in checksums.items():
+        old = entries[path]
+        entries[path] = Entry(old.path, old.kind, old.size, old.mtime, sha1)
+    return sorted(entries.values()), checksums
+
+
+def _check_sections(sections: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    names = [name for name, _ in sections]
+    if names[:2] != ["Version", "Files"] or names[-1] != "End":
+        raise ValueError(f"sections must be [Version], [Files], ..., [End], not {names}")
+    if "Checksums SHA1" not in names:
+        raise ValueError("no [Checksums SHA1] section")
+    unknown = [n for n in names[2:-1] if not n.startswith("Checksums ")]
+    if unknown:
+        raise ValueError(f"unknown section [{unknown[0]}]")
+    if len(set(names)) != len(names):
+        raise ValueError(f"repeated section in {names}")
+    body = dict(sections)
+    if body["End"]:
+        raise ValueError("text after [End]")
+    if body["Version"] != [str(VERSION)]:
+        raise ValueError(f"unsupported version {body['Version']}")
+    return body
+
+
+def _parse_files(lines: list[str]) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise ValueError(f"[Files] line needs 4 tab-separated fields: {line!r}")
+        mtime, kind, size, path = fields
+        if not (mtime.isdigit() and size.isdigit()):
+            raise ValueError(f"bad time or size: {line!r}")
+        entry = Entry(path, kind, int(size), int(mtime))
+        _check_entry(entry)
+        if path in entries:
+            raise ValueError(f"{path} listed twice")
+        entries[path] = entry
+    return entries
+
+
+def _parse_checksums(lines: list[str], entries: Mapping[str, Entry]) -> dict[str, str]:
+    checksums: dict[str, str] = {}
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"[Checksums SHA1] line needs 2 tab-separated fields: {line!r}")
+        sha1, path = fields
+        if len(sha1) != 40 or any(c not in "0123456789abcdef" for c in sha1):
+            raise ValueError(f"bad SHA1: {line!r}")
+        if path not in entries or entries[path].kind != "f":
+            raise ValueError(f"checksum of {path}, which is not a listed file")
+        if path in checksums:
+            raise ValueError(f"{path} checksummed twice")
+        checksums[path] = sha1
+    return checksums
+
+
+def _sections(text: str) -> list[tuple[str, list[str]]]:
+    """``[(name, lines)]`` in order.
+
+    A blank line ends a section (as in the client's awk scripts), so after one
+    only another section header may follow.
+    """
+    sections: list[tuple[str, list[str]]] = []
+    after_blank = False
+    for line in text.split("\n"):
+        if line.startswith("[") and line.endswith("]"):
+            sections.append((line[1:-1], []))
+            after_blank = False
+        elif not line:
+            after_blank = True
+        elif not sections:
+            raise ValueError(f"text before [Version]: {line!r}")
+        elif after_blank:
+            raise ValueError(f"line outside any section (after a blank line): {line!r}")
+        else:
+            sections[-1][1].append(line)
+    if not sections:
+        raise ValueError("empty file list")
+    return sections

@@ -1,0 +1,332 @@
+"""filelists: quick-fedora-mirror's version-2 file lists, scanned, rendered, written, parsed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.errors import UnsafePathError
+from reconciler.filelists import (
+    FILELIST,
+    TIMELIST,
+    TIMELIST_SIG,
+    Entry,
+    parse_timelist,
+    render_all,
+    render_filelist,
+    render_timelist,
+    scan,
+    write_if_changed,
+)
+
+REPOMD = b'<?xml version="1.0"?>\n<repomd/>\n'
+
+
+def qfm_time(path: Path) -> int:
+    """max(mtime, ctime) in whole seconds; ctime cannot be set, so read it back."""
+    info = path.lstat()
+    return max(info.st_mtime_ns, info.st_ctime_ns) // 1_000_000_000
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """A file, a directory tree with a repomd.xml, a symlink to a dir, and things to skip."""
+    top = tmp_path / "top"
+    (top / "repo" / "repodata").mkdir(parents=True)
+    (top / "a.txt").write_text("hello\n")
+    (top / "repo" / "repodata" / "repomd.xml").write_bytes(REPOMD)
+    (top / "repo" / FILELIST).write_text("not ours: only the top-level lists are skipped\n")
+    (top / "link").symlink_to("repo", target_is_directory=True)
+    # Skipped: temporary names (files and directories) and the lists themselves.
+    (top / "a.txt.~tmp~").write_text("partial")
+    (top / "repodata.~tmp~").mkdir()
+    (top / "repodata.~tmp~" / "primary.xml.gz").write_text("partial")
+    (top / f".{TIMELIST}.1234.~tmp~").write_text("partial")
+    for name in (FILELIST, TIMELIST, TIMELIST_SIG):
+        (top / name).write_text("old list\n")
+    # Fixed times: one in the past (ctime wins), one in the future (mtime wins).
+    os.utime(top / "a.txt", ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
+    os.utime(top / "repo" / "repodata" / "repomd.xml", (4_000_000_000, 4_000_000_000))
+    os.utime(top / "link", (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+    return top
+
+
+def test_scan_and_render_tiny_tree_exactly(tiny: Path) -> None:
+    repomd = tiny / "repo" / "repodata" / "repomd.xml"
+    assert qfm_time(repomd) == 4_000_000_000
+    sha1 = hashlib.sha1(REPOMD).hexdigest()
+    t = {rel: qfm_time(tiny / rel) for rel in ("a.txt", "link", "repo", "repo/repodata")}
+    dsize = {rel: (tiny / rel).lstat().st_size for rel in ("repo", "repo/repodata")}
+    ours = len((tiny / "repo" / FILELIST).read_bytes())
+    tf = qfm_time(tiny / "repo" / FILELIST)
+
+    entries = scan(tiny)
+    assert entries == [
+        Entry("a.txt", "f", 6, t["a.txt"]),
+        Entry("link", "l", 4, t["link"]),
+        Entry("repo", "d", dsize["repo"], t["repo"]),
+        Entry("repo/fullfilelist", "f", ours, tf),
+        Entry("repo/repodata", "d", dsize["repo/repodata"], t["repo/repodata"]),
+        Entry("repo/repodata/repomd.xml", "f", len(REPOMD), 4_000_000_000, sha1),
+    ]
+    assert render_timelist(entries) == (
+        "[Version]\n"
+        "2\n"
+        "\n"
+        "[Files]\n"
+        f"{t['a.txt']}\tf\t6\ta.txt\n"
+        f"{t['link']}\tl\t4\tlink\n"
+        f"{t['repo']}\td\t{dsize['repo']}\trepo\n"
+        f"{tf}\tf\t{ours}\trepo/fullfilelist\n"
+        f"{t['repo/repodata']}\td\t{dsize['repo/repodata']}\trepo/repodata\n"
+        f"4000000000\tf\t{len(REPOMD)}\trepo/repodata/repomd.xml\n"
+        "\n"
+        "[Checksums SHA1]\n"
+        f"{sha1}\trepo/repodata/repomd.xml\n"
+        "\n"
+        "[End]\n"
+    )
+    assert render_filelist(entries) == (
+        "./a.txt\n./link\n./repo\n./repo/fullfilelist\n./repo/repodata\n./repo/repodata/repomd.xml\n"
+    )
+    lists = render_all(entries)
+    assert list(lists) == [FILELIST, TIMELIST, TIMELIST_SIG]  # the polled list goes last
+    assert lists[TIMELIST] == lists[TIMELIST_SIG] == render_timelist(entries)
+    assert lists[FILELIST] == render_filelist(entries)
+
+
+def test_scan_times_are_max_of_mtime_and_ctime(tiny: Path) -> None:
+    by_path = {e.path: e for e in scan(tiny)}
+    assert by_path["a.txt"].mtime > 1_500_000_000  # ctime (now) is newer than mtime
+    assert by_path["repo/repodata/repomd.xml"].mtime == 4_000_000_000  # mtime in the future
+
+
+def test_render_is_sorted_and_skips_lists_and_tmp(tiny: Path) -> None:
+    entries = scan(tiny)
+    shuffled = [*reversed(entries), Entry(FILELIST, "f", 1, 1), Entry("x/y.~tmp~", "f", 1, 1)]
+    assert render_timelist(shuffled) == render_timelist(entries)
+    assert render_filelist(shuffled) == render_filelist(entries)
+
+
+def test_render_empty_tree(tmp_path: Path) -> None:
+    assert scan(tmp_path) == []
+    text = render_timelist([])
+    assert text == "[Version]\n2\n\n[Files]\n\n[Checksums SHA1]\n\n[End]\n"
+    assert parse_timelist(text) == ([], {})
+    assert render_filelist([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        (Entry("a\tb", "f", 1, 1), "cannot list path"),
+        (Entry("a\nb", "f", 1, 1), "cannot list path"),
+        (Entry("/abs", "f", 1, 1), "cannot list path"),
+        (Entry("a/../b", "f", 1, 1), "cannot list path"),
+        (Entry("a//b", "f", 1, 1), "cannot list path"),
+        (Entry("", "d", 1, 1), "cannot list path"),
+        (Entry("a", "x", 1, 1), "unknown kind"),
+        (Entry("a", "f", -1, 1), "negative size or time"),
+    ],
+)
+def test_render_refuses_what_the_format_cannot_carry(entry: Entry, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        render_timelist([entry])
+
+
+def test_scan_missing_top_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        scan(tmp_path / "nope")
+
+
+# -- round trip and parsing -----------------------------------------------------------
+
+
+def test_round_trip(tiny: Path) -> None:
+    entries = scan(tiny)
+    parsed, checksums = parse_timelist(render_timelist(entries))
+    assert parsed == entries
+    assert checksums == {"repo/repodata/repomd.xml": hashlib.sha1(REPOMD).hexdigest()}
+
+
+_segment = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="/\t\n\r\0"),
+    min_size=1,
+    max_size=8,
+).filter(lambda s: s not in {".", ".."} and not s.endswith(".~tmp~"))
+_entries = st.lists(
+    st.builds(
+        Entry,
+        path=st.lists(_segment, min_size=1, max_size=3).map("/".join),
+        kind=st.sampled_from(["f", "d", "l"]),
+        size=st.integers(0, 2**40),
+        mtime=st.integers(0, 2**33),
+    ),
+    unique_by=lambda e: e.path,
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_entries, st.data())
+def test_round_trip_property(entries: list[Entry], data: st.DataObject) -> None:
+    entries = [e for e in entries if e.path not in {FILELIST, TIMELIST, TIMELIST_SIG}]
+    with_sums = [
+        Entry(e.path, e.kind, e.size, e.mtime, hashlib.sha1(e.path.encode()).hexdigest())
+        if e.kind == "f" and data.draw(st.booleans())
+        else e
+        for e in entries
+    ]
+    parsed, checksums = parse_timelist(render_timelist(with_sums))
+    assert parsed == sorted(with_sums)
+    assert checksums == {e.path: e.sha1 for e in with_sums if e.sha1}
+
+
+GOOD = (
+    "[Version]\n2\n\n[Files]\n"
+    "1700000000\td\t4096\trepo\n"
+    "1700000001\tf\t12\trepo/repomd.xml\n"
+    "\n[Checksums SHA1]\n"
+    f"{'a' * 40}\trepo/repomd.xml\n"
+    "\n[End]\n"
+)
+
+
+def test_parse_good_and_tolerated_extras() -> None:
+    entries, sums = parse_timelist(GOOD)
+    assert entries == [
+        Entry("repo", "d", 4096, 1700000000),
+        Entry("repo/repomd.xml", "f", 12, 1700000001, "a" * 40),
+    ]
+    assert sums == {"repo/repomd.xml": "a" * 40}
+    # Newer create-filelist also writes other checksum sections: ignored.
+    more = GOOD.replace(
+        "\n[End]", "\n[Checksums SHA256]\n" + "b" * 64 + "\trepo/repomd.xml\n\n[End]"
+    )
+    assert parse_timelist(more) == (entries, sums)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (GOOD.replace("\n[End]\n", ""), "sections"),
+        (GOOD.replace("[Files]", "[Filez]"), "sections"),
+        (GOOD.replace("[Version]\n2\n\n", ""), "sections"),
+        (GOOD.replace("[Checksums SHA1]", "[Checksums MD5]"), "SHA1"),
+        (GOOD.replace("[Version]\n2", "[Version]\n3"), "version"),
+        (GOOD.replace("[Version]\n2", "[Version]\ntwo"), "version"),
+        (GOOD.replace("\t4096\trepo\n", "\trepo\n"), "4 tab-separated"),
+        (GOOD.replace("d\t4096\trepo", "d\t4096\trepo\textra"), "4 tab-separated"),
+        (GOOD.replace("1700000000\td", "17e8\td"), "time or size"),
+        (GOOD.replace("\td\t", "\tq\t"), "kind"),
+        (GOOD.replace("\trepo/repomd.xml\n\n[End]", "\tnope\n\n[End]"), "not a listed file"),
+        (GOOD.replace("a" * 40, "a" * 39), "SHA1"),
+        (GOOD.replace("\trepo\n", "\trepo\n\n"), "outside any section"),
+        (GOOD + "junk\n", "after"),
+        ("junk\n" + GOOD, "before"),
+        ("", "empty"),
+        (GOOD.replace("[Files]\n", "[Files]\n1\tf\t1\ta\n1\tf\t1\ta\n"), "twice"),
+        (GOOD.replace("\n[End]", "\n[Other]\n\n[End]"), "unknown section"),
+    ],
+)
+def test_parse_rejects_malformed(bad: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_timelist(bad)
+
+
+@pytest.mark.skipif(shutil.which("awk") is None, reason="needs awk")
+def test_quick_fedora_mirror_client_reads_it(tiny: Path) -> None:
+    """The client's own checks (zsh + awk in quick-fedora-mirror) accept our list."""
+    lists = tiny.parent / "lists"
+    lists.mkdir()
+    text = render_timelist(scan(tiny))
+    (lists / TIMELIST_SIG).write_text(text)
+    flversion = subprocess.run(
+        ["awk", "-F", "\t", r"/^\[Version/ {s=1; next} /^$/ {exit} {if (s) print $0}"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert flversion == "2\n"
+    assert "[End]" in text.splitlines()[-2:]  # tail -2 | grep -q '^\[End\]$'
+    files = subprocess.run(
+        [
+            "awk",
+            "-F",
+            "\t",
+            r'/\[Files/ {s=1;next} /^$/ {s=0;next} {if (s && $1 >= 0 && ($2 == "f" || $2 == "l")) print "sig/" $4 "\t" $3}',
+            str(lists / TIMELIST_SIG),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert files == [
+        "sig/a.txt\t6",
+        "sig/link\t4",
+        f"sig/repo/fullfilelist\t{(tiny / 'repo' / FILELIST).stat().st_size}",
+        f"sig/repo/repodata/repomd.xml\t{len(REPOMD)}",
+    ]
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def _ident(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
+
+
+def test_write_if_changed(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    (top / "repo" / "repodata").mkdir(parents=True)
+    (top / "repo" / "repodata" / "repomd.xml").write_bytes(REPOMD)
+    names = [FILELIST, TIMELIST, TIMELIST_SIG]
+
+    lists = render_all(scan(top))
+    assert write_if_changed(top, lists) == names
+    for name in names:
+        assert (top / name).read_text() == lists[name]
+    before = {name: _ident(top / name) for name in names}
+
+    # The lists themselves are not listed, so rescanning gives the same lists.
+    again = render_all(scan(top))
+    assert again == lists
+    assert write_if_changed(top, again) == []
+    assert {name: _ident(top / name) for name in names} == before
+
+    # A change: replaced by rename (new inode), only the lists whose content changed.
+    (top / "repo" / "repodata" / "repomd.xml").write_bytes(REPOMD + b"<!-- new -->\n")
+    changed = render_all(scan(top))
+    assert changed[FILELIST] == lists[FILELIST]
+    assert write_if_changed(top, changed) == [TIMELIST, TIMELIST_SIG]
+    assert _ident(top / FILELIST) == before[FILELIST]
+    for name in (TIMELIST, TIMELIST_SIG):
+        assert (top / name).stat().st_ino != before[name][0]
+        assert (top / name).read_text() == changed[name]
+    assert not [p for p in top.iterdir() if p.name.endswith(".~tmp~")]
+
+
+def test_write_if_changed_replaces_a_symlink_without_following_it(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("same\n")
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / FILELIST).symlink_to(target)
+    assert write_if_changed(top, {FILELIST: "same\n"}) == [FILELIST]
+    assert not (top / FILELIST).is_symlink()
+    assert target.read_text() == "same\n"
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "x.~tmp~"])
+def test_write_if_changed_refuses_bad_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UnsafePathError):
+        write_if_changed(tmp_path, {name: "x"})
