@@ -97,13 +97,38 @@ def observe_upstream(
     return UpstreamFact(revision=upstream_revision(digests))
 
 
-def _target(state: StateDB, sig: str, release: str, stage: Stage) -> TargetFact:
+def _repomd_drift(
+    state: StateDB, stage: Stage, root: Path, prefix: str, rel: ReleaseSpec
+) -> list[str]:
+    """The cheap check of every pass: stat each published repomd.xml against the inventory."""
+    found = []
+    for variant in variants_of(rel):
+        path = f"{prefix}/{variant.rel_dir}/repodata/repomd.xml"
+        entry = state.inventory(stage.value, path).get(path)
+        if entry is None:
+            continue
+        try:
+            st = (root / path).lstat()
+        except FileNotFoundError:
+            found.append(f"missing: {path}")
+            continue
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.ino):
+            found.append(f"changed: {path}")
+    return found
+
+
+def _target(
+    spec: Spec, host: HostConfig, state: StateDB, sig: str, release: str, stage: Stage
+) -> TargetFact:
     record = state.target(sig, release, stage.value)
     if record is None:
         return TargetFact()
-    return TargetFact(
-        record.compose_id, record.published_at, drift.load(state, stage.value, sig, release)
-    )
+    root = host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
+    prefix = f"{spec.defaults.publish.category}/{release}/{sig}"
+    rel = spec.release(sig, release)
+    found = dict.fromkeys(drift.load(state, stage.value, sig, release))
+    found.update(dict.fromkeys(_repomd_drift(state, stage, root, prefix, rel)))
+    return TargetFact(record.compose_id, record.published_at, tuple(found))
 
 
 def check_drift(spec: Spec, host: HostConfig, state: StateDB) -> dict[tuple[str, str, str], int]:
@@ -158,7 +183,7 @@ def observe(
             if wanted is not None and (sig_name, rel_name) not in wanted:
                 continue
             tree = ComposeTree(host.roots.compose, sig_name, rel_name)
-            production = _target(state, sig_name, rel_name, Stage.PRODUCTION)
+            production = _target(spec, host, state, sig_name, rel_name, Stage.PRODUCTION)
             needs_upstream = (
                 up is not None and not rel.suspend and rel.compose.trigger == "upstream"
             )
@@ -166,7 +191,7 @@ def observe(
                 sig=sig_name,
                 release=rel_name,
                 composes=observe_composes(tree),
-                staging=_target(state, sig_name, rel_name, Stage.STAGING),
+                staging=_target(spec, host, state, sig_name, rel_name, Stage.STAGING),
                 production=production,
                 staged_at=_first_staged(state, sig_name, rel_name),
                 previous_production=_previous_production(

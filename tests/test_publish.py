@@ -328,3 +328,14 @@ def test_dnf_installs_from_production_over_http_after_promotion_and_rollback(
         assert world.run("apply") == 0
         rolled_back = installed_version("after-rollback")
     assert "1.1" in promoted and "1.0" in rolled_back
+
+
+def test_a_repomd_changed_by_hand_is_seen_on_the_very_next_pass(world: World) -> None:
+    """Every pass stats each published repomd.xml (cheap); no drift interval needed."""
+    path = world.production / SIG_REL / REPO / "repodata/repomd.xml"
+    original = path.read_bytes()
+    path.write_bytes(b"broken by hand")
+    assert world.run("plan") == 2
+    assert world.run("apply") == 0
+    assert path.read_bytes() == original
+    assert verify_tree(world.production).ok
