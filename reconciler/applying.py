@@ -23,6 +23,7 @@ from .errors import PublishError, ReconcilerError
 from .facts import PUBLISHED_STAGES, Stage
 from .hostconfig import HostConfig
 from .layout import ComposeTree
+from .lifecycle import Event, HookFailure, run_hooks
 from .names import COMPOSE_ID_RE
 from .planning import Action, ActionKind, Plan, TargetState, Verdict
 from .progress import Reporter
@@ -31,6 +32,17 @@ from .spec import Spec
 from .state import StateDB, TargetRecord, TargetStatus
 
 log = logging.getLogger(__name__)
+
+
+def _fields(action: Action) -> dict[str, str | None]:
+    """Structured log fields of an action (stable names)."""
+    return {
+        "action": action.kind.value,
+        "sig": action.sig,
+        "release": action.release,
+        "stage": action.stage.value if action.stage else None,
+        "compose_id": action.compose_id,
+    }
 
 
 @dataclass(frozen=True)
@@ -44,11 +56,12 @@ class Context:
 @dataclass(frozen=True)
 class ActionResult:
     action: Action
-    result: str  # ok | failed | skipped
+    result: str  # ok | failed | blocked | skipped
     error: str | None = None
     compose_id: str | None = None
     bytes: int = 0
     files: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,30 @@ class Applier:
         self._record_statuses(plan.verdicts, results)
         return ApplyResult(tuple(results), stopped)
 
+    def _event(
+        self, action: Action, name: str, result: str | None = None, error: str | None = None
+    ) -> Event:
+        stage = action.stage or Stage.COMPOSE
+        compose_id = action.compose_id or self._new.get((action.sig, action.release))
+        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        target = None
+        if stage is not Stage.COMPOSE:
+            prefix = target_prefix(self.spec, action.sig, action.release)
+            target = str(stage_root(self.host, stage).joinpath(*prefix.parts))
+        return Event(
+            name, action.sig, action.release, stage.value, compose_id, self.context.revision,
+            self.context.author, result, error,
+            str(tree.sig_dir(compose_id)) if compose_id else None, target,
+        )  # fmt: skip
+
+    def _hooks(
+        self, action: Action, name: str, result: str | None = None, error: str | None = None
+    ) -> list[HookFailure]:
+        if action.kind is ActionKind.PRUNE:
+            return []
+        hooks = self.host.hooks
+        return run_hooks(hooks.dir, self._event(action, name, result, error), hooks.timeout)
+
     def _run(self, action: Action) -> ActionResult:
         now = datetime.now(UTC)
         action_id = self.state.start_action(
@@ -122,15 +159,54 @@ class Applier:
             author=self.context.author,
             started_at=now,
         )
-        log.info("apply: %s (%s)", action.describe(), action.reason)
+        stage = (action.stage or Stage.COMPOSE).value
+        blocked = self._hooks(action, f"pre-{stage}")
+        if blocked:
+            error = "; ".join(str(b) for b in blocked)
+            log.warning(
+                "apply: %s blocked: %s",
+                action.describe(),
+                error,
+                extra={"event": "action.blocked", **_fields(action)},
+            )
+            self.state.finish_action(
+                action_id, result="blocked", error=error, finished_at=datetime.now(UTC)
+            )
+            return ActionResult(action, "blocked", error)
+        log.info(
+            "apply: %s (%s)",
+            action.describe(),
+            action.reason,
+            extra={"event": "action.start", **_fields(action)},
+        )
         try:
             outcome = self._execute(action)
         except (ReconcilerError, OSError) as exc:
-            log.error("apply: %s failed: %s", action.describe(), exc)
+            log.error(
+                "apply: %s failed: %s",
+                action.describe(),
+                exc,
+                extra={"event": "action.failed", **_fields(action)},
+            )
             self.state.finish_action(
                 action_id, result="failed", error=str(exc), finished_at=datetime.now(UTC)
             )
-            return ActionResult(action, "failed", str(exc))
+            self._hooks(action, f"post-{stage}", "failed", str(exc))
+            self._hooks(action, "on-failure", "failed", str(exc))
+            seconds = (datetime.now(UTC) - now).total_seconds()
+            return ActionResult(action, "failed", str(exc), seconds=seconds)
+        self._hooks(action, f"post-{stage}", "ok")
+        log.info(
+            "apply: %s done",
+            action.describe(),
+            extra={
+                "event": "action.done",
+                "bytes": outcome.bytes,
+                "files": outcome.files,
+                **_fields(action),
+                "compose_id": outcome.compose_id,
+            },
+        )
         self.state.finish_action(
             action_id,
             result="ok",
@@ -138,7 +214,10 @@ class Applier:
             files=outcome.files,
             finished_at=datetime.now(UTC),
         )
-        return ActionResult(action, "ok", None, outcome.compose_id, outcome.bytes, outcome.files)
+        seconds = (datetime.now(UTC) - now).total_seconds()
+        return ActionResult(
+            action, "ok", None, outcome.compose_id, outcome.bytes, outcome.files, seconds
+        )
 
     def _execute(self, action: Action) -> _Outcome:
         if action.kind is ActionKind.COMPOSE:
@@ -246,6 +325,8 @@ class Applier:
             if done is not None and done.result == "ok":
                 state, actual = TargetState.SYNCED, done.compose_id or actual
                 reason = f"applied: {done.action.reason}"
+            elif done is not None and done.result == "blocked":
+                state, reason = TargetState.BLOCKED, f"blocked: {done.error}"
             elif done is not None:
                 state, reason = TargetState.FAILED, f"{done.result}: {done.error}"
             desired = actual if done is not None and done.result == "ok" else v.desired

@@ -8,7 +8,6 @@ printed as one clear message.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError, ReconcilerError, SpecError
+from .logs import setup_logging
 
 if TYPE_CHECKING:
     from .composing import ComposeResult
@@ -130,6 +130,12 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--out", type=Path, help="also save the plan (JSON) for `apply PLANFILE`")
     p.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="plan what merging REV (a branch or commit of the desired-state "
+        "repository) would do, without touching any tree",
+    )
     _add_spec_option(p)
     _add_common(p)
 
@@ -219,16 +225,6 @@ def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _add_common(p)
 
 
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    root = logging.getLogger("reconciler")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-
-
 def _spec_dir(args: argparse.Namespace) -> Path:
     if args.desired_state is not None:
         return Path(args.desired_state)
@@ -291,13 +287,16 @@ def describe_result(result: ComposeResult) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    import tempfile
+
     from .hostconfig import load_host_config
-    from .reconciling import open_state, run_pass
+    from .reconciling import load_against, open_state, run_pass
     from .reporting import plan_json, plan_markdown, plan_text
 
     host = load_host_config(args.config)
-    with open_state(host) as state:
-        result = run_pass(host, state, apply=False, spec_dir=args.desired_state)
+    with open_state(host) as state, tempfile.TemporaryDirectory(prefix="reconciler-plan-") as tmp:
+        against = load_against(host, args.against, Path(tmp)) if args.against else None
+        result = run_pass(host, state, apply=False, spec_dir=args.desired_state, against=against)
     p = result.plan
     if result.source.problems:
         from .planning import with_errors
@@ -351,7 +350,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         )
     assert result.applied is not None
     for r in result.applied.results:
-        mark = {"ok": "done", "failed": "FAILED", "skipped": "skipped"}[r.result]
+        mark = {"ok": "done", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped"}[
+            r.result
+        ]
         print(f"{mark}: {r.action.describe()}" + (f": {r.error}" if r.error else ""))
     if not result.plan.actions:
         print("nothing to do")
@@ -367,7 +368,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
     from .running import Loop
 
-    return Loop(load_host_config(args.config), args.desired_state).run(once=args.once)
+    host = load_host_config(args.config)
+    setup_logging(True, host.log_format)
+    return Loop(host, args.desired_state).run(once=args.once)
 
 
 def _source_summary(state: object) -> dict[str, object]:
@@ -508,7 +511,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose, os.environ.get("RECONCILER_LOG_FORMAT", "text"))
     try:
         return COMMANDS[args.command](args)
     except SpecError as exc:

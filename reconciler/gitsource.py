@@ -302,6 +302,30 @@ class GitSource:
             raise self._unavailable(f"{self._ref} is missing after the fetch")
         return sha
 
+    def fetch_ref(self, rev: str) -> str:
+        """The sha of ``rev`` on the remote: a branch (``feature``, ``origin/feature``) or a sha.
+
+        Used by ``plan --against`` to see what merging a branch would do.
+        """
+        self._ensure_clone()
+        if _SHA_RE.match(rev.strip().lower()):
+            known = self._resolve(rev.strip().lower())
+            if known is not None:
+                return known
+        branch = rev.removeprefix("origin/")
+        status, _, _ = self._run(["check-ref-format", f"refs/heads/{branch}"])
+        if status != 0:
+            raise SourceRejected(f"{rev!r} is neither a known commit nor a valid branch name")
+        local = f"refs/reconciler/against/{branch}"
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", self.config.url]
+        status, _, err = self._run(self._repo(*args, f"+refs/heads/{branch}:{local}"), network=True)
+        if status != 0:
+            raise SourceUnavailable(f"cannot fetch {rev} from {self.url}: {_useful_line(err)}")
+        sha = self._resolve(local)
+        if sha is None:
+            raise SourceUnavailable(f"{local} is missing after the fetch")
+        return sha
+
     # -- reading history -------------------------------------------------------------
 
     def _resolve(self, rev: str) -> str | None:

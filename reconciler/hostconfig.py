@@ -56,6 +56,22 @@ class DownloadConfig(_Model):
     timeout: float = Field(default=60.0, gt=0.0)
 
 
+class MetricsConfig(_Model):
+    """Where ``run`` serves /metrics, /healthz and POST /trigger."""
+
+    #: host:port; empty string turns the server off.
+    listen: str = "127.0.0.1:9090"
+    #: also write the metrics here after each pass (node_exporter textfile collector).
+    textfile: Path | None = None
+
+
+class HooksConfig(_Model):
+    """Lifecycle hooks: executables named ``pre-<stage>``, ``post-<stage>``, ``on-failure``."""
+
+    dir: Path | None = None
+    timeout: float = Field(default=300.0, gt=0)
+
+
 class HostConfig(_Model):
     git: GitConfig | None = None
     roots: Roots = Roots()
@@ -67,6 +83,12 @@ class HostConfig(_Model):
     drift: Literal["repair", "report"] = "repair"
     #: Seconds between drift checks (each walks the published trees).
     drift_interval: int = Field(default=3600, ge=0)
+    metrics: MetricsConfig = MetricsConfig()
+    #: A file holding the shared secret that POST /trigger requires (Bearer token).
+    webhook_secret_file: Path | None = None
+    hooks: HooksConfig = HooksConfig()
+    #: auto: JSON when stderr is not a terminal, text on a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
 
 
 def config_path(explicit: Path | None) -> Path:

@@ -115,6 +115,19 @@ def _git_source(host: HostConfig, state: StateDB) -> Source:
     return Source(load_spec(dest), dest, good, commit.author, tuple(problems))
 
 
+def load_against(host: HostConfig, rev: str, workdir: Path) -> Source:
+    """The spec at ``rev`` (a branch or commit) of the git source, exported into ``workdir``.
+
+    For pull-request plans: nothing is recorded as good or applied.
+    """
+    if host.git is None:
+        raise SourceError("--against needs the git section of the host config")
+    git = GitSource(host.git, host.state_dir / "git")
+    sha = git.fetch_ref(rev)
+    dest = git.export(sha, workdir / "desired-state")
+    return Source(load_spec(dest), dest, sha, git.commit(sha).author)
+
+
 def load_source(host: HostConfig, state: StateDB, spec_dir: Path | None = None) -> Source:
     """The spec to work from: ``spec_dir`` when given (no git), else the git source."""
     if spec_dir is not None:
@@ -158,10 +171,12 @@ def run_pass(
     saved: Plan | None = None,
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
+    against: Source | None = None,
 ) -> PassResult:
     """One pass. With ``saved``, refuses it when the revision or the observed world changed."""
-    state.mark_interrupted(datetime.now(UTC))
-    source = load_source(host, state, spec_dir)
+    if apply:
+        state.mark_interrupted(datetime.now(UTC))
+    source = against or load_source(host, state, spec_dir)
     current = make_plan(host, state, source)
     if saved is not None:
         if saved.revision != current.revision:

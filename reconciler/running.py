@@ -12,6 +12,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -20,7 +21,9 @@ from watchdog.observers import Observer
 
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
-from .reconciling import apply_lock, open_state, run_pass
+from .metrics import Metrics, MetricsServer, read_secret
+from .planning import ActionKind
+from .reconciling import PassResult, apply_lock, open_state, run_pass
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Loop:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.failures = 0
+        self.metrics = Metrics()
         self.rng = random.Random()  # noqa: S311 - jitter, not security
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -77,20 +81,71 @@ class Loop:
         self.wake.set()
 
     def one_pass(self) -> bool:
+        started = time.monotonic()
         try:
             with apply_lock(self.host), open_state(self.host) as state:
                 result = run_pass(
                     self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop
                 )
+                statuses = [(s.sig, s.release, s.stage, s.state) for s in state.statuses()]
         except ReconcilerError as exc:
-            log.error("pass failed: %s", exc)
+            log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
+            self._record(None, [], time.monotonic() - started, str(exc))
             return False
+        self._record(result, statuses, time.monotonic() - started, None)
+        log.info(
+            "pass done: %d action(s), %s", len(result.plan.actions),
+            "ok" if result.ok else "not ok",
+            extra={"event": "pass.done", "ok": result.ok, "revision": result.source.revision},
+        )  # fmt: skip
         return result.ok
+
+    def _record(
+        self,
+        result: PassResult | None,
+        statuses: list[tuple[str, str, str, str]],
+        seconds: float,
+        error: str | None,
+    ) -> None:
+        m = self.metrics
+        ok = result is not None and result.ok
+        m.passes.labels("ok" if ok else "failed").inc()
+        m.pass_duration.observe(seconds)
+        if ok:
+            m.last_success.set(time.time())
+        if result is not None:
+            if any(p.startswith("SourceUnavailable") for p in result.source.problems):
+                m.git_fetch_failures.inc()
+            for r in result.applied.results if result.applied else ():
+                if r.action.kind is ActionKind.COMPOSE:
+                    m.compose_duration.labels(r.result).observe(r.seconds)
+                elif r.action.kind is ActionKind.PUBLISH and r.result == "ok" and r.action.stage:
+                    m.published_bytes.labels(r.action.stage.value).inc(r.bytes)
+                    m.published_files.labels(r.action.stage.value).inc(r.files)
+        m.set_target_states(statuses)
+        m.last_pass = {"finished": time.time(), "ok": ok, "seconds": round(seconds, 3),
+                       "error": error, "failures": self.failures}  # fmt: skip
+        if self.host.metrics.textfile is not None:
+            try:
+                m.write_textfile(self.host.metrics.textfile)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
+
+    def _serve(self) -> MetricsServer | None:
+        if not self.host.metrics.listen:
+            return None
+        secret = read_secret(self.host.webhook_secret_file)
+        server = MetricsServer(self.host.metrics.listen, self.metrics, secret, self.wake.set)
+        server.start()
+        log.info("serving /metrics, /healthz and /trigger on %s", server.address,
+                 extra={"event": "metrics.listening", "address": server.address})  # fmt: skip
+        return server
 
     def run(self, once: bool = False) -> int:
         self.host.state_dir.mkdir(parents=True, exist_ok=True)
         if once:
             return 0 if self.one_pass() else 1
+        server = self._serve()  # fails fast, before anything else, if the port is taken
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         observer = Observer()
         for path, only in _watches(self.host):
@@ -107,6 +162,8 @@ class Loop:
         finally:
             observer.stop()
             observer.join()
+            if server is not None:
+                server.stop()
             for s, handler in old.items():
                 signal.signal(s, handler)
         return 0

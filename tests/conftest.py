@@ -124,6 +124,7 @@ def write_host_config(root: Path, base_url: str, **extra: Any) -> Path:
         "state_dir": str(root / "state"),
         "upstream_base_url": base_url,
         "download": {"workers": 4, "retries": 2, "backoff": 0.01, "timeout": 10},
+        "metrics": {"listen": "127.0.0.1:0"},
         **extra,
     }
     path = root / "config.yaml"
