@@ -213,6 +213,7 @@ class Applier:
             bytes=outcome.bytes,
             files=outcome.files,
             finished_at=datetime.now(UTC),
+            compose_id=outcome.compose_id,
         )
         seconds = (datetime.now(UTC) - now).total_seconds()
         return ActionResult(

@@ -292,12 +292,15 @@ class _ReleasePlanner:
         if problem:
             self._say(Stage.STAGING, TargetState.BLOCKED, want or ref, actual, problem)
             return actual
-        return self._publish(Stage.STAGING, want, actual, f"staging: {ref}")
+        why = (
+            "staging follows the latest compose" if ref == "latest" else f"staging pinned to {ref}"
+        )
+        return self._publish(Stage.STAGING, want, actual, why)
 
     def _publish(self, stage: Stage, want: str | None, actual: str | None, why: str) -> str:
         drift = self.facts.target(stage).drift
         if want is not None and want == actual and not drift:
-            self._say(stage, TargetState.SYNCED, want, actual, f"{why}: {want} is published")
+            self._say(stage, TargetState.SYNCED, want, actual, f"{why}; {want} is published")
             return want
         repair = want is not None and want == actual
         if repair and not self.repair_drift:
@@ -312,7 +315,7 @@ class _ReleasePlanner:
         if repair:
             reason = f"repair drift in {len(drift)} path(s): {', '.join(drift[:3])}"
         else:
-            reason = f"{why}: {want or NEW_COMPOSE} (now {actual or 'nothing'})"
+            reason = f"{why}; it holds {actual or 'nothing'}"
         self._act(ActionKind.PUBLISH, reason, stage, want, repair)
         self._say(stage, TargetState.OUT_OF_SYNC, want or NEW_COMPOSE, actual, reason)
         return want or NEW_COMPOSE
@@ -342,7 +345,7 @@ class _ReleasePlanner:
         if problem:
             self._say(Stage.PRODUCTION, TargetState.BLOCKED, pin, actual, problem)
             return actual
-        return self._publish(Stage.PRODUCTION, want, actual, f"production: {pin}")
+        return self._publish(Stage.PRODUCTION, want, actual, f"production pinned to {pin}")
 
     def _promotion_gate(self, pin: str, staged_new: str | None) -> str | None:
         promo = self.spec.defaults.promotion

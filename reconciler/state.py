@@ -617,15 +617,20 @@ class StateDB:
         bytes: int = 0,
         files: int = 0,
         finished_at: datetime,
+        compose_id: str | None = None,
     ) -> None:
-        """Record how an action ended: ``result`` is "ok", "failed" or "blocked"."""
+        """Record how an action ended: ``result`` is "ok", "failed" or "blocked".
+
+        ``compose_id`` fills in the compose an action made or published, when it was
+        not known at the start (a compose, or a publish of the compose just made).
+        """
         if result not in FINISHED_RESULTS:
             raise ValueError(f"result {result!r} is not one of {sorted(FINISHED_RESULTS)}")
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE history SET result = ?, error = ?, bytes = ?, files = ?, finished_at = ?"
-                " WHERE id = ?",
-                (result, error, bytes, files, _to_text(finished_at), action_id),
+                "UPDATE history SET result = ?, error = ?, bytes = ?, files = ?, finished_at = ?,"
+                " compose_id = COALESCE(?, compose_id) WHERE id = ?",
+                (result, error, bytes, files, _to_text(finished_at), compose_id, action_id),
             )
             if cursor.rowcount != 1:
                 raise StateError(f"state database {self.path} has no action {action_id}")
