@@ -126,3 +126,38 @@ def test_end_to_end(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstrea
     # both composes are kept: one in production, one staged and previous production
     assert {first, second} <= {p.name for p in (gitops.parent / "compose/9").iterdir()}
     _ = os
+
+
+def test_pull_request_plan_against_a_branch(
+    cli: Any, gitops: Path, repo: DesiredRepo, capsys: Any
+) -> None:
+    assert cli("apply", "--config", gitops).code == 0
+    staged = status(cli, gitops)["staging"]["actual"]
+    main_sha = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "promote")
+    repo.set_release(production=staged)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", f"Promote {staged}", author="Bob Builder")
+    repo.git("push", "-q", "origin", "promote", author="Bob Builder")
+    before = sorted(p.name for p in (gitops.parent / "compose/9").iterdir())
+    result = cli("plan", "--against", "promote", "--format", "markdown", "--config", gitops)
+    assert result.code == 2, result.out + result.err
+    assert result.out.startswith("### Reconciler plan at `")
+    assert f"| 1 | promote {staged} to production (core 9) | production pinned to {staged}" in (
+        result.out
+    )
+    print(result.out)
+    # nothing was touched: no tree, and the branch is not what the reconciler follows
+    assert not (gitops.parent / "production").exists()
+    assert sorted(p.name for p in (gitops.parent / "compose/9").iterdir()) == before
+    rows = json.loads(cli("status", "--format", "json", "--config", gitops).out)
+    assert rows[0]["source"]["revision"] == main_sha
+    assert cli("plan", "--config", gitops).code == 0
+    # a branch that skips staging shows the gate in the comment
+    repo.set_release(production="SIG-core-9-20200101.0")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "Pin a missing compose", author="Bob Builder")
+    repo.git("push", "-q", "origin", "promote", author="Bob Builder")
+    result = cli("plan", "--against", "origin/promote", "--format", "markdown", "--config", gitops)
+    assert result.code == 0
+    assert "**Blocked or failed**" in result.out and "does not exist" in result.out
