@@ -253,7 +253,13 @@ class Applier:
             target_prefix(self.spec, action.sig, action.release),
         )
         grace = self.spec.defaults.publish.delete_grace
-        stats = publisher.publish(source, grace, datetime.now(UTC), repair=action.repair)
+        stats = publisher.publish(
+            source,
+            grace,
+            datetime.now(UTC),
+            repair=action.repair,
+            manifest=tree.manifest(compose_id),
+        )
         drift.store(self.state, action.stage.value, action.sig, action.release, [])
         if action.stage is Stage.PRODUCTION:
             self._write_filelists()

@@ -49,6 +49,7 @@ from .fsutil import atomic_write, link_or_copy, swap_symlink
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant, variants_of
 from .locking import exclusive_lock
+from .manifest import scan_source, write_manifest
 from .names import safe_relpath
 from .progress import NullReporter, Reporter
 from .selection import PackageFact, check_href, duplicate_targets, select, target_href
@@ -275,6 +276,7 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
+        write_manifest(self.tree.manifest(cid), scan_source(self.tree.sig_dir(cid)))
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
         write_status(cdir, status)
         if status is ComposeStatus.FINISHED:

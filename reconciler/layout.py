@@ -113,6 +113,10 @@ class ComposeTree:
     def metadata_dir(self, cid: str) -> Path:
         return self.compose_dir(cid) / "compose" / "metadata"
 
+    def manifest(self, cid: str) -> Path:
+        """Every file of the compose's SIG directory with its size and mtime (for publishing)."""
+        return self.metadata_dir(cid) / "reconciler-files.tsv"
+
     def variant_path_in_compose(self, variant: Variant) -> PurePosixPath:
         """A variant's path relative to ``compose/`` (productmd's paths are relative to it)."""
         return PurePosixPath(self.release, self.sig, variant.rel_dir)

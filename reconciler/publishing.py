@@ -18,10 +18,12 @@ drift was found) compares with the tree itself instead of the inventory.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,30 +34,10 @@ from pathlib import Path, PurePosixPath
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import Entry, render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
+from .manifest import SourceFile, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
 
 log = logging.getLogger(__name__)
-
-REPOMD = "repodata/repomd.xml"
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    rel: str  # relative to the published SIG directory
-    path: Path
-    size: int
-    mtime_ns: int
-
-    @property
-    def is_repomd(self) -> bool:
-        return self.rel == REPOMD or self.rel.endswith(f"/{REPOMD}")
-
-    @property
-    def phase(self) -> int:
-        """1: packages and other files, 2: metadata files, 3: repomd.xml."""
-        if self.is_repomd:
-            return 3
-        return 2 if "/repodata/" in f"/{self.rel}" else 1
 
 
 @dataclass
@@ -63,20 +45,6 @@ class PublishStats:
     files: int = 0
     bytes: int = 0
     pending: int = 0
-
-
-def scan_source(root: Path) -> Iterator[SourceFile]:
-    """Every regular file under a compose's SIG directory (symlinks are not published)."""
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        base = Path(dirpath)
-        for name in sorted(files):
-            if name.endswith(TMP_SUFFIX):
-                continue
-            path = base / name
-            st = path.lstat()
-            if stat.S_ISREG(st.st_mode):
-                yield SourceFile(str(path.relative_to(root)), path, st.st_size, st.st_mtime_ns)
 
 
 def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> InventoryEntry:
@@ -109,6 +77,7 @@ class Publisher:
         self.target = stage_root.joinpath(*prefix.parts)
         self.stats = PublishStats()
         self._dirs_seen: set[Path] = set()
+        self._unsynced = False
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}"
@@ -156,8 +125,9 @@ class Publisher:
         else:
             try:
                 os.link(src.path, tmp, follow_symlinks=False)
-            except OSError:
-                _copy_fsync(src.path, tmp)
+            except OSError:  # another filesystem: copy now, flush once before repomd.xml
+                shutil.copy2(src.path, tmp, follow_symlinks=False)
+                self._unsynced = True
         tmp.replace(dst)
         if src.is_repomd:
             fsync_dir(dst.parent)
@@ -183,16 +153,25 @@ class Publisher:
         return [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
 
     def publish(
-        self, source: Path, grace: timedelta, now: datetime, repair: bool = False
+        self,
+        source: Path,
+        grace: timedelta,
+        now: datetime,
+        repair: bool = False,
+        manifest: Path | None = None,
     ) -> PublishStats:
+        """Publish ``source`` (a compose's SIG directory); ``manifest`` spares walking it."""
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
         with root_lock(self.stage_root):
             self._safe_dir(self.target)
-            files = list(scan_source(source))
+            listed = read_manifest(manifest, source) if manifest is not None else None
+            files = listed if listed is not None else list(scan_source(source))
             changed = self._changed(files, repair)
             self.state.cancel_pending(self.stage, [self._key(f.rel) for f in files])
             for phase in (1, 2, 3):
+                if phase == 3 and self._unsynced:
+                    _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
                 batch = [self._place(f) for f in changed if f.phase == phase]
                 self.state.apply_inventory_changes(self.stage, batch, [])
             self.state.apply_inventory_changes(self.stage, self._dir_entries(), [])
@@ -230,6 +209,17 @@ def _same_file(dst: Path, src: SourceFile) -> bool:
     if st.st_ino == src.path.stat().st_ino:
         return True
     return _sha256(dst) == _sha256(src.path)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding ``path`` (syncfs(2)); all filesystems if unavailable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def _same_inode(a: Path, b: Path) -> bool:
