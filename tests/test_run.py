@@ -73,3 +73,40 @@ def test_loop_wakes_on_trigger_and_stops_on_sigterm(
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+
+
+def test_sigterm_finishes_the_current_action_then_exits(
+    host: Host, desired_state: DesiredState, upstream: Any
+) -> None:
+    path = upstream.path("core-common", "aarch64", "Packages/sig-tools-2.0-1.aarch64.rpm")
+    upstream.server.delay(path, 2.0)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "run",
+            "--config",
+            str(host.config_path),
+            "--desired-state",
+            str(desired_state.path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while path not in upstream.server.requests:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # mid-compose
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    (compose,) = (host.compose_root / "9").glob("SIG-core-9-*")
+    assert (compose / "STATUS").read_text() == "FINISHED\n", "the running compose finished"
+    with StateDB.open(Path(yaml.safe_load(host.config_path.read_text())["state_dir"])) as state:
+        assert [h.action for h in state.history()] == ["compose"], "nothing after it started"
+        assert state.target("core", "9", "staging") is None
