@@ -161,3 +161,32 @@ def test_pull_request_plan_against_a_branch(
     result = cli("plan", "--against", "origin/promote", "--format", "markdown", "--config", gitops)
     assert result.code == 0
     assert "**Blocked or failed**" in result.out and "does not exist" in result.out
+
+
+def test_saved_plans_are_applied_or_refused_when_stale(
+    cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstream, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.plan"
+    assert cli("plan", "--out", first, "--config", gitops).code == 2
+    assert json.loads(first.read_text())["revision"] == repo.git("rev-parse", "HEAD")
+    assert cli("apply", first, "--config", gitops).code == 0
+    assert status(cli, gitops)["staging"]["state"] == "Synced"
+
+    # the upstream changes after the plan was saved: the observed digest differs
+    stale = tmp_path / "stale.plan"
+    su.add_packages(
+        upstream.repo_dir("core-common", "x86_64"), [su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")]
+    )
+    assert cli("plan", "--out", stale, "--config", gitops).code == 2
+    su.remove_packages(upstream.repo_dir("core-common", "x86_64"), ["sig-hello-1.1-1.x86_64.rpm"])
+    result = cli("apply", stale, "--config", gitops)
+    assert result.code == 1 and "stale plan" in result.err
+
+    # a new commit after the plan was saved: the revision differs
+    repo.set_release(staging=None)
+    new = repo.commit("Stop managing staging")
+    result = cli("apply", stale, "--config", gitops)
+    assert result.code == 1 and "stale plan" in result.err and new in result.err
+    (tmp_path / "garbage.plan").write_text("{not json")
+    result = cli("apply", tmp_path / "garbage.plan", "--config", gitops)
+    assert result.code == 1 and "not a readable plan" in result.err
