@@ -35,8 +35,10 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| # | action | why |", "|---|---|---|"]
         lines += [f"| {i} | {a.describe()} | {a.reason} |" for i, a in enumerate(plan.actions, 1)]
     else:
-        lines.append("Nothing to do: every target is in sync.")
+        lines.append("No action to take.")
     blocked = [v for v in plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    if not plan.actions and not blocked:
+        lines[-1] = "Nothing to do: every target is in sync."
     if blocked:
         lines += ["", "**Blocked or failed**", ""]
         lines += [f"- {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked]
