@@ -190,3 +190,24 @@ def test_saved_plans_are_applied_or_refused_when_stale(
     (tmp_path / "garbage.plan").write_text("{not json")
     result = cli("apply", tmp_path / "garbage.plan", "--config", gitops)
     assert result.code == 1 and "not a readable plan" in result.err
+
+
+def test_an_unchanged_upstream_costs_one_conditional_request_per_repo(
+    cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstream
+) -> None:
+    from reconciler.state import StateDB
+
+    assert cli("apply", "--config", gitops).code == 0
+    with StateDB.open(gitops.parent / "state") as state:
+        urls = [
+            f"{upstream.server.base_url}{upstream.path(r, a, 'repodata/repomd.xml')}"
+            for r, a in [("core-common", "x86_64"), ("core-infra", "src")]
+        ]
+        before = [state.upstream_cache(u) for u in urls]
+    assert all(before)
+    upstream.server.reset_counts()
+    assert cli("plan", "--config", gitops).code == 0
+    requests = upstream.server.requests
+    assert len(requests) == 8 and all(p.endswith("/repodata/repomd.xml") for p in requests)
+    with StateDB.open(gitops.parent / "state") as state:
+        assert [state.upstream_cache(u) for u in urls] == before, "answered 304: cache untouched"
