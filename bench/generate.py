@@ -55,12 +55,76 @@ TMP = ".gen~tmp~"
 
 _PREFIXES = ["", "", "", "lib", "python3-", "perl-", "golang-", "rust-", "ghc-", "nodejs-"]
 _SYLLABLES = [
-    "ab", "ac", "al", "an", "ar", "as", "at", "ba", "be", "bo", "ca", "ce", "co", "da", "de",
-    "di", "do", "el", "en", "er", "ex", "fa", "fi", "fo", "ga", "ge", "go", "ha", "he", "hi",
-    "io", "ka", "ke", "la", "le", "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no",
-    "or", "pa", "pe", "pi", "po", "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta", "te",
-    "ti", "to", "un", "va", "ve", "vi", "xa", "ze", "zo",
-]  # fmt: skip
+    "ab",
+    "ac",
+    "al",
+    "an",
+    "ar",
+    "as",
+    "at",
+    "ba",
+    "be",
+    "bo",
+    "ca",
+    "ce",
+    "co",
+    "da",
+    "de",
+    "di",
+    "do",
+    "el",
+    "en",
+    "er",
+    "ex",
+    "fa",
+    "fi",
+    "fo",
+    "ga",
+    "ge",
+    "go",
+    "ha",
+    "he",
+    "hi",
+    "io",
+    "ka",
+    "ke",
+    "la",
+    "le",
+    "li",
+    "lo",
+    "ma",
+    "me",
+    "mi",
+    "mo",
+    "na",
+    "ne",
+    "ni",
+    "no",
+    "or",
+    "pa",
+    "pe",
+    "pi",
+    "po",
+    "ra",
+    "re",
+    "ri",
+    "ro",
+    "sa",
+    "se",
+    "si",
+    "so",
+    "ta",
+    "te",
+    "ti",
+    "to",
+    "un",
+    "va",
+    "ve",
+    "vi",
+    "xa",
+    "ze",
+    "zo",
+]
 _SUBPACKAGES = ["devel", "libs", "common", "doc", "tools", "data", "utils", "server", "client"]
 _GROUPS = ["System Environment/Base", "Development/Libraries", "Applications/System"]
 
@@ -148,7 +212,7 @@ class Filler:
         offset = int.from_bytes(hashlib.sha256(label.encode()).digest()[:4], "big") % POOL_SIZE
         remaining = size
         tmp = path.with_name(path.name + TMP)
-        with open(tmp, "wb") as fh:
+        with tmp.open("wb") as fh:
             first = head[:remaining]
             fh.write(first)
             h.update(first)
@@ -213,8 +277,13 @@ def _build_files(
             add(arch, name, arch, "bin", _size(rng, "bin", scale))
         add(f"{arch}-debug", f"{src.name}-debuginfo", arch, "debug", _size(rng, "debug", scale))
         if src.debugsource:
-            add(f"{arch}-debug", f"{src.name}-debugsource", arch, "debug",
-                _size(rng, "debug", scale) // 2 + MIN_SIZE)  # fmt: skip
+            add(
+                f"{arch}-debug",
+                f"{src.name}-debugsource",
+                arch,
+                "debug",
+                _size(rng, "debug", scale) // 2 + MIN_SIZE,
+            )
     return out
 
 
@@ -239,7 +308,9 @@ def plan_sources(n: int, seed: int, repos: dict[str, tuple[str, ...]]) -> list[S
             for i in range(versions):
                 src.builds.append((v, _release(i + 1)))
                 v = _bump(v, rng)
-            per_build = 1 + len(arches) * (1 + k) + (0 if noarch else len(arches) * (1 + src.debugsource))
+            per_build = (
+                1 + len(arches) * (1 + k) + (0 if noarch else len(arches) * (1 + src.debugsource))
+            )
             count += per_build * versions
             sources.append(src)
     return sources
@@ -255,7 +326,12 @@ def repo_dir(root: Path, repo: str, variant: str) -> Path:
 def _cr_package(p: Pkg) -> cr.Package:
     pkg = cr.Package()
     pkg.name, pkg.epoch, pkg.version, pkg.release, pkg.arch = (
-        p.name, p.epoch, p.version, p.release, p.arch)  # fmt: skip
+        p.name,
+        p.epoch,
+        p.version,
+        p.release,
+        p.arch,
+    )
     pkg.pkgId = p.sha256
     pkg.checksum_type = "sha256"
     pkg.size_package = p.size
@@ -337,10 +413,12 @@ def _write_files(root: Path, entries: list[dict[str, Any]], filler: Filler) -> l
             first, sha = written[key]
             path.unlink(missing_ok=True)
             os.link(first, path)
+            fields = {**e, "size": first.stat().st_size}
         else:
             sha = filler.write(path, f"{e['file']} {e['variant']}", e["size"], e["time"])
             written[key] = (path, sha)
-        pkgs.append(Pkg(sha256=sha, **e))
+            fields = e
+        pkgs.append(Pkg(sha256=sha, **fields))
     return pkgs
 
 
@@ -357,8 +435,9 @@ def load_manifest(root: Path) -> tuple[dict[str, Any], list[Pkg]]:
     return doc, pkgs
 
 
-def _write_all_metadata(root: Path, pkgs: list[Pkg], revision: int,
-                        only: set[tuple[str, str]] | None = None) -> None:  # fmt: skip
+def _write_all_metadata(
+    root: Path, pkgs: list[Pkg], revision: int, only: set[tuple[str, str]] | None = None
+) -> None:
     by_variant: dict[tuple[str, str], list[Pkg]] = defaultdict(list)
     for p in pkgs:
         by_variant[(p.repo, p.variant)].append(p)
@@ -386,8 +465,15 @@ def generate(
             when = BASE_TIME + src.index * 60 + i * 86400
             entries.extend(_build_files(src, version, release, repos[src.repo], rng, scale, when))
     pkgs = _write_files(out, entries, Filler(seed))
-    meta = {"format": 1, "n": n, "seed": seed, "scale": scale, "project_id": PROJECT_ID,
-            "repos": {k: list(v) for k, v in repos.items()}, "updates": 0}  # fmt: skip
+    meta = {
+        "format": 1,
+        "n": n,
+        "seed": seed,
+        "scale": scale,
+        "project_id": PROJECT_ID,
+        "repos": {k: list(v) for k, v in repos.items()},
+        "updates": 0,
+    }
     _write_all_metadata(out, pkgs, BASE_TIME)
     _save(out, meta, pkgs)
     return summary(out)
@@ -404,7 +490,6 @@ def update(out: Path, fraction: float = 0.01, seed: int = 2) -> dict[str, Any]:
     meta, pkgs = load_manifest(out)
     meta["updates"] += 1
     rng = random.Random(f"update-{seed}-{meta['updates']}")
-    scale = float(meta["scale"])
     goal = max(1, round(len(pkgs) * fraction))
     newest: dict[int, tuple[str, str]] = {}
     for p in pkgs:
@@ -429,6 +514,7 @@ def update(out: Path, fraction: float = 0.01, seed: int = 2) -> dict[str, Any]:
     removed_ids = {id(p) for p in removed}
     when = BASE_TIME + 400 * 86400 + meta["updates"] * 86400
     entries: list[dict[str, Any]] = []
+    sizes: dict[str, int] = {}  # by file name: a noarch file is one file in every arch repo
     for idx in chosen:
         old = groups[idx]
         version, release = old[0].version, old[0].release
@@ -439,7 +525,9 @@ def update(out: Path, fraction: float = 0.01, seed: int = 2) -> dict[str, Any]:
             e["file"] = p.file.replace(f"-{version}-{release}.", f"-{version}-{new_release}.")
             e["release"] = new_release
             e["time"] = when
-            e["size"] = max(MIN_SIZE, int(p.size * rng.uniform(0.9, 1.1)))
+            e["size"] = sizes.setdefault(
+                e["file"], max(MIN_SIZE, int(p.size * rng.uniform(0.9, 1.1)))
+            )
             if e["sourcerpm"]:
                 e["sourcerpm"] = e["sourcerpm"].replace(f"-{release}.src", f"-{new_release}.src")
             entries.append(e)
@@ -503,10 +591,19 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, required=True)
     g.add_argument("--n", type=int, default=2000, help="package entries per repo (all variants)")
     g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--scale", type=float, default=1.0,
-                   help="divide every package size by this (files are filler, not real RPMs)")
-    g.add_argument("--repo", action="append", dest="repos", metavar="NAME",
-                   help="repo name (repeatable; default bench-common)")
+    g.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="divide every package size by this (files are filler, not real RPMs)",
+    )
+    g.add_argument(
+        "--repo",
+        action="append",
+        dest="repos",
+        metavar="NAME",
+        help="repo name (repeatable; default bench-common)",
+    )
     g.add_argument("--arches", default="x86_64,aarch64", help="comma-separated binary arches")
     u = sub.add_parser("update", help="the 1%% change: replace a fraction of packages in place")
     u.add_argument("--out", type=Path, required=True)
@@ -518,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.cmd == "generate":
         arches = tuple(a for a in args.arches.split(",") if a)
-        repos = {r: arches for r in (args.repos or list(DEFAULT_REPOS))}
+        repos = dict.fromkeys(args.repos or list(DEFAULT_REPOS), arches)
         result = generate(args.out, args.n, args.seed, args.scale, repos)
     elif args.cmd == "update":
         result = update(args.out, args.fraction, args.seed)

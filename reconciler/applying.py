@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from . import drift
 from .composemeta import ComposeStatus
-from .composing import ComposeRequest, compose
 from .errors import PublishError, ReconcilerError
 from .facts import PUBLISHED_STAGES, Stage
 from .hostconfig import HostConfig
@@ -26,10 +26,12 @@ from .layout import ComposeTree
 from .lifecycle import Event, HookFailure, run_hooks
 from .names import COMPOSE_ID_RE
 from .planning import Action, ActionKind, Plan, TargetState, Verdict
-from .progress import Reporter
 from .publishing import Publisher, delete_due, write_production_filelists
 from .spec import Spec
 from .state import StateDB, TargetRecord, TargetStatus
+
+if TYPE_CHECKING:
+    from .progress import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,8 @@ class Applier:
         return self._prune(action)
 
     def _compose(self, action: Action) -> _Outcome:
+        from .composing import ComposeRequest, compose  # the heavy part: only when composing
+
         request = ComposeRequest(action.sig, action.release, git_revision=self.context.revision)
         result = compose(self.spec, self.spec_dir, self.host, request, self.reporter)
         if not result.ok:

@@ -6,15 +6,12 @@ Also reads them back, as facts, for the next compose and for observing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-
-import productmd.common
-import productmd.composeinfo
-import productmd.rpms
 
 from .fsutil import atomic_write
 from .layout import ComposeTree, Variant, VariantKind, productmd_variant_id
@@ -108,7 +105,17 @@ def read_record(tree: ComposeTree, cid: str) -> ComposeRecord | None:
         return None
 
 
+def upstream_revision(digests: Mapping[str, str]) -> str:
+    """One digest over every variant's ``repomd.xml`` digest (what a compose was made from)."""
+    h = hashlib.sha256()
+    for key in sorted(digests):
+        h.update(f"{key}\t{digests[key]}\n".encode())
+    return h.hexdigest()
+
+
 def _srpm_nevra(sourcerpm: str) -> str | None:
+    import productmd.common  # imported here: productmd is slow to import and rarely needed
+
     if not sourcerpm:
         return None
     nvra = productmd.common.parse_nvra(sourcerpm)
@@ -125,6 +132,9 @@ def write_productmd(
     repo_arches: Mapping[str, tuple[str, ...]],
 ) -> None:
     """Write ``composeinfo.json`` and ``rpms.json`` so that productmd loads the compose."""
+    import productmd.composeinfo
+    import productmd.rpms
+
     meta_dir = tree.metadata_dir(cid)
     meta_dir.mkdir(parents=True, exist_ok=True)
 

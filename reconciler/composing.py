@@ -41,6 +41,7 @@ from .composemeta import (
     ComposeStatus,
     list_composes,
     read_record,
+    upstream_revision,
     write_productmd,
     write_status,
 )
@@ -49,7 +50,7 @@ from .fsutil import atomic_write, link_or_copy, swap_symlink
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant, variants_of
 from .locking import exclusive_lock
-from .manifest import scan_source, write_manifest
+from .manifest import SourceFile, read_manifest, scan_source, write_manifest
 from .names import safe_relpath
 from .progress import NullReporter, Reporter
 from .selection import PackageFact, check_href, duplicate_targets, select, target_href
@@ -114,6 +115,7 @@ class _Placement:
     url: str
     targets: list[Path]
     reuse: Path | None = None
+    mtime_ns: int | None = None  # of the placed file (for the manifest), once placed
 
 
 @dataclass
@@ -260,12 +262,13 @@ class Composer:
         with tempfile.TemporaryDirectory(prefix=".work-", suffix=".~tmp~", dir=cdir) as work:
             works = self._fetch_all(up, Path(work))
             placements = self._placements(cid, works, previous)
-            self._place_all(up, placements)
+            self._place_all(up, placements, previous)
             self._check_signatures(cid, works, placements, previous)
             for w in works:
                 self._write_variant(cid, w)
         contents = {w.variant: self._final_facts(w) for w in works}
         missing = self._carry_over(cid, previous, contents)
+        carried = [v for v in contents if v not in self.variants]
         self._copy_keys(self.tree.sig_dir(cid) / "metadata")
         write_productmd(
             self.tree,
@@ -276,7 +279,7 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
-        write_manifest(self.tree.manifest(cid), scan_source(self.tree.sig_dir(cid)))
+        write_manifest(self.tree.manifest(cid), self._manifest(cid, placements, carried))
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
         write_status(cdir, status)
         if status is ComposeStatus.FINISHED:
@@ -332,11 +335,11 @@ class Composer:
         log.info("%s: %d packages upstream, %d chosen", url, len(facts), len(vw.chosen))
         return vw
 
-    def _previous_index(self, previous: ComposeOnDisk | None) -> dict[str, Path]:
-        """``pkgid -> file`` of every package of the previous compose (any variant)."""
+    def _previous_index(self, previous: ComposeOnDisk | None) -> dict[str, tuple[Path, int]]:
+        """``pkgid -> (file, size)`` of every package of the previous compose (any variant)."""
         if previous is None:
             return {}
-        index: dict[str, Path] = {}
+        index: dict[str, tuple[Path, int]] = {}
         for variant in self.all_variants:
             vdir = self.tree.variant_dir(previous.compose_id, variant)
             try:
@@ -347,7 +350,7 @@ class Composer:
                 )
                 continue
             for pkgid, fact in facts.items():
-                index.setdefault(pkgid, vdir.joinpath(*safe_relpath(fact.href).parts))
+                index.setdefault(pkgid, (vdir.joinpath(*safe_relpath(fact.href).parts), fact.size))
         return index
 
     def _placements(
@@ -363,37 +366,84 @@ class Composer:
                 )
                 placement = by_id.get(fact.pkgid)
                 if placement is None:
-                    reuse = prev.get(fact.pkgid)
-                    if reuse is not None and not _same_size(reuse, fact.size):
-                        reuse = None
+                    known = prev.get(fact.pkgid)
+                    reuse = known[0] if known is not None and known[1] == fact.size else None
                     placement = _Placement(fact, f"{w.url}/{fact.href}", [], reuse)
                     by_id[fact.pkgid] = placement
                 placement.targets.append(target)
         return list(by_id.values())
 
-    def _place_all(self, up: Upstream, placements: Sequence[_Placement]) -> None:
-        to_fetch = sum(p.fact.size for p in placements if p.reuse is None)
-        self.reporter.start(f"compose {self.request.sig} {self.request.release}", to_fetch)
+    def _place_all(
+        self, up: Upstream, placements: Sequence[_Placement], previous: ComposeOnDisk | None
+    ) -> None:
+        """Hardlink what the previous compose has (here, in order), download the rest (pool)."""
+        for directory in sorted({t.parent for p in placements for t in p.targets}):
+            directory.mkdir(parents=True, exist_ok=True)
+        prev_times = self._previous_mtimes(previous)
+        downloads = []
+        for p in placements:
+            if p.reuse is None or not self._link(p, prev_times):
+                downloads.append(p)
+        self.reporter.start(f"compose {self.request.sig} {self.request.release}",
+                            sum(p.fact.size for p in downloads))  # fmt: skip
         try:
             with ThreadPoolExecutor(self.host.download.workers) as pool:
-                for _ in pool.map(lambda p: self._place(up, p), placements):
+                for _ in pool.map(lambda p: self._download(up, p), downloads):
                     pass
         finally:
             self.reporter.stop()
 
-    def _place(self, up: Upstream, p: _Placement) -> None:
+    def _previous_mtimes(self, previous: ComposeOnDisk | None) -> dict[Path, int]:
+        if previous is None:
+            return {}
+        sig_dir = self.tree.sig_dir(previous.compose_id)
+        listed = read_manifest(self.tree.manifest(previous.compose_id), sig_dir) or []
+        return {f.path: f.mtime_ns for f in listed}
+
+    def _link(self, p: _Placement, prev_times: dict[Path, int]) -> bool:
+        assert p.reuse is not None
         first, *rest = p.targets
-        first.parent.mkdir(parents=True, exist_ok=True)
-        if p.reuse is not None:
+        try:
             link_or_copy(p.reuse, first)
-            self.counters.add(linked=1)
-        else:
-            n = up.download(p.url, first, Expected(p.fact.checksum_type, p.fact.pkgid, p.fact.size))
-            self.counters.add(downloaded=1, nbytes=n)
-            self.reporter.advance(n)
+        except FileNotFoundError:
+            log.warning("%s is gone from the previous compose; downloading it", p.reuse)
+            p.reuse = None
+            return False
         for target in rest:
-            target.parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(first, target)
+        p.mtime_ns = prev_times.get(p.reuse)
+        if p.mtime_ns is None:
+            p.mtime_ns = first.stat().st_mtime_ns
+        self.counters.add(linked=1)
+        return True
+
+    def _download(self, up: Upstream, p: _Placement) -> None:
+        first, *rest = p.targets
+        n = up.download(p.url, first, Expected(p.fact.checksum_type, p.fact.pkgid, p.fact.size))
+        p.mtime_ns = first.stat().st_mtime_ns
+        self.counters.add(downloaded=1, nbytes=n)
+        self.reporter.advance(n)
+        for target in rest:
+            link_or_copy(first, target)
+
+    def _manifest(
+        self, cid: str, placements: Sequence[_Placement], carried: Sequence[Variant]
+    ) -> list[SourceFile]:
+        """The compose's files, mostly from what was placed (no walk of the packages)."""
+        sig_dir = self.tree.sig_dir(cid)
+        files = [
+            SourceFile(str(t.relative_to(sig_dir)), sig_dir, p.fact.size, p.mtime_ns or 0)
+            for p in placements
+            for t in p.targets
+        ]
+        for variant in self.variants:
+            vdir = self.tree.variant_dir(cid, variant)
+            files.extend(scan_source(vdir / "repodata", sig_dir))
+            files.extend(_files_in(vdir, sig_dir))
+        files.extend(scan_source(sig_dir / "metadata", sig_dir))
+        for variant in carried:
+            files.extend(scan_source(self.tree.variant_dir(cid, variant), sig_dir))
+        return sorted(files, key=lambda f: f.rel)
 
     def _key_files(self) -> list[Path]:
         return [self.spec_dir / "keys" / name for name in self.rel.gpg_keys]
@@ -518,27 +568,22 @@ class Composer:
         )
 
 
-def upstream_revision(digests: dict[str, str]) -> str:
-    """One digest over every variant's ``repomd.xml`` digest."""
-    h = hashlib.sha256()
-    for key in sorted(digests):
-        h.update(f"{key}\t{digests[key]}\n".encode())
-    return h.hexdigest()
-
-
-def _same_size(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
-
-
 def _link_tree(src: Path, dst: Path) -> None:
     for dirpath, _dirs, files in os.walk(src):
         rel = Path(dirpath).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
             link_or_copy(Path(dirpath) / name, dst / rel / name)
+
+
+def _files_in(directory: Path, root: Path) -> Iterator[SourceFile]:
+    """The regular files directly in ``directory`` (the GPG keys beside repodata/)."""
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                rel = str(Path(entry.path).relative_to(root))
+                yield SourceFile(rel, root, st.st_size, st.st_mtime_ns)
 
 
 def compose(

@@ -166,9 +166,7 @@ def _check_entry(entry: Entry) -> None:
         raise ValueError(f"{path}: negative size or time")
 
 
-def render_timelist(entries: Iterable[Entry]) -> str:
-    """The ``fullfiletimelist`` text of ``entries``."""
-    listed = _listed(entries)
+def _timelist_text(listed: list[Entry]) -> str:
     lines = ["[Version]", str(VERSION), "", "[Files]"]
     lines += [f"{e.mtime}\t{e.kind}\t{e.size}\t{e.path}" for e in listed]
     lines += ["", "[Checksums SHA1]"]
@@ -177,16 +175,28 @@ def render_timelist(entries: Iterable[Entry]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _filelist_text(listed: list[Entry]) -> str:
+    return "".join(f"./{e.path}\n" for e in listed)
+
+
+def render_timelist(entries: Iterable[Entry]) -> str:
+    """The ``fullfiletimelist`` text of ``entries``."""
+    return _timelist_text(_listed(entries))
+
+
 def render_filelist(entries: Iterable[Entry]) -> str:
     """The ``fullfilelist`` text of ``entries``: ``./<path>`` of each, files and dirs."""
-    return "".join(f"./{e.path}\n" for e in _listed(entries))
+    return _filelist_text(_listed(entries))
 
 
 def render_all(entries: Iterable[Entry]) -> dict[str, str]:
-    """Every list, keyed by file name, in the order to write them (see :data:`LIST_NAMES`)."""
+    """Every list, keyed by file name, in the order to write them (see :data:`LIST_NAMES`).
+
+    The entries are checked and sorted once for all three lists.
+    """
     listed = _listed(entries)
-    timelist = render_timelist(listed)
-    return {FILELIST: render_filelist(listed), TIMELIST: timelist, TIMELIST_SIG: timelist}
+    timelist = _timelist_text(listed)
+    return {FILELIST: _filelist_text(listed), TIMELIST: timelist, TIMELIST_SIG: timelist}
 
 
 # -- writing --------------------------------------------------------------------------

@@ -20,14 +20,18 @@ HEADER = "# reconciler compose manifest v1: relpath<TAB>size<TAB>mtime_ns\n"
 REPOMD = "repodata/repomd.xml"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One file of a compose's SIG directory; ``rel`` is relative to that directory."""
+    """One file of a compose's SIG directory (``root``); ``rel`` is relative to it."""
 
     rel: str
-    path: Path
+    root: Path
     size: int
     mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.rel
 
     @property
     def is_repomd(self) -> bool:
@@ -41,9 +45,11 @@ class SourceFile:
         return 2 if "/repodata/" in f"/{self.rel}" else 1
 
 
-def scan_source(root: Path) -> Iterator[SourceFile]:
-    """Every regular file under ``root`` (a walk; symlinks and temporary files skipped)."""
-    for dirpath, dirs, files in os.walk(root):
+def scan_source(top: Path, root: Path | None = None) -> Iterator[SourceFile]:
+    """Every regular file under ``top`` (a walk; symlinks and temporary files skipped),
+    relative to ``root`` (default: ``top``)."""
+    root = root or top
+    for dirpath, dirs, files in os.walk(top):
         dirs.sort()
         base = Path(dirpath)
         for name in sorted(files):
@@ -52,7 +58,7 @@ def scan_source(root: Path) -> Iterator[SourceFile]:
             path = base / name
             st = path.lstat()
             if stat.S_ISREG(st.st_mode):
-                yield SourceFile(str(path.relative_to(root)), path, st.st_size, st.st_mtime_ns)
+                yield SourceFile(str(path.relative_to(root)), root, st.st_size, st.st_mtime_ns)
 
 
 def write_manifest(path: Path, files: Iterable[SourceFile]) -> None:
@@ -71,8 +77,7 @@ def read_manifest(path: Path, root: Path) -> list[SourceFile] | None:
     files = []
     for line in text[len(HEADER) :].splitlines():
         rel, size, mtime = line.split("\t")
-        parts = Path(rel).parts
-        if not rel or rel.startswith("/") or ".." in parts:
+        if not rel or rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/":
             return None
-        files.append(SourceFile(rel, root / rel, int(size), int(mtime)))
+        files.append(SourceFile(rel, root, int(size), int(mtime)))
     return files

@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import drift
-from .composemeta import ComposeStatus, list_composes, read_record
-from .composing import upstream_revision
+from .composemeta import ComposeStatus, list_composes, read_record, upstream_revision
 from .errors import ReconcilerError
 from .facts import ComposeFact, Observed, ReleaseFacts, Stage, TargetFact, UpstreamFact
 from .hostconfig import HostConfig

@@ -146,12 +146,6 @@ class Publisher:
                 d = d.parent
         return [entry_for(str(d.relative_to(self.stage_root)), d.lstat()) for d in sorted(dirs)]
 
-    def _changed(self, files: list[SourceFile], repair: bool) -> list[SourceFile]:
-        if repair:
-            return [f for f in files if not _same_file(self.target / f.rel, f)]
-        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
-        return [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
-
     def publish(
         self,
         source: Path,
@@ -167,22 +161,28 @@ class Publisher:
             self._safe_dir(self.target)
             listed = read_manifest(manifest, source) if manifest is not None else None
             files = listed if listed is not None else list(scan_source(source))
-            changed = self._changed(files, repair)
-            self.state.cancel_pending(self.stage, [self._key(f.rel) for f in files])
+            wanted = {self._key(f.rel) for f in files}
+            inventory = self.state.inventory(self.stage, f"{self.prefix}/")
+            if repair:
+                changed = [f for f in files if not _same_file(self.target / f.rel, f)]
+            else:
+                changed = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
+            pending = {p.relpath for p in self.state.pending(self.stage)}
+            self.state.cancel_pending(self.stage, sorted(pending & wanted))
             for phase in (1, 2, 3):
                 if phase == 3 and self._unsynced:
                     _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
                 batch = [self._place(f) for f in changed if f.phase == phase]
                 self.state.apply_inventory_changes(self.stage, batch, [])
             self.state.apply_inventory_changes(self.stage, self._dir_entries(), [])
-            self._retire(files, now + grace, repair)
+            self._retire(wanted, inventory, now + grace, repair)
         log.info("published %s to %s: %d files changed", source, self.target, self.stats.files)
         return self.stats
 
-    def _retire(self, files: list[SourceFile], due: datetime, repair: bool) -> None:
+    def _retire(
+        self, wanted: set[str], inventory: dict[str, InventoryEntry], due: datetime, repair: bool
+    ) -> None:
         """Files under the target that the compose does not have become pending deletions."""
-        wanted = {self._key(f.rel) for f in files}
-        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
         gone = {k for k, e in inventory.items() if e.kind != "d" and k not in wanted}
         if repair:
             unexpected = set(_walk_files(self.stage_root, self.target)) - wanted - set(inventory)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .applying import Applier, ApplyResult, Context
 from .errors import (
@@ -26,15 +27,16 @@ from .errors import (
     SpecError,
     StateError,
 )
-from .gitsource import GitSource
 from .hostconfig import HostConfig
 from .locking import exclusive_lock, waiting_lock
 from .observing import observe
 from .planning import Plan, plan
-from .progress import Reporter
 from .spec import Spec
 from .specfile import load_spec
 from .state import DB_NAME, REBUILD_HINT, StateDB
+
+if TYPE_CHECKING:
+    from .progress import Reporter
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ def open_state(host: HostConfig) -> StateDB:
 
 
 def _git_source(host: HostConfig, state: StateDB) -> Source:
+    from .gitsource import GitSource  # GitPython: only when the source is git
+
     assert host.git is not None
     git = GitSource(host.git, host.state_dir / "git")
     good, applied = state.get_meta(META_GOOD), state.get_meta(META_APPLIED)
@@ -120,6 +124,8 @@ def load_against(host: HostConfig, rev: str, workdir: Path) -> Source:
 
     For pull-request plans: nothing is recorded as good or applied.
     """
+    from .gitsource import GitSource
+
     if host.git is None:
         raise SourceError("--against needs the git section of the host config")
     git = GitSource(host.git, host.state_dir / "git")

@@ -7,9 +7,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from .planning import Plan
 from .state import HistoryEntry, TargetStatus
 
@@ -70,6 +67,9 @@ def print_status(statuses: Sequence[TargetStatus], source: dict[str, Any], fmt: 
     if fmt == "json":
         print(json.dumps(status_rows(statuses, source), indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
     console.print(f"desired state at revision {source.get('revision') or '(none yet)'}")
     for problem in source.get("problems", []):
@@ -112,6 +112,9 @@ def print_history(entries: Sequence[HistoryEntry], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(history_rows(entries), indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
     table = Table("when", "action", "target", "compose", "result", "revision", "author")
     for e in entries:

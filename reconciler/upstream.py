@@ -2,7 +2,10 @@
 
 Every error names the URL. Transient faults (connection refused or dropped,
 timeouts, HTTP 5xx/429, bytes that fail their checksum) are retried with
-exponential backoff and jitter; a 4xx is final at once.
+exponential backoff and jitter; a 4xx or a TLS verification failure is final at
+once. Built on urllib3's connection pool (thread-safe, TLS verified against the
+system's CA store); bodies are taken as sent (no content decoding), so every
+byte is checked against the metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
+import urllib3
+from urllib3.exceptions import HTTPError, SSLError
 
 from .errors import IntegrityError, UpstreamError
 from .fsutil import tmp_name
@@ -92,26 +96,22 @@ class FetchStats:
 
 
 class Upstream:
-    """An HTTP client for one compose; safe to share between download threads."""
+    """An HTTP client for one pass or compose; safe to share between download threads."""
 
-    def __init__(
-        self,
-        config: DownloadConfig,
-        log: logging.Logger | None = None,
-        client: httpx.Client | None = None,
-    ) -> None:
+    def __init__(self, config: DownloadConfig, log: logging.Logger | None = None) -> None:
         self.config = config
         self.log = log or logging.getLogger(__name__)
         self.stats = FetchStats()
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 15.0)),
-            follow_redirects=True,
-            limits=httpx.Limits(max_connections=config.workers + 2),
-            headers={"User-Agent": "sig-reconciler"},
+        self._timeout = urllib3.Timeout(connect=min(config.timeout, 15.0), read=config.timeout)
+        self._retries = urllib3.Retry(
+            total=5, connect=0, read=0, status=0, other=0, redirect=5, raise_on_status=False
+        )
+        self._pool = urllib3.PoolManager(
+            maxsize=config.workers + 2, block=False, headers={"User-Agent": "sig-reconciler"}
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.clear()
 
     def __enter__(self) -> Upstream:
         return self
@@ -138,31 +138,35 @@ class Upstream:
         error = IntegrityError if integrity else UpstreamError
         raise error(f"{url}: {last} (gave up after {self.config.retries + 1} attempts)")
 
-    def _check_status(self, url: str, response: httpx.Response) -> None:
-        code = response.status_code
+    def _check_status(self, url: str, response: urllib3.BaseHTTPResponse) -> None:
+        code = response.status
         if code < 400:
             return
-        reason = f"HTTP {code} {response.reason_phrase}".strip()
+        reason = f"HTTP {code} {response.reason or ''}".strip()
         if code >= 500 or code == 429:
             raise _Retryable(reason)
         raise UpstreamError(f"{url}: {reason}")
+
+    def _request(self, url: str, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+        """Start a GET; the body is read by the caller (streamed, not decoded)."""
+        self.stats.add(requests=1)
+        try:
+            return self._pool.request(
+                "GET", url, headers=headers, preload_content=False, decode_content=False,
+                timeout=self._timeout, retries=self._retries,
+            )  # fmt: skip
+        except SSLError as exc:
+            raise UpstreamError(f"{url}: TLS verification failed: {exc}") from exc
+        except HTTPError as exc:
+            raise _Retryable(_describe(exc)) from exc
 
     # -- small files ----------------------------------------------------------------
 
     def get(self, url: str) -> bytes:
         """GET a small file into memory (repomd.xml), retrying transient faults."""
-
-        def once() -> bytes:
-            self.stats.add(requests=1)
-            try:
-                response = self._client.get(url)
-            except httpx.TransportError as exc:
-                raise _Retryable(_describe(exc)) from exc
-            self._check_status(url, response)
-            self.stats.add(nbytes=len(response.content))
-            return response.content
-
-        return self._retry(url, once)
+        body, _, _ = self._retry(url, lambda: self._get_once(url, {}))
+        assert body is not None
+        return body
 
     def get_if_changed(
         self, url: str, etag: str | None, last_modified: str | None
@@ -174,21 +178,26 @@ class Upstream:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        result = self._retry(url, lambda: self._get_once(url, headers))
+        if result[0] is None:
+            return None, etag, last_modified
+        return result
 
-        def once() -> tuple[bytes | None, str | None, str | None]:
-            self.stats.add(requests=1)
-            try:
-                response = self._client.get(url, headers=headers)
-            except httpx.TransportError as exc:
-                raise _Retryable(_describe(exc)) from exc
-            if response.status_code == 304:
-                return None, etag, last_modified
+    def _get_once(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[bytes | None, str | None, str | None]:
+        response = self._request(url, headers)
+        try:
+            if response.status == 304:
+                return None, None, None
             self._check_status(url, response)
-            self.stats.add(nbytes=len(response.content))
-            validators = response.headers.get("ETag"), response.headers.get("Last-Modified")
-            return response.content, *validators
-
-        return self._retry(url, once)
+            body = response.read(decode_content=False)
+        except HTTPError as exc:
+            raise _Retryable(_describe(exc)) from exc
+        finally:
+            response.release_conn()
+        self.stats.add(nbytes=len(body))
+        return body, response.headers.get("ETag"), response.headers.get("Last-Modified")
 
     # -- verified downloads -----------------------------------------------------
 
@@ -214,22 +223,27 @@ class Upstream:
     def _stream(self, url: str, tmp: Path, expected: Expected) -> int:
         digest = new_hash(expected.checksum_type)
         written = 0
-        self.stats.add(requests=1)
+        response = self._request(url)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with self._client.stream("GET", url) as response:
-                    self._check_status(url, response)
-                    for chunk in response.iter_bytes(_CHUNK):
-                        written += len(chunk)
-                        if expected.size is not None and written > expected.size:
-                            raise _Retryable(f"more than the expected {expected.size} bytes", True)
-                        digest.update(chunk)
-                        out.write(chunk)
-            except httpx.TransportError as exc:
-                raise _Retryable(_describe(exc)) from exc
-            finally:
-                self.stats.add(nbytes=written)
+        complete = False
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self._check_status(url, response)
+                for chunk in response.stream(_CHUNK, decode_content=False):
+                    written += len(chunk)
+                    if expected.size is not None and written > expected.size:
+                        raise _Retryable(f"more than the expected {expected.size} bytes", True)
+                    digest.update(chunk)
+                    out.write(chunk)
+            complete = True
+        except HTTPError as exc:
+            raise _Retryable(_describe(exc)) from exc
+        finally:
+            self.stats.add(nbytes=written)
+            if complete:
+                response.release_conn()
+            else:
+                response.close()  # do not hand a half-read connection back to the pool
         if expected.size is not None and written != expected.size:
             raise _Retryable(f"size {written} does not match the metadata's {expected.size}", True)
         got = digest.hexdigest()
@@ -241,7 +255,8 @@ class Upstream:
         return written
 
 
-def _describe(exc: httpx.TransportError) -> str:
-    kind = type(exc).__name__
-    text = str(exc) or kind
-    return f"{kind}: {text}" if kind not in text else text
+def _describe(exc: Exception) -> str:
+    inner = getattr(exc, "reason", None)
+    kind = type(inner or exc).__name__
+    text = str(inner or exc) or kind
+    return text if kind in text else f"{kind}: {text}"

@@ -243,3 +243,26 @@ def test_unknown_repo_or_sig_is_a_clear_error(
     )
     assert result.code == 1 and "no SIG 'cloud'" in result.err
     assert not (host.compose_root / "9").exists() or not compose_dirs(host)
+
+
+def test_manifest_lists_exactly_the_files_of_the_compose(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    from reconciler.manifest import read_manifest, scan_source
+
+    def check(cdir: Path) -> None:
+        tree = sig_tree(cdir)
+        listed = read_manifest(cdir / "compose" / "metadata" / "reconciler-files.tsv", tree)
+        assert listed is not None
+        walked = {(f.rel, f.size, f.mtime_ns) for f in scan_source(tree)}
+        assert {(f.rel, f.size, f.mtime_ns) for f in listed} == walked
+
+    assert run_compose(cli, host, desired_state).code == 0
+    check(compose_dirs(host)[-1])
+    su.add_packages(
+        upstream.repo_dir("core-common", "x86_64"), [su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")]
+    )
+    assert run_compose(cli, host, desired_state).code == 0  # hardlinks + one download
+    check(compose_dirs(host)[-1])
+    assert run_compose(cli, host, desired_state, "--repo", "core-infra").code == 0  # carried
+    check(compose_dirs(host)[-1])
