@@ -212,9 +212,10 @@ class Upstream:
             try:
                 n = self._stream(url, tmp, expected)
                 tmp.replace(dest)
-                return n
-            finally:
+            except BaseException:
                 tmp.unlink(missing_ok=True)
+                raise
+            return n
 
         n = self._retry(url, once)
         self.stats.add(files=1)
@@ -227,18 +228,20 @@ class Upstream:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         complete = False
         try:
-            with os.fdopen(fd, "wb") as out:
-                self._check_status(url, response)
-                for chunk in response.stream(_CHUNK, decode_content=False):
-                    written += len(chunk)
-                    if expected.size is not None and written > expected.size:
-                        raise _Retryable(f"more than the expected {expected.size} bytes", True)
-                    digest.update(chunk)
-                    out.write(chunk)
+            self._check_status(url, response)
+            for chunk in response.stream(_CHUNK, decode_content=False):
+                written += len(chunk)
+                if expected.size is not None and written > expected.size:
+                    raise _Retryable(f"more than the expected {expected.size} bytes", True)
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             complete = True
         except HTTPError as exc:
             raise _Retryable(_describe(exc)) from exc
         finally:
+            os.close(fd)
             self.stats.add(nbytes=written)
             if complete:
                 response.release_conn()
