@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,3 +173,20 @@ def tree_digest(root: Path) -> dict[str, str]:
             st = path.stat()
             out[rel] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {st.st_mtime_ns}"
     return out
+
+
+def reconciler_process(*args: str | os.PathLike[str], stdout: Any = subprocess.DEVNULL,
+                       stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:  # fmt: skip
+    """The real CLI in a child process (for locks, signals and crashes)."""
+    return subprocess.Popen([sys.executable, "-m", "reconciler.cli", *map(str, args)],
+                            stdout=stdout, stderr=stderr, text=True)  # fmt: skip
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str,
+               timeout: float = 30) -> None:  # fmt: skip
+    """Poll ``condition`` while ``proc`` runs; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,15 @@ import pytest
 
 from reconciler import sampleupstream as su
 
-from .conftest import PROJECT_ID, DesiredState, Host, Upstream, tree_digest
+from .conftest import (
+    PROJECT_ID,
+    DesiredState,
+    Host,
+    Upstream,
+    reconciler_process,
+    tree_digest,
+    wait_until,
+)
 from .test_compose import compose_dirs, run_compose
 
 LATEST = "latest-SIG-core-9"
@@ -185,29 +192,18 @@ def test_two_composes_at_once(
 ) -> None:
     path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
     upstream.server.delay(path, 3.0)
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "compose",
-            "core",
-            "9",
-            "--config",
-            str(host.config_path),
-            "--desired-state",
-            str(desired_state.path),
-        ],
+    first = reconciler_process(
+        "compose",
+        "core",
+        "9",
+        "--config",
+        host.config_path,
+        "--desired-state",
+        desired_state.path,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while path not in upstream.server.requests:
-            assert time.monotonic() < deadline, "the first compose never reached the download"
-            assert first.poll() is None, first.communicate()
-            time.sleep(0.05)
+        wait_until(lambda: path in upstream.server.requests, first, "the first compose's download")
         running = compose_dirs(host)[-1]
         started = time.monotonic()
         second = run_compose(cli, host, desired_state)

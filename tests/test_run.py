@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import yaml
 from reconciler.running import MAX_BACKOFF, next_delay
 from reconciler.state import StateDB
 
-from .conftest import DesiredState, Host
+from .conftest import DesiredState, Host, reconciler_process, wait_until
 
 
 def test_run_once_converges(cli: Any, host: Host, desired_state: DesiredState) -> None:
@@ -43,31 +40,13 @@ def test_loop_wakes_on_trigger_and_stops_on_sigterm(
     conf["interval"] = 3600
     host.config_path.write_text(yaml.safe_dump(conf))
     state_dir = Path(conf["state_dir"])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "run",
-            "--config",
-            str(host.config_path),
-            "--desired-state",
-            str(desired_state.path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = reconciler_process("run", "--config", host.config_path, "--desired-state",
+                              desired_state.path)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not last_update(state_dir):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
+        wait_until(lambda: bool(last_update(state_dir)), proc, "the first pass")
         first = last_update(state_dir)
         (state_dir / "trigger").touch()
-        while last_update(state_dir) == first:
-            assert time.monotonic() < deadline, "the trigger file did not wake the loop"
-            time.sleep(0.1)
+        wait_until(lambda: last_update(state_dir) != first, proc, "a pass woken by the trigger")
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
     finally:
@@ -80,26 +59,10 @@ def test_sigterm_finishes_the_current_action_then_exits(
 ) -> None:
     path = upstream.path("core-common", "aarch64", "Packages/sig-tools-2.0-1.aarch64.rpm")
     upstream.server.delay(path, 2.0)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "run",
-            "--config",
-            str(host.config_path),
-            "--desired-state",
-            str(desired_state.path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = reconciler_process("run", "--config", host.config_path, "--desired-state",
+                              desired_state.path)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while path not in upstream.server.requests:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        wait_until(lambda: path in upstream.server.requests, proc, "the compose's downloads")
         proc.send_signal(signal.SIGTERM)  # mid-compose
         _out, err = proc.communicate(timeout=60)
     finally:
