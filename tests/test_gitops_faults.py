@@ -15,7 +15,7 @@ import pytest
 
 from reconciler import sampleupstream as su
 
-from .conftest import Upstream, write_host_config
+from .conftest import Upstream, reconciler_process, wait_until, write_host_config
 from .gitrepo import DesiredRepo
 from .test_gitops import compose_repomd, published_repomd, status
 
@@ -243,15 +243,8 @@ def test_kill_9_mid_apply_then_the_next_pass_completes(
     )
     path = upstream.path("core-common", "x86_64", "Packages/sig-hello-1.1-1.x86_64.rpm")
     upstream.server.delay(path, 10.0, times=1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", "apply", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while path not in upstream.server.requests:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    proc = reconciler_process("apply", "--config", config, stderr=subprocess.DEVNULL)
+    wait_until(lambda: path in upstream.server.requests, proc, "the compose's download")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert published_repomd(config, "staging") == before, "nothing published was lost"

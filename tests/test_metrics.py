@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import DesiredState, Host
+from .conftest import DesiredState, Host, reconciler_process
 
 SECRET = "s3cret-for-the-webhook-0123456789"
 
@@ -63,21 +63,8 @@ def running(
     host: Host, desired_state: DesiredState, tmp_path: Path
 ) -> Iterator[tuple[str, Reader]]:
     configure(host, tmp_path)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "run",
-            "--config",
-            str(host.config_path),
-            "--desired-state",
-            str(desired_state.path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = reconciler_process("run", "--config", host.config_path, "--desired-state",
+                              desired_state.path)  # fmt: skip
     assert proc.stderr is not None
     reader = Reader(proc.stderr)
     try:
