@@ -78,7 +78,11 @@ def _write_desired_state(folder: Path) -> None:
                 "project_id": PROJECT_ID,
                 "gpg_keys": [su.SAMPLE_KEY.name],
                 "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
-                "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
+                "compose": {
+                    "hashed": True,
+                    "keep_versions": 1,
+                    "check_signatures": shutil.which("rpmkeys") is not None,
+                },
                 "staging": "latest",
                 "production": None,
             }
@@ -132,6 +136,9 @@ def run_demo(directory: Path | None) -> int:
     su.build_upstream(upstream_root, PROJECT_ID, REPOS, extras_for=["demo-common"])
     repo = DemoRepo(work / "git")
     _write_desired_state(repo.folder)
+    if shutil.which("rpmkeys") is None:
+        print("rpmkeys is not installed (apt-get install rpm): RPM signature checks are off "
+              "in this demo")  # fmt: skip
     repo.commit("Add SIG demo for release 9", "alice")
 
     with su.UpstreamServer(upstream_root) as server:
