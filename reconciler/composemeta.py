@@ -44,6 +44,7 @@ class ComposeRecord:
     variants: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     stats: Mapping[str, int] = field(default_factory=dict)
+    git_revision: str | None = None  # the desired-state commit that asked for it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

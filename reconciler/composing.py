@@ -540,6 +540,7 @@ class Composer:
                 "downloaded_bytes": self.counters.downloaded_bytes,
                 "linked": self.counters.linked,
             },
+            git_revision=self.request.git_revision,
         )
         atomic_write(self.tree.metadata_dir(cid) / RECORD_NAME, record.to_json())
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from pathlib import Path, PurePosixPath
-
-from .errors import UnsafePathError
+from pathlib import Path
 
 TMP_SUFFIX = ".~tmp~"
 
@@ -54,17 +52,6 @@ def swap_symlink(link: Path, target: str) -> None:
     fsync_dir(link.parent)
 
 
-def under(root: Path, rel: PurePosixPath | str) -> Path:
-    """``root / rel`` for a relative path already checked by :mod:`reconciler.names`.
-
-    Also refuses a result that is not lexically under ``root``.
-    """
-    rel_path = PurePosixPath(rel)
-    if rel_path.is_absolute() or ".." in rel_path.parts:
-        raise UnsafePathError(f"{rel} would leave {root}")
-    return root.joinpath(*rel_path.parts)
-
-
 def inside(root: Path, path: Path) -> bool:
     """True when ``path`` resolves (following symlinks) to somewhere under ``root``."""
     try:
@@ -89,14 +76,3 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     shutil.copy2(src, tmp, follow_symlinks=False)
     tmp.replace(dst)
     return False
-
-
-def remove_stale_tmp(root: Path) -> int:
-    """Delete leftover ``.~tmp~`` files under ``root``; returns how many."""
-    count = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if name.endswith(TMP_SUFFIX):
-                (Path(dirpath) / name).unlink(missing_ok=True)
-                count += 1
-    return count
