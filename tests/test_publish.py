@@ -302,6 +302,7 @@ def test_consistency_under_a_concurrent_reader(world: World, tmp_path: Path) -> 
         stop.touch()
         out, _err = reader.communicate(timeout=120)
     result = json.loads(out)
+    print(f"mirror reader: {result}")
     assert result["inconsistent"] == 0, result["problems"]
     assert result["snapshots"] >= 10 and result["states"] >= 2, result
 

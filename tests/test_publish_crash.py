@@ -92,4 +92,5 @@ def test_sigkill_at_every_kind_of_file_operation(world: World, tmp_path: Path) -
             k.removeprefix(f"{CATEGORY}/") for k in reference
         }, (syscalls, n)
         assert sums, "repomd.xml checksums are listed"
+    print(f"crash points: {crashed} of {len(CRASH_POINTS)} runs killed mid-publish")
     assert crashed >= 30, f"only {crashed} runs were actually killed"
