@@ -21,6 +21,7 @@ import yaml
 from reconciler import sampleupstream as su
 
 from .conftest import DesiredState, Host
+from .test_compose import run_compose
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "hooks" / "lifecycle"
 
@@ -183,18 +184,7 @@ def break_closure(repo: Path) -> None:
 def test_example_repoclosure_hook(
     cli: Any, host: Host, desired_state: DesiredState, tmp_path: Path
 ) -> None:
-    assert (
-        cli(
-            "compose",
-            "core",
-            "9",
-            "--config",
-            host.config_path,
-            "--desired-state",
-            desired_state.path,
-        ).code
-        == 0
-    )
+    assert run_compose(cli, host, desired_state).code == 0
     sig_dir = next((host.compose_root / "9").glob("SIG-core-9-*")) / "compose" / "9" / "core"
     event = json.dumps({"event": "pre-production", "release": "9", "compose_path": str(sig_dir)})
     run = [str(EXAMPLES / "pre-production.repoclosure")]
