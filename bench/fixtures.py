@@ -28,30 +28,16 @@ from reconciler import sampleupstream as su
 from reconciler.cli import main
 from reconciler.state import StateDB
 from tests import publish_support as ps
-from tests.conftest import PROJECT_ID, REPOS, DesiredState, write_host_config
+from tests.conftest import PROJECT_ID, REPOS, make_desired_state, write_host_config
 
 from run import META_SYSCALLS, parse_strace
 
 FILE_OPS = ("link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat")
 
 
-def desired_state(root: Path) -> DesiredState:
-    path = root / "desired-state"
-    (path / "sigs").mkdir(parents=True)
-    (path / "keys").mkdir()
-    shutil.copy(su.SAMPLE_KEY, path / "keys" / su.SAMPLE_KEY.name)
-    (path / "defaults.yaml").write_text(
-        'upstream: {base_url: "https://build.invalid"}\n'
-        'releases:\n  "9": {arches: [x86_64, aarch64]}\n'
-    )
-    ds = DesiredState(path)
-    ds.write()
-    return ds
-
-
 def compose(root: Path, runs: int) -> None:
     su.build_upstream(root / "upstream", PROJECT_ID, REPOS, extras_for=["core-common"])
-    ds = desired_state(root)
+    ds = make_desired_state(root / "desired-state")
     quiet = {"download": {"workers": 8, "retries": 4, "backoff": 0.5, "timeout": 60}}
     with su.UpstreamServer(root / "upstream") as server:
         times, requests = [], []

@@ -263,7 +263,7 @@ class Composer:
             works = self._fetch_all(up, Path(work))
             placements = self._placements(cid, works, previous)
             self._place_all(up, placements, previous)
-            self._check_signatures(cid, works, placements, previous)
+            self._check_signatures(placements, previous)
             for w in works:
                 self._write_variant(cid, w)
         contents = {w.variant: self._final_facts(w) for w in works}
@@ -452,11 +452,7 @@ class Composer:
         return tuple(sorted(hashlib.sha256(k.read_bytes()).hexdigest() for k in self._key_files()))
 
     def _check_signatures(
-        self,
-        cid: str,
-        works: Sequence[_VariantWork],
-        placements: Sequence[_Placement],
-        previous: ComposeOnDisk | None,
+        self, placements: Sequence[_Placement], previous: ComposeOnDisk | None
     ) -> None:
         wanted = self.request.check_signatures
         if not (self.rel.compose.check_signatures if wanted is None else wanted):

@@ -78,29 +78,37 @@ class DesiredState:
         return load_spec(self.path)
 
 
-@pytest.fixture
-def desired_state(tmp_path: Path) -> DesiredState:
-    path = tmp_path / "desired-state"
+DEFAULTS_YAML = textwrap.dedent(
+    """\
+    upstream:
+      base_url: https://build.invalid/v1/projects
+      url_template: "{base_url}/{project_id}/repo/{repo}/{arch}"
+    publish: {category: mirror/pub/sig, delete_grace: 24h}
+    compose: {keep_composes: 5}
+    promotion: {require_staged: true, min_soak: 0h}
+    releases:
+      "9": {arches: [x86_64, aarch64, ppc64le, s390x]}
+    """
+)
+
+
+def make_desired_state(
+    path: Path, defaults: str = DEFAULTS_YAML, write: bool = True
+) -> DesiredState:
+    """A desired-state folder: ``defaults.yaml``, the sample key, and (``write``) SIG core."""
     (path / "sigs").mkdir(parents=True)
     (path / "keys").mkdir()
     shutil.copy(su.SAMPLE_KEY, path / "keys" / su.SAMPLE_KEY.name)
-    (path / "defaults.yaml").write_text(
-        textwrap.dedent(
-            """\
-            upstream:
-              base_url: https://build.invalid/v1/projects
-              url_template: "{base_url}/{project_id}/repo/{repo}/{arch}"
-            publish: {category: mirror/pub/sig, delete_grace: 24h}
-            compose: {keep_composes: 5}
-            promotion: {require_staged: true, min_soak: 0h}
-            releases:
-              "9": {arches: [x86_64, aarch64, ppc64le, s390x]}
-            """
-        )
-    )
+    (path / "defaults.yaml").write_text(defaults)
     ds = DesiredState(path)
-    ds.write()
+    if write:
+        ds.write()
     return ds
+
+
+@pytest.fixture
+def desired_state(tmp_path: Path) -> DesiredState:
+    return make_desired_state(tmp_path / "desired-state")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import yaml
 from reconciler import sampleupstream as su
 from reconciler.cli import main
 
-from .conftest import PROJECT_ID, REPOS, DesiredState, write_host_config
+from .conftest import PROJECT_ID, REPOS, DesiredState, make_desired_state, write_host_config
 
 CATEGORY = "mirror/pub/sig"
 SIG_REL = f"{CATEGORY}/9/core"
@@ -85,22 +85,14 @@ def build_world(tmp: Path, grace: str = "24h", **host_extra: Any) -> Iterator[Wo
     root.mkdir(parents=True, exist_ok=True)
     up_root = root / "upstream"
     su.build_upstream(up_root, PROJECT_ID, REPOS, include=_initial)
-    ds_path = root / "desired-state"
-    (ds_path / "sigs").mkdir(parents=True)
-    (ds_path / "keys").mkdir()
-    (ds_path / "keys" / su.SAMPLE_KEY.name).write_bytes(su.SAMPLE_KEY.read_bytes())
-    (ds_path / "defaults.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "upstream": {"base_url": "https://build.invalid/v1/projects"},
-                "publish": {"category": CATEGORY, "delete_grace": grace},
-                "compose": {"keep_composes": 5},
-                "promotion": {"require_staged": True, "min_soak": "0h"},
-                "releases": {"9": {"arches": ["x86_64", "aarch64"]}},
-            }
-        )
-    )
-    ds = DesiredState(ds_path)
+    defaults = {
+        "upstream": {"base_url": "https://build.invalid/v1/projects"},
+        "publish": {"category": CATEGORY, "delete_grace": grace},
+        "compose": {"keep_composes": 5},
+        "promotion": {"require_staged": True, "min_soak": "0h"},
+        "releases": {"9": {"arches": ["x86_64", "aarch64"]}},
+    }
+    ds = make_desired_state(root / "desired-state", yaml.safe_dump(defaults), write=False)
     with su.UpstreamServer(up_root) as server:
         config = write_host_config(root, server.base_url, drift_interval=0, **host_extra)
         world = World(root, config, ds, up_root, server)

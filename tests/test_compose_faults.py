@@ -17,7 +17,6 @@ import pytest
 from reconciler import sampleupstream as su
 
 from .conftest import (
-    PROJECT_ID,
     DesiredState,
     Host,
     Upstream,
@@ -217,4 +216,3 @@ def test_two_composes_at_once(
     assert compose_dirs(host)[-1] == running
     assert (running / "STATUS").read_text() == "FINISHED\n"
     assert os.readlink(host.compose_root / "9" / LATEST) == running.name
-    _ = PROJECT_ID

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +124,6 @@ def test_end_to_end(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstrea
     assert cli("plan", "--config", gitops).code == 0
     # both composes are kept: one in production, one staged and previous production
     assert {first, second} <= {p.name for p in (gitops.parent / "compose/9").iterdir()}
-    _ = os
 
 
 def test_pull_request_plan_against_a_branch(

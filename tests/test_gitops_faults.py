@@ -19,8 +19,6 @@ from .conftest import Upstream, reconciler_process, wait_until, write_host_confi
 from .gitrepo import DesiredRepo
 from .test_gitops import compose_repomd, published_repomd, status
 
-pytest_plugins: list[str] = []
-
 
 @pytest.fixture
 def repo(tmp_path: Path, desired_state: Any) -> DesiredRepo:

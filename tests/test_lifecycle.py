@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ from typing import Any, ClassVar
 import createrepo_c as cr
 import pytest
 import yaml
-
-from reconciler import sampleupstream as su
 
 from .conftest import DesiredState, Host
 from .test_compose import run_compose
@@ -208,4 +205,3 @@ def test_example_repoclosure_hook(
     )
     assert bad.returncode == 1
     assert "libnowhere.so.1" in bad.stdout
-    _ = (sys, su)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,4 +136,3 @@ def test_plans_never_prune_what_a_stage_uses(
         a.kind.value == "publish" and a.stage and a.stage.value == "production" for a in p.actions
     ):
         assert facts.production.compose_id not in pruned
-    _ = timedelta
