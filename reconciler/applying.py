@@ -24,6 +24,7 @@ from .facts import PUBLISHED_STAGES, Stage
 from .hostconfig import HostConfig
 from .layout import ComposeTree
 from .lifecycle import Event, HookFailure, run_hooks
+from .manifest import Changes, read_changes
 from .names import COMPOSE_ID_RE
 from .planning import Action, ActionKind, Plan, TargetState, Verdict
 from .publishing import Publisher, delete_due, write_production_filelists
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from .progress import Reporter
 
 log = logging.getLogger(__name__)
+
+#: At most this many composes' changes are chained for one publish (else: compare all).
+MAX_CHANGES_CHAIN = 30
 
 
 def _fields(action: Action) -> dict[str, str | None]:
@@ -257,12 +261,16 @@ class Applier:
             target_prefix(self.spec, action.sig, action.release),
         )
         grace = self.spec.defaults.publish.delete_grace
+        marker = f"publishing/{action.stage.value}/{action.sig}/{action.release}"
+        changes = None if action.repair else self._changes(tree, action, compose_id, marker)
+        self.state.set_meta(marker, compose_id)  # cleared once the target record says so
         stats = publisher.publish(
             source,
             grace,
             datetime.now(UTC),
             repair=action.repair,
             manifest=tree.manifest(compose_id),
+            changes=changes,
         )
         drift.store(self.state, action.stage.value, action.sig, action.release, [])
         if action.stage is Stage.PRODUCTION:
@@ -277,7 +285,31 @@ class Applier:
                 self.context.revision,
             )
         )
+        self.state.set_meta(marker, None)
         return _Outcome(compose_id, stats.bytes, stats.files)
+
+    def _changes(
+        self, tree: ComposeTree, action: Action, compose_id: str, marker: str
+    ) -> list[Changes] | None:
+        """The composes' changes files leading from what the target holds to ``compose_id``
+        (oldest first), or None: then the publish compares the whole inventory.
+
+        None as well when an earlier publish to the target did not finish (its marker is
+        still set): the inventory may then hold part of another compose.
+        """
+        assert action.stage is not None
+        held = self.state.target(action.sig, action.release, action.stage.value)
+        if held is None or held.compose_id == compose_id or self.state.get_meta(marker):
+            return None
+        chain: list[Changes] = []
+        cid = compose_id
+        while cid != held.compose_id:
+            found = read_changes(tree.changes(cid), tree.sig_dir(compose_id))
+            if found is None or len(chain) >= MAX_CHANGES_CHAIN:
+                return None
+            chain.append(found)
+            cid = found.base
+        return chain[::-1]
 
     def _prune(self, action: Action) -> _Outcome:
         cid = action.compose_id or ""

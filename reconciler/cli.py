@@ -510,6 +510,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The first model pydantic builds makes it read the entry points of every installed
+    # distribution, looking for plugins (hundreds of file opens each run); none are used here.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, os.environ.get("RECONCILER_LOG_FORMAT", "text"))
     try:

@@ -50,7 +50,14 @@ from .fsutil import atomic_write, link_or_copy, swap_symlink
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant, variants_of
 from .locking import exclusive_lock
-from .manifest import SourceFile, read_manifest, scan_source, write_manifest
+from .manifest import (
+    SourceFile,
+    diff,
+    read_manifest,
+    scan_source,
+    write_changes,
+    write_manifest,
+)
 from .names import safe_relpath
 from .progress import NullReporter, Reporter
 from .selection import PackageFact, check_href, duplicate_targets, select, target_href
@@ -155,6 +162,7 @@ class Composer:
         self.all_variants = variants_of(self.rel)
         self.variants = self._requested_variants()
         self.counters = _Counters()
+        self._previous_listing: list[SourceFile] | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -279,7 +287,11 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
-        write_manifest(self.tree.manifest(cid), self._manifest(cid, placements, carried))
+        files = self._manifest(cid, placements, carried)
+        write_manifest(self.tree.manifest(cid), files)
+        before = self._previous_files(previous)
+        if previous is not None and before is not None:
+            write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
         write_status(cdir, status)
         if status is ComposeStatus.FINISHED:
@@ -393,12 +405,17 @@ class Composer:
         finally:
             self.reporter.stop()
 
-    def _previous_mtimes(self, previous: ComposeOnDisk | None) -> dict[Path, int]:
+    def _previous_files(self, previous: ComposeOnDisk | None) -> list[SourceFile] | None:
+        """The previous compose's manifest (read once), or None without one."""
         if previous is None:
-            return {}
-        sig_dir = self.tree.sig_dir(previous.compose_id)
-        listed = read_manifest(self.tree.manifest(previous.compose_id), sig_dir) or []
-        return {f.path: f.mtime_ns for f in listed}
+            return None
+        if self._previous_listing is None:
+            sig_dir = self.tree.sig_dir(previous.compose_id)
+            self._previous_listing = read_manifest(self.tree.manifest(previous.compose_id), sig_dir)
+        return self._previous_listing
+
+    def _previous_mtimes(self, previous: ComposeOnDisk | None) -> dict[Path, int]:
+        return {f.path: f.mtime_ns for f in self._previous_files(previous) or []}
 
     def _link(self, p: _Placement, prev_times: dict[Path, int]) -> bool:
         assert p.reuse is not None

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import UnsafePathError
 from .fsutil import TMP_SUFFIX, atomic_write
@@ -55,18 +57,23 @@ KINDS = frozenset({"f", "d", "l"})
 
 _CHUNK = 1 << 20
 _NS = 1_000_000_000
-_BAD_CHARS = ("\t", "\n", "\r")
+#: A path the format cannot carry: absolute, an empty, ``.`` or ``..`` part, or a tab,
+#: newline or carriage return in it.
+_BAD_PATH = re.compile(r"\A/|(?:\A|/)\.{0,2}(?:/|\Z)|[\t\n\r]")
 
 
-@dataclass(frozen=True, order=True)
-class Entry:
-    """One line of ``[Files]``; ``sha1`` only for ``repomd.xml`` files."""
+class Entry(NamedTuple):
+    """One line of ``[Files]``; ``sha1`` only for ``repomd.xml`` files (a light tuple: a
+    production tree lists tens of thousands)."""
 
     path: str
     kind: str
     size: int
     mtime: int
     sha1: str | None = None
+
+
+_PATH, _KIND, _SIZE, _MTIME = (itemgetter(i) for i in range(4))
 
 
 # -- scanning -------------------------------------------------------------------------
@@ -140,25 +147,43 @@ def _sha1(path: Path) -> str | None:
 
 def _listed(entries: Iterable[Entry]) -> list[Entry]:
     """The entries to list, sorted by path; refuses what the format cannot carry."""
-    result: list[Entry] = []
-    for entry in sorted(entries):
-        if entry.path in LIST_NAMES or any(
-            part.endswith(TMP_SUFFIX) for part in entry.path.split("/")
-        ):
-            continue
-        _check_entry(entry)
-        result.append(entry)
+    result = [
+        e
+        for e in sorted(entries)
+        if e.path not in LIST_NAMES and not (TMP_SUFFIX in e.path and _temporary(e.path))
+    ]
+    if not _all_listable(result):
+        for entry in result:
+            _check_entry(entry)  # raises, naming the first entry the format cannot carry
     return result
+
+
+def _all_listable(entries: list[Entry]) -> bool:
+    """The checks of :func:`_check_entry` over all entries at once (a few scans of one
+    string instead of a regular expression per path: production lists are long)."""
+    if not entries:
+        return True
+    text = "\n" + "\n".join(map(_PATH, entries)) + "\n"
+    if text.count("\n") != len(entries) + 1 or "\t" in text or "\r" in text:
+        return False
+    # an empty, "." or ".." part, or an absolute path (dotfiles match too: then the exact
+    # check of every entry decides)
+    if any(b in text for b in ("//", "/.", "\n/", "\n.", "\n\n", "/\n")):
+        return False
+    return (
+        set(map(_KIND, entries)) <= KINDS
+        and min(map(_SIZE, entries)) >= 0
+        and min(map(_MTIME, entries)) >= 0
+    )
+
+
+def _temporary(path: str) -> bool:
+    return any(part.endswith(TMP_SUFFIX) for part in path.split("/"))
 
 
 def _check_entry(entry: Entry) -> None:
     path = entry.path
-    if (
-        not path
-        or path.startswith("/")
-        or any(part in {"", ".", ".."} for part in path.split("/"))
-        or any(c in path for c in _BAD_CHARS)
-    ):
+    if _BAD_PATH.search(path):
         raise ValueError(f"cannot list path {path!r}")
     if entry.kind not in KINDS:
         raise ValueError(f"{path}: unknown kind {entry.kind!r}")
@@ -168,7 +193,7 @@ def _check_entry(entry: Entry) -> None:
 
 def _timelist_text(listed: list[Entry]) -> str:
     lines = ["[Version]", str(VERSION), "", "[Files]"]
-    lines += [f"{e.mtime}\t{e.kind}\t{e.size}\t{e.path}" for e in listed]
+    lines += [f"{mtime}\t{kind}\t{size}\t{path}" for path, kind, size, mtime, _ in listed]
     lines += ["", "[Checksums SHA1]"]
     lines += [f"{e.sha1}\t{e.path}" for e in listed if e.sha1 is not None]
     lines += ["", "[End]"]
@@ -176,7 +201,7 @@ def _timelist_text(listed: list[Entry]) -> str:
 
 
 def _filelist_text(listed: list[Entry]) -> str:
-    return "".join(f"./{e.path}\n" for e in listed)
+    return "".join(["./", "\n./".join(map(_PATH, listed)), "\n"]) if listed else ""
 
 
 def render_timelist(entries: Iterable[Entry]) -> str:
@@ -208,10 +233,12 @@ def write_if_changed(top: Path, contents: Mapping[str, str]) -> list[str]:
     Each changed file is written to a ``.~tmp~`` name, fsynced and renamed over
     the old one; an unchanged file is not touched. Returns the names written.
     """
-    written: list[str] = []
-    for name, text in contents.items():
+    for name in contents:
         if not name or "/" in name or name in {".", ".."} or name.endswith(TMP_SUFFIX):
             raise UnsafePathError(f"not a file name for a list: {name!r}")
+    _remove_leftovers(top, contents)
+    written: list[str] = []
+    for name, text in contents.items():
         data = text.encode("utf-8", "surrogateescape")
         path = top / name
         if _current(path) == data:
@@ -219,6 +246,15 @@ def write_if_changed(top: Path, contents: Mapping[str, str]) -> list[str]:
         atomic_write(path, data)
         written.append(name)
     return written
+
+
+def _remove_leftovers(top: Path, names: Iterable[str]) -> None:
+    """Remove the temporary files of lists whose writer was killed (``.<name>.<pid>.~tmp~``)."""
+    prefixes = tuple(f".{name}." for name in names)
+    with os.scandir(top) as it:
+        for entry in it:
+            if entry.name.startswith(prefixes) and entry.name.endswith(TMP_SUFFIX):
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def _current(path: Path) -> bytes | None:

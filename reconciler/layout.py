@@ -117,6 +117,10 @@ class ComposeTree:
         """Every file of the compose's SIG directory with its size and mtime (for publishing)."""
         return self.metadata_dir(cid) / "reconciler-files.tsv"
 
+    def changes(self, cid: str) -> Path:
+        """What the compose changed relative to the compose it was made on top of."""
+        return self.metadata_dir(cid) / "reconciler-changes.tsv"
+
     def variant_path_in_compose(self, variant: Variant) -> PurePosixPath:
         """A variant's path relative to ``compose/`` (productmd's paths are relative to it)."""
         return PurePosixPath(self.release, self.sig, variant.rel_dir)

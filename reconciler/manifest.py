@@ -4,19 +4,30 @@ Written once when a compose finishes (composes are immutable afterwards), so
 that publishing knows the compose without walking it: a publish then costs
 filesystem calls in proportion to what changed, not to the size of the tree.
 Composes without a manifest (made by older versions) are walked instead.
+
+A compose made on top of a previous one also writes its *changes*: the files
+added or changed (size or mtime) and the files gone, relative to that
+compose's manifest. Publishing a compose over a target that holds an earlier
+compose of the same chain then reads only the changes, not the manifest and
+the target's whole inventory.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .fsutil import TMP_SUFFIX, atomic_write
+from .names import COMPOSE_ID_RE
 
 HEADER = "# reconciler compose manifest v1: relpath<TAB>size<TAB>mtime_ns\n"
+CHANGES_HEADER = (
+    "# reconciler compose changes v1: +<TAB>relpath<TAB>size<TAB>mtime_ns | -<TAB>relpath\n"
+)
+CHANGES_BASE = "base\t"
 REPOMD = "repodata/repomd.xml"
 
 
@@ -77,7 +88,89 @@ def read_manifest(path: Path, root: Path) -> list[SourceFile] | None:
     files = []
     for line in text[len(HEADER) :].splitlines():
         rel, size, mtime = line.split("\t")
-        if not rel or rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/":
+        if not _safe_rel(rel):
             return None
         files.append(SourceFile(rel, root, int(size), int(mtime)))
     return files
+
+
+def _safe_rel(rel: str) -> bool:
+    return (
+        bool(rel)
+        and not rel.startswith("/")
+        and "/../" not in f"/{rel}/"
+        and ("/./" not in f"/{rel}/")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a compose changed relative to ``base`` (the compose it was made on top of)."""
+
+    base: str
+    added: tuple[SourceFile, ...]  # new, or a different size or mtime than in ``base``
+    removed: tuple[str, ...]  # relpaths ``base`` has and this compose does not
+
+
+def diff(base: str, old: Iterable[SourceFile], new: Iterable[SourceFile]) -> Changes:
+    """The changes from the files ``old`` (of compose ``base``) to ``new``."""
+    before = {f.rel: (f.size, f.mtime_ns) for f in old}
+    after = list(new)
+    added = tuple(f for f in after if before.get(f.rel) != (f.size, f.mtime_ns))
+    now = {f.rel for f in after}
+    return Changes(base, added, tuple(sorted(rel for rel in before if rel not in now)))
+
+
+def write_changes(path: Path, changes: Changes) -> None:
+    lines = [CHANGES_HEADER, f"{CHANGES_BASE}{changes.base}\n"]
+    lines += [f"+\t{f.rel}\t{f.size}\t{f.mtime_ns}\n" for f in changes.added]
+    lines += [f"-\t{rel}\n" for rel in changes.removed]
+    atomic_write(path, "".join(lines))
+
+
+def read_changes(path: Path, root: Path) -> Changes | None:
+    """The changes file at ``path`` (files relative to ``root``), or None when there is none
+    or it is unreadable or malformed (the caller then compares whole trees)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    lines = text.splitlines()
+    if len(lines) < 2 or f"{lines[0]}\n" != CHANGES_HEADER or not lines[1].startswith(CHANGES_BASE):
+        return None
+    added: list[SourceFile] = []
+    removed: list[str] = []
+    try:
+        for line in lines[2:]:
+            sign, rel, *rest = line.split("\t")
+            if not _safe_rel(rel):
+                return None
+            if sign == "+" and len(rest) == 2:
+                added.append(SourceFile(rel, root, int(rest[0]), int(rest[1])))
+            elif sign == "-" and not rest:
+                removed.append(rel)
+            else:
+                return None
+    except ValueError:
+        return None
+    base = lines[1][len(CHANGES_BASE) :]
+    if not COMPOSE_ID_RE.fullmatch(base):
+        return None
+    return Changes(base, tuple(added), tuple(removed))
+
+
+def combine(chain: Sequence[Changes]) -> tuple[list[SourceFile], list[str]]:
+    """Changes applied one after the other, oldest first: (files to place, relpaths gone).
+
+    Read every link of the chain with the last compose's directory as ``root``: the
+    files to place are taken from there.
+    """
+    final: dict[str, SourceFile | None] = {}
+    for changes in chain:
+        for rel in changes.removed:
+            final[rel] = None
+        for f in changes.added:
+            final[f.rel] = f
+    place = [f for f in final.values() if f is not None]
+    gone = [rel for rel, f in final.items() if f is None]
+    return sorted(place, key=lambda f: f.rel), sorted(gone)

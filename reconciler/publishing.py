@@ -18,14 +18,14 @@ drift was found) compares with the tree itself instead of the inventory.
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import Entry, render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
-from .manifest import SourceFile, read_manifest, scan_source
+from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class Publisher:
         self.target = stage_root.joinpath(*prefix.parts)
         self.stats = PublishStats()
         self._dirs_seen: set[Path] = set()
+        self._checked: set[Path] = set()  # directories (and their parents) known to be safe
+        self._sweep = True  # remove leftover temporary files in the directories written to
+        self._cross_fs = False  # hardlinks failed once: the compose is on another filesystem
         self._unsynced = False
 
     def _key(self, rel: str) -> str:
@@ -92,10 +95,13 @@ class Publisher:
         current = self.stage_root
         for part in directory.relative_to(self.stage_root).parts:
             current = current / part
+            if current in self._checked:
+                continue
             try:
                 st = current.lstat()
             except FileNotFoundError:
                 current.mkdir()
+                self._checked.add(current)
                 continue
             if stat.S_ISLNK(st.st_mode) and not inside(self.stage_root, current):
                 raise UnsafePathError(
@@ -103,15 +109,28 @@ class Publisher:
                 )
             if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
                 raise PublishError(f"{current} is in the way: it should be a directory")
-        with os.scandir(directory) as it:
-            for entry in it:
-                if entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False):
-                    Path(entry.path).unlink(missing_ok=True)
+            self._checked.add(current)
+        if self._sweep:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    if entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                        Path(entry.path).unlink(missing_ok=True)
         self._dirs_seen.add(directory)
 
     def _place(self, src: SourceFile) -> InventoryEntry:
         dst = self.target / src.rel
         self._safe_dir(dst.parent)
+        if not src.is_repomd and not self._cross_fs:
+            try:  # a new name: one link(2) is atomic, no temporary name needed
+                os.link(src.path, dst, follow_symlinks=False)
+            except FileExistsError:
+                pass  # replaced (or found in place) below
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+                self._cross_fs = True
+            else:
+                return self._placed(src, dst, None)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
         if _same_inode(src.path, dst):
@@ -124,6 +143,8 @@ class Publisher:
             checksum = _copy_fsync(src.path, tmp)
         else:
             try:
+                if self._cross_fs:
+                    raise OSError(errno.EXDEV, "known to be another filesystem")
                 os.link(src.path, tmp, follow_symlinks=False)
             except OSError:  # another filesystem: copy now, flush once before repomd.xml
                 shutil.copy2(src.path, tmp, follow_symlinks=False)
@@ -131,6 +152,9 @@ class Publisher:
         tmp.replace(dst)
         if src.is_repomd:
             fsync_dir(dst.parent)
+        return self._placed(src, dst, checksum)
+
+    def _placed(self, src: SourceFile, dst: Path, checksum: str | None) -> InventoryEntry:
         st = dst.lstat()
         self.stats.files += 1
         self.stats.bytes += st.st_size
@@ -138,13 +162,9 @@ class Publisher:
 
     def _dir_entries(self) -> list[InventoryEntry]:
         """Inventory entries of the directories written to, and their parents up to the root."""
-        dirs: set[Path] = set()
-        for seen in self._dirs_seen:
-            d = seen
-            while d != self.stage_root and self.stage_root in d.parents:
-                dirs.add(d)
-                d = d.parent
-        return [entry_for(str(d.relative_to(self.stage_root)), d.lstat()) for d in sorted(dirs)]
+        return [
+            entry_for(str(d.relative_to(self.stage_root)), d.lstat()) for d in sorted(self._checked)
+        ]
 
     def publish(
         self,
@@ -153,46 +173,62 @@ class Publisher:
         now: datetime,
         repair: bool = False,
         manifest: Path | None = None,
+        changes: Sequence[Changes] | None = None,
     ) -> PublishStats:
-        """Publish ``source`` (a compose's SIG directory); ``manifest`` spares walking it."""
+        """Publish ``source`` (a compose's SIG directory); ``manifest`` spares walking it.
+
+        ``changes`` (oldest first) lead from the compose the target holds to ``source``;
+        the caller passes them only when the target's last publish finished, so that its
+        inventory is that compose's files. Then only they are read and placed, and no
+        directory is swept for temporary files. Otherwise (and always for a ``repair``)
+        the compose is compared with the target's whole inventory, or with the tree.
+        """
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
         with root_lock(self.stage_root):
-            self._safe_dir(self.target)
-            listed = read_manifest(manifest, source) if manifest is not None else None
-            files = listed if listed is not None else list(scan_source(source))
-            wanted = {self._key(f.rel) for f in files}
-            inventory = self.state.inventory(self.stage, f"{self.prefix}/")
-            if repair:
-                changed = [f for f in files if not _same_file(self.target / f.rel, f)]
+            if changes is not None and not repair:
+                self._sweep = False
+                self._safe_dir(self.target)
+                place, gone = combine(changes)
+                wanted = {self._key(f.rel) for f in place}
+                retire = {self._key(rel) for rel in gone} - wanted
             else:
-                changed = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
+                self._safe_dir(self.target)
+                place, wanted, retire = self._compare(source, manifest, repair)
             pending = {p.relpath for p in self.state.pending(self.stage)}
             self.state.cancel_pending(self.stage, sorted(pending & wanted))
             for phase in (1, 2, 3):
                 if phase == 3 and self._unsynced:
                     _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
-                batch = [self._place(f) for f in changed if f.phase == phase]
+                batch = [self._place(f) for f in place if f.phase == phase]
                 self.state.apply_inventory_changes(self.stage, batch, [])
             self.state.apply_inventory_changes(self.stage, self._dir_entries(), [])
-            self._retire(wanted, inventory, now + grace, repair)
+            if retire:
+                self.state.add_pending(self.stage, sorted(retire), now + grace, "superseded")
+                self.stats.pending = len(retire)
         log.info("published %s to %s: %d files changed", source, self.target, self.stats.files)
         return self.stats
 
-    def _retire(
-        self, wanted: set[str], inventory: dict[str, InventoryEntry], due: datetime, repair: bool
-    ) -> None:
-        """Files under the target that the compose does not have become pending deletions."""
-        gone = {k for k, e in inventory.items() if e.kind != "d" and k not in wanted}
+    def _compare(
+        self, source: Path, manifest: Path | None, repair: bool
+    ) -> tuple[list[SourceFile], set[str], set[str]]:
+        """(files to place, keys wanted, keys to retire) from the whole inventory (or tree)."""
+        listed = read_manifest(manifest, source) if manifest is not None else None
+        files = listed if listed is not None else list(scan_source(source))
+        wanted = {self._key(f.rel) for f in files}
+        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
+        if repair:
+            place = [f for f in files if not _same_file(self.target / f.rel, f)]
+        else:
+            place = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
+        retire = {k for k, e in inventory.items() if e.kind != "d" and k not in wanted}
         if repair:
             unexpected = set(_walk_files(self.stage_root, self.target)) - wanted - set(inventory)
             self.state.apply_inventory_changes(
                 self.stage, [entry_for(k, (self.stage_root / k).lstat()) for k in unexpected], []
             )
-            gone |= unexpected
-        if gone:
-            self.state.add_pending(self.stage, sorted(gone), due, "superseded")
-            self.stats.pending = len(gone)
+            retire |= unexpected
+        return place, wanted, retire
 
 
 def _current(entry: InventoryEntry | None, src: SourceFile) -> bool:
@@ -213,6 +249,8 @@ def _same_file(dst: Path, src: SourceFile) -> bool:
 
 def _syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` (syncfs(2)); all filesystems if unavailable."""
+    import ctypes  # only when copies were made
+
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -321,11 +359,7 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
     The time of each entry is max(mtime, ctime) as of when it was published.
     """
     top = production_root / category
-    cut = len(category) + 1
-    entries = [
-        Entry(rel[cut:], e.kind, e.size, max(e.mtime_ns, e.ctime_ns) // 1_000_000_000, e.checksum)
-        for rel, e in state.inventory("production", f"{category}/").items()
-    ]
     if not top.is_dir():
         return []
-    return write_if_changed(top, render_all(entries))
+    rows = state.listing("production", f"{category}/")
+    return write_if_changed(top, render_all(map(Entry._make, rows)))

@@ -750,6 +750,21 @@ class StateDB:
             rows = conn.execute(sql, params).fetchall()
         return {row[0]: InventoryEntry.from_row(row) for row in rows}
 
+    def listing(self, stage: str, prefix: str) -> list[tuple[str, str, int, int, str | None]]:
+        """``(path after prefix, kind, size, max(mtime, ctime) in seconds, checksum)`` of each
+        entry of ``stage`` under ``prefix``, sorted by path: the rows of a file list."""
+        sql = (
+            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"
+            " checksum FROM inventory WHERE stage = ? AND relpath >= ?"
+        )
+        params: list[str | int] = [len(prefix) + 1, stage, prefix]
+        end = _prefix_end(prefix)
+        if end is not None:
+            sql += " AND relpath < ?"
+            params.append(end)
+        with self._read() as conn:
+            return conn.execute(sql + " ORDER BY relpath", params).fetchall()
+
     def apply_inventory_changes(
         self, stage: str, upserts: Iterable[InventoryEntry], deletes: Iterable[str]
     ) -> None:

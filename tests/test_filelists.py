@@ -168,6 +168,7 @@ _entries = st.lists(
         kind=st.sampled_from(["f", "d", "l"]),
         size=st.integers(0, 2**40),
         mtime=st.integers(0, 2**33),
+        sha1=st.none(),
     ),
     unique_by=lambda e: e.path,
     max_size=8,
