@@ -8,6 +8,7 @@ printed as one clear message.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -286,6 +287,12 @@ def describe_result(result: ComposeResult) -> str:
     return line
 
 
+def _settle_imports() -> None:
+    """What the imports made (pydantic's schemas above all) lives until exit: freeze it, so
+    that the collections during the work do not walk it again and again (gc.freeze)."""
+    gc.freeze()
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -293,6 +300,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .reconciling import load_against, open_state, run_pass
     from .reporting import plan_json, plan_markdown, plan_text
 
+    _settle_imports()
     host = load_host_config(args.config)
     with open_state(host) as state, tempfile.TemporaryDirectory(prefix="reconciler-plan-") as tmp:
         against = load_against(host, args.against, Path(tmp)) if args.against else None
@@ -326,6 +334,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .reconciling import apply_lock, open_state, run_pass
     from .reporting import plan_text
 
+    _settle_imports()
     host = load_host_config(args.config)
     saved = None
     if args.planfile is not None:
@@ -368,6 +377,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .hostconfig import load_host_config
     from .running import Loop
 
+    _settle_imports()
     host = load_host_config(args.config)
     setup_logging(True, host.log_format)
     return Loop(host, args.desired_state).run(once=args.once)

@@ -187,12 +187,14 @@ class Publisher:
             raise PublishError(f"{source}: the compose to publish is missing")
         with root_lock(self.stage_root):
             if changes is not None and not repair:
+                how = f"from the changes of {len(changes)} compose(s)"
                 self._sweep = False
                 self._safe_dir(self.target)
                 place, gone = combine(changes)
                 wanted = {self._key(f.rel) for f in place}
                 retire = {self._key(rel) for rel in gone} - wanted
             else:
+                how = "against the tree" if repair else "against the whole inventory"
                 self._safe_dir(self.target)
                 place, wanted, retire = self._compare(source, manifest, repair)
             pending = {p.relpath for p in self.state.pending(self.stage)}
@@ -206,7 +208,10 @@ class Publisher:
             if retire:
                 self.state.add_pending(self.stage, sorted(retire), now + grace, "superseded")
                 self.stats.pending = len(retire)
-        log.info("published %s to %s: %d files changed", source, self.target, self.stats.files)
+        log.info(
+            "published %s to %s %s: %d files changed, %d to delete after the grace",
+            source, self.target, how, self.stats.files, self.stats.pending,
+        )  # fmt: skip
         return self.stats
 
     def _compare(

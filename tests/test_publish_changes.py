@@ -1,0 +1,217 @@
+"""Publishing from the composes' changes files (work in proportion to the change).
+
+A compose made on top of another records what it added, changed and dropped.
+A publish over a target that holds an earlier compose of that chain reads only
+those changes; the result must be exactly what comparing the whole inventory
+gives, and an unfinished earlier publish must fall back to that comparison.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.layout import ComposeTree
+from reconciler.manifest import (
+    CHANGES_HEADER,
+    Changes,
+    SourceFile,
+    combine,
+    diff,
+    read_changes,
+    read_manifest,
+    write_changes,
+)
+from reconciler.state import InventoryEntry, StateDB
+from reconciler.verifying import verify_tree
+
+from .publish_support import SIG_REL, World, build_world, tree_listing
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from build_world(tmp_path)
+
+
+def tree(world: World) -> ComposeTree:
+    return ComposeTree(world.root / "compose", "core", "9")
+
+
+def manifest(world: World, cid: str) -> dict[str, tuple[int, int]]:
+    t = tree(world)
+    files = read_manifest(t.manifest(cid), t.sig_dir(cid))
+    assert files is not None
+    return {f.rel: (f.size, f.mtime_ns) for f in files}
+
+
+def published(world: World, stage: str = "production") -> dict[str, tuple[int, int]]:
+    """The target's files per the inventory, without those pending deletion."""
+    with StateDB.open(world.root / "state") as state:
+        pending = {p.relpath for p in state.pending(stage)}
+        inventory = state.inventory(stage, f"{SIG_REL}/")
+    return {
+        k.removeprefix(f"{SIG_REL}/"): (e.size, e.mtime_ns)
+        for k, e in inventory.items()
+        if e.kind == "f" and k not in pending
+    }
+
+
+def outcome(world: World) -> tuple[dict[str, tuple[str, int, int]], set[str], dict[str, object]]:
+    """What a promotion leaves: inventory (no inode or ctime), pending paths, tree contents."""
+    with StateDB.open(world.root / "state") as state:
+        inventory = {
+            k: (e.kind, e.size, e.mtime_ns if e.kind != "d" else 0)
+            for k, e in state.inventory("production").items()
+        }
+        pending = {p.relpath for p in state.pending("production")}
+    return inventory, pending, dict(tree_listing(world.production))
+
+
+def apply_verbose(world: World, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert world.run("apply", "-v") == 0
+    return capsys.readouterr().err
+
+
+def test_a_compose_records_what_changed_since_the_one_it_was_made_on(world: World) -> None:
+    t = tree(world)
+    changes = read_changes(t.changes(world.b), t.sig_dir(world.b))
+    assert changes is not None and changes.base == world.a
+    added = {f.rel.rsplit("/", 1)[-1] for f in changes.added}
+    removed = {rel.rsplit("/", 1)[-1] for rel in changes.removed}
+    assert "sig-hello-1.1-1.x86_64.rpm" in added and "sig-data-1.0-1.noarch.rpm" in added
+    assert "sig-tools-2.0-1.x86_64.rpm" in removed and "sig-hello-1.0-1.x86_64.rpm" in removed
+    assert "repomd.xml" in added
+    # A's manifest with the changes applied is B's manifest, exactly
+    before = manifest(world, world.a)
+    for rel in changes.removed:
+        del before[rel]
+    before.update({f.rel: (f.size, f.mtime_ns) for f in changes.added})
+    assert before == manifest(world, world.b)
+    assert not (t.changes(world.a)).exists(), "the first compose has nothing to compare with"
+
+
+def test_promotion_from_the_changes_equals_comparing_everything(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "saved"
+    for name in ("production", "state"):
+        shutil.copytree(world.root / name, saved / name, symlinks=True)
+    world.pin(world.b)
+    assert "from the changes of 1 compose(s)" in apply_verbose(world, capsys)
+    from_changes = outcome(world)
+    assert published(world) == manifest(world, world.b)
+    assert verify_tree(world.production).ok
+
+    for name in ("production", "state"):
+        shutil.rmtree(world.root / name)
+        shutil.copytree(saved / name, world.root / name, symlinks=True)
+    tree(world).changes(world.b).unlink()  # a compose without changes: compare everything
+    assert "against the whole inventory" in apply_verbose(world, capsys)
+    assert outcome(world) == from_changes
+
+
+def test_an_unfinished_publish_is_followed_by_a_whole_comparison(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # what a publish of some other compose, killed half-way, leaves: a file and its
+    # inventory entry, and the marker of the publish
+    stray = world.production / SIG_REL / "x86_64/core-common/Packages/s/stray-1-1.noarch.rpm"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half of another compose")
+    with StateDB.open(world.root / "state") as state:
+        st = stray.lstat()
+        key = str(stray.relative_to(world.production))
+        state.apply_inventory_changes(
+            "production",
+            [InventoryEntry(key, "f", st.st_size, st.st_mtime_ns, st.st_ino, None)],
+            [],
+        )
+        state.set_meta("publishing/production/core/9", "SIG-core-9-20990101.0")
+    world.pin(world.b)
+    assert "against the whole inventory" in apply_verbose(world, capsys)
+    with StateDB.open(world.root / "state") as state:
+        assert key in {p.relpath for p in state.pending("production")}
+        assert state.get_meta("publishing/production/core/9") is None
+    assert published(world) == manifest(world, world.b)
+
+
+def test_changes_are_chained_over_composes_production_skipped(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # compose C on top of B: sig-data goes away again; staging follows, production
+    # (still on A) is then promoted straight to C
+    from reconciler import sampleupstream as su
+
+    from .conftest import PROJECT_ID, REPOS
+
+    for repo, arches in REPOS.items():
+        for arch_dir in [*arches, "src"]:
+            d = su.upstream_repo_dir(world.upstream_root, PROJECT_ID, repo, arch_dir)
+            su.remove_packages(d, [p.name for p in (d / "Packages").glob("sig-data-*")])
+    assert world.run("apply") == 0
+    c = world.staged()
+    assert c not in (world.a, world.b)
+    changes = read_changes(tree(world).changes(c), tree(world).sig_dir(c))
+    assert changes is not None and changes.base == world.b
+    world.pin(c)
+    assert "from the changes of 2 compose(s)" in apply_verbose(world, capsys)
+    assert published(world) == manifest(world, c)
+    assert verify_tree(world.production).ok
+    assert not list(world.production.rglob("sig-data-*.rpm"))
+
+
+def _file(rel: str, size: int = 1, mtime: int = 1) -> SourceFile:
+    return SourceFile(rel, Path("/c"), size, mtime)
+
+
+def test_diff_and_combine() -> None:
+    a = [_file("p/a.rpm"), _file("p/b.rpm"), _file("r/repomd.xml", 1, 1)]
+    b = [_file("p/b.rpm"), _file("p/c.rpm"), _file("r/repomd.xml", 2, 2)]
+    c = [_file("p/a.rpm"), _file("r/repomd.xml", 3, 3)]
+    ab, bc = diff("SIG-x-9-20260101.0", a, b), diff("SIG-x-9-20260101.1", b, c)
+    assert [f.rel for f in ab.added] == ["p/c.rpm", "r/repomd.xml"]
+    assert ab.removed == ("p/a.rpm",)
+    place, gone = combine([ab, bc])
+    # applied to a, the combined changes give c (a.rpm went and came back: placed again)
+    files = {f.rel: (f.size, f.mtime_ns) for f in a}
+    for rel in gone:
+        files.pop(rel, None)
+    files.update({f.rel: (f.size, f.mtime_ns) for f in place})
+    assert files == {f.rel: (f.size, f.mtime_ns) for f in c}
+    assert [f.rel for f in place] == ["p/a.rpm", "r/repomd.xml"]
+    assert gone == ["p/b.rpm", "p/c.rpm"]
+
+
+def test_changes_round_trip(tmp_path: Path) -> None:
+    changes = Changes("SIG-x-9-20260101.0", (_file("p/a b.rpm", 5, 7),), ("p/old.rpm",))
+    write_changes(tmp_path / "c.tsv", changes)
+    back = read_changes(tmp_path / "c.tsv", Path("/c"))
+    assert back == changes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",  # empty
+        "base\tSIG-x-9-20260101.0\n",  # no header
+        CHANGES_HEADER + "base\t../../etc\n",  # a base that is not a compose ID
+        CHANGES_HEADER + "SIG-x-9-20260101.0\n",  # no base line
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n+\t/abs.rpm\t1\t1\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n+\tp/../../x.rpm\t1\t1\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n-\t./x.rpm\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n+\tp/x.rpm\tbig\t1\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n+\tp/x.rpm\t1\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n*\tp/x.rpm\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\n-\tp/x.rpm\textra\n",
+        CHANGES_HEADER + "base\tSIG-x-9-20260101.0\njunk\n",
+    ],
+)
+def test_a_malformed_changes_file_is_not_used(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "c.tsv"
+    path.write_text(body)
+    assert read_changes(path, Path("/c")) is None
+    assert read_changes(tmp_path / "missing.tsv", Path("/c")) is None
