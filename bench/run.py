@@ -176,6 +176,7 @@ def run(
         # Peak RSS: /usr/bin/time -f %M. Not wait4 on our own child: a child forked
         # from this (large) process inherits its RSS high-water mark through exec.
         timed = [TIME, "-f", "%M", "-o", frss.name, *full] if TIME else full
+        os.sync()  # what earlier steps wrote is flushed now, not during this step (both sides)
         started = time.perf_counter()
         proc = subprocess.Popen(
             timed, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=ROOT

@@ -87,6 +87,12 @@ class _Outcome:
     files: int = 0
 
 
+def publish_marker(stage: str, sig: str, release: str) -> str:
+    """The state's ``meta`` key that says a publish to this target has not finished (or its
+    inventory was rebuilt from the tree): the next publish then compares everything."""
+    return f"publishing/{stage}/{sig}/{release}"
+
+
 def stage_root(host: HostConfig, stage: Stage) -> Path:
     return host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
 
@@ -261,7 +267,7 @@ class Applier:
             target_prefix(self.spec, action.sig, action.release),
         )
         grace = self.spec.defaults.publish.delete_grace
-        marker = f"publishing/{action.stage.value}/{action.sig}/{action.release}"
+        marker = publish_marker(action.stage.value, action.sig, action.release)
         changes = None if action.repair else self._changes(tree, action, compose_id, marker)
         self.state.set_meta(marker, compose_id)  # cleared once the target record says so
         stats = publisher.publish(

@@ -11,9 +11,13 @@ DESIGN.md section 6, in this order:
 5. files no longer needed become pending deletions, due after ``delete_grace``;
    :func:`delete_due` removes them on a later pass, then the lists are renewed.
 
-Only what differs from the state's inventory of the target is touched, so the
-work is proportional to the change, not to the tree. A *repair* publish (after
-drift was found) compares with the tree itself instead of the inventory.
+Only what differs is touched, so the work is proportional to the change, not
+to the tree. When the target holds an earlier compose of the new compose's
+chain, the composes' changes files say what differs (nothing else is read);
+otherwise the compose's manifest is compared with the state's inventory of the
+target. A *repair* publish (after drift was found) compares with the tree
+itself. New files are linked straight to their name (one ``link(2)``, atomic);
+a name that exists is replaced through a ``.~tmp~`` link and a rename.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .applying import stage_root, target_prefix
+from .applying import publish_marker, stage_root, target_prefix
 from .composemeta import ComposeStatus, list_composes
 from .facts import PUBLISHED_STAGES
 from .fsutil import TMP_SUFFIX
@@ -106,6 +106,9 @@ def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
                     state.set_target(
                         TargetRecord(sig_name, rel_name, stage.value, found, now, None)
                     )
+                    # the inventory is the tree as found, with files whose deletion was
+                    # pending: the next publish compares everything, not a compose's changes
+                    state.set_meta(publish_marker(stage.value, sig_name, rel_name), "rebuilt")
                     lines.append(f"{sig_name} {rel_name} {stage}: holds {found}")
     lines.append(f"rebuilt {host.state_dir / DB_NAME} (history could not be recovered)")
     return lines

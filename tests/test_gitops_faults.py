@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from reconciler import sampleupstream as su
+from reconciler.applying import publish_marker
+from reconciler.state import StateDB
 
 from .conftest import Upstream, reconciler_process, wait_until, write_host_config
 from .gitrepo import DesiredRepo
@@ -219,6 +221,10 @@ def test_corrupt_state_database_is_a_clear_error_and_can_be_rebuilt(
     assert result.code == 0, result.err
     assert f"core 9 staging: holds {staged}" in result.out
     assert list((config.parent / "state").glob("state.db.damaged-*")), "the damaged file is kept"
+    with StateDB.open(config.parent / "state") as state:
+        # the rebuilt inventory is the tree as found (pending deletions were lost with the
+        # database): the next publish there compares everything, not a compose's changes
+        assert state.get_meta(publish_marker("staging", "core", "9")) == "rebuilt"
     assert cli("plan", "--config", config).code == 0
 
 
