@@ -73,6 +73,8 @@ class Entry(NamedTuple):
     sha1: str | None = None
 
 
+#: An entry as a plain tuple, in :class:`Entry`'s field order (an Entry is one too).
+EntryRow = tuple[str, str, int, int, str | None]
 _PATH, _KIND, _SIZE, _MTIME = (itemgetter(i) for i in range(4))
 
 
@@ -145,20 +147,20 @@ def _sha1(path: Path) -> str | None:
 # -- rendering ------------------------------------------------------------------------
 
 
-def _listed(entries: Iterable[Entry]) -> list[Entry]:
+def _listed(entries: Iterable[EntryRow]) -> list[EntryRow]:
     """The entries to list, sorted by path; refuses what the format cannot carry."""
     result = [
         e
         for e in sorted(entries)
-        if e.path not in LIST_NAMES and not (TMP_SUFFIX in e.path and _temporary(e.path))
+        if e[0] not in LIST_NAMES and not (TMP_SUFFIX in e[0] and _temporary(e[0]))
     ]
     if not _all_listable(result):
         for entry in result:
-            _check_entry(entry)  # raises, naming the first entry the format cannot carry
+            _check_entry(Entry._make(entry))  # raises, naming the first one the format refuses
     return result
 
 
-def _all_listable(entries: list[Entry]) -> bool:
+def _all_listable(entries: list[EntryRow]) -> bool:
     """The checks of :func:`_check_entry` over all entries at once (a few scans of one
     string instead of a regular expression per path: production lists are long)."""
     if not entries:
@@ -166,9 +168,11 @@ def _all_listable(entries: list[Entry]) -> bool:
     text = "\n" + "\n".join(map(_PATH, entries)) + "\n"
     if text.count("\n") != len(entries) + 1 or "\t" in text or "\r" in text:
         return False
-    # an empty, "." or ".." part, or an absolute path (dotfiles match too: then the exact
-    # check of every entry decides)
-    if any(b in text for b in ("//", "/.", "\n/", "\n.", "\n\n", "/\n")):
+    # every part on a line of its own: an empty part (or path, or a leading or trailing
+    # "/") is an empty line; ".", ".." (and dotfiles: then the exact check decides) start
+    # with "."
+    parts = text.replace("/", "\n")
+    if "\n\n" in parts or "\n." in parts:
         return False
     return (
         set(map(_KIND, entries)) <= KINDS
@@ -191,33 +195,34 @@ def _check_entry(entry: Entry) -> None:
         raise ValueError(f"{path}: negative size or time")
 
 
-def _timelist_text(listed: list[Entry]) -> str:
+def _timelist_text(listed: list[EntryRow]) -> str:
     lines = ["[Version]", str(VERSION), "", "[Files]"]
     lines += [f"{mtime}\t{kind}\t{size}\t{path}" for path, kind, size, mtime, _ in listed]
     lines += ["", "[Checksums SHA1]"]
-    lines += [f"{e.sha1}\t{e.path}" for e in listed if e.sha1 is not None]
+    lines += [f"{sha1}\t{path}" for path, _, _, _, sha1 in listed if sha1 is not None]
     lines += ["", "[End]"]
     return "\n".join(lines) + "\n"
 
 
-def _filelist_text(listed: list[Entry]) -> str:
+def _filelist_text(listed: list[EntryRow]) -> str:
     return "".join(["./", "\n./".join(map(_PATH, listed)), "\n"]) if listed else ""
 
 
-def render_timelist(entries: Iterable[Entry]) -> str:
+def render_timelist(entries: Iterable[EntryRow]) -> str:
     """The ``fullfiletimelist`` text of ``entries``."""
     return _timelist_text(_listed(entries))
 
 
-def render_filelist(entries: Iterable[Entry]) -> str:
+def render_filelist(entries: Iterable[EntryRow]) -> str:
     """The ``fullfilelist`` text of ``entries``: ``./<path>`` of each, files and dirs."""
     return _filelist_text(_listed(entries))
 
 
-def render_all(entries: Iterable[Entry]) -> dict[str, str]:
+def render_all(entries: Iterable[EntryRow]) -> dict[str, str]:
     """Every list, keyed by file name, in the order to write them (see :data:`LIST_NAMES`).
 
-    The entries are checked and sorted once for all three lists.
+    The entries (:class:`Entry`, or plain tuples in its field order, as the state's
+    inventory gives them) are checked and sorted once for all three lists.
     """
     listed = _listed(entries)
     timelist = _timelist_text(listed)

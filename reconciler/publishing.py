@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from .errors import LockHeldError, PublishError, UnsafePathError
-from .filelists import Entry, render_all, write_if_changed
+from .filelists import render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
 from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
@@ -370,5 +370,4 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
     top = production_root / category
     if not top.is_dir():
         return []
-    rows = state.listing("production", f"{category}/")
-    return write_if_changed(top, render_all(map(Entry._make, rows)))
+    return write_if_changed(top, render_all(state.listing("production", f"{category}/")))
