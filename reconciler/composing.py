@@ -436,10 +436,10 @@ class Composer:
 
     def _download(self, up: Upstream, p: _Placement) -> None:
         first, *rest = p.targets
-        n = up.download(p.url, first, Expected(p.fact.checksum_type, p.fact.pkgid, p.fact.size))
-        p.mtime_ns = first.stat().st_mtime_ns
-        self.counters.add(downloaded=1, nbytes=n)
-        self.reporter.advance(n)
+        got = up.download(p.url, first, Expected(p.fact.checksum_type, p.fact.pkgid, p.fact.size))
+        p.mtime_ns = got.mtime_ns
+        self.counters.add(downloaded=1, nbytes=got.nbytes)
+        self.reporter.advance(got.nbytes)
         for target in rest:
             link_or_copy(first, target)
 

@@ -23,8 +23,10 @@ import dataclasses
 import datetime as dt
 import email.utils
 import http.server
+import os
 import shutil
 import socket
+import stat
 import sys
 import threading
 import urllib.parse
@@ -479,6 +481,13 @@ class _ServerState:
     faults: dict[str, Fault] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    _resolved: Path | None = None
+
+    def resolved_root(self) -> Path:
+        """The root with its symlinks resolved (once: every request needs it)."""
+        if self._resolved is None:
+            self._resolved = self.root.resolve()
+        return self._resolved
 
     def record(self, method: str, path: str) -> Fault | None:
         """Count a request; return the fault to apply to it, if any.
@@ -588,28 +597,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             fault = None
-        file_path = self._resolve(url_path)
-        if file_path is None:
+        found = self._resolve(url_path)
+        if found is None:
             self._send_text(404, "not found\n", send_body)
             return
-        stat = file_path.stat()
-        etag = f'"{stat.st_ino:x}-{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        if self._not_modified(etag, stat.st_mtime):
+        file_path, info = found
+        etag = f'"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"'
+        if self._not_modified(etag, info.st_mtime):
             self.send_response(304)
             self.send_header("ETag", etag)
             self.end_headers()
             return
         self.send_response(200)
         self.send_header("Content-Type", _content_type(file_path))
-        self.send_header("Content-Length", str(stat.st_size))
+        self.send_header("Content-Length", str(info.st_size))
         self.send_header("ETag", etag)
-        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        self.send_header("Last-Modified", email.utils.formatdate(info.st_mtime, usegmt=True))
         self.end_headers()
         if not send_body:
             return
         if fault is None:  # the bytes go from the page cache to the socket (sendfile(2))
             with file_path.open("rb") as fh:
-                self.connection.sendfile(fh, count=stat.st_size)
+                self.connection.sendfile(fh, count=info.st_size)
             return
         body = file_path.read_bytes()
         if fault.kind == "truncate":
@@ -623,16 +632,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = bytes(b ^ 0xFF for b in body)
         self.wfile.write(body)
 
-    def _resolve(self, url_path: str) -> Path | None:
-        """The regular file under the root that ``url_path`` names, else None."""
+    def _resolve(self, url_path: str) -> tuple[Path, os.stat_result] | None:
+        """The regular file under the root that ``url_path`` names, and its stat; else None."""
         parts = [p for p in url_path.split("/") if p]
         if any(p in {".", ".."} or "\\" in p or "\0" in p for p in parts):
             return None
-        root = self.state.root.resolve()
+        root = self.state.resolved_root()
         candidate = root.joinpath(*parts).resolve()
-        if not candidate.is_relative_to(root) or not candidate.is_file():
+        if not candidate.is_relative_to(root):
             return None
-        return candidate
+        try:
+            st = candidate.stat()
+        except OSError:
+            return None
+        return (candidate, st) if stat.S_ISREG(st.st_mode) else None
 
     def _not_modified(self, etag: str, mtime: float) -> bool:
         """Whether If-None-Match (preferred) or If-Modified-Since allow a 304."""

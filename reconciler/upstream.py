@@ -50,6 +50,14 @@ class Expected:
     size: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A verified download: its size and the modification time it got on disk."""
+
+    nbytes: int
+    mtime_ns: int
+
+
 def new_hash(checksum_type: str) -> hashlib._Hash:
     name = _HASH_NAMES.get(checksum_type.lower())
     if name is None:
@@ -201,29 +209,30 @@ class Upstream:
 
     # -- verified downloads -----------------------------------------------------
 
-    def download(self, url: str, dest: Path, expected: Expected) -> int:
+    def download(self, url: str, dest: Path, expected: Expected) -> Fetched:
         """Stream ``url`` to ``dest`` via a temporary name; verify size and checksum.
 
-        Returns the number of bytes written. ``dest`` appears only when verified.
+        ``dest`` appears only when verified.
         """
 
-        def once() -> int:
+        def once() -> Fetched:
             tmp = tmp_name(dest)
             try:
-                n = self._stream(url, tmp, expected)
+                fetched = self._stream(url, tmp, expected)
                 tmp.replace(dest)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            return n
+            return fetched
 
-        n = self._retry(url, once)
+        fetched = self._retry(url, once)
         self.stats.add(files=1)
-        return n
+        return fetched
 
-    def _stream(self, url: str, tmp: Path, expected: Expected) -> int:
+    def _stream(self, url: str, tmp: Path, expected: Expected) -> Fetched:
         digest = new_hash(expected.checksum_type)
         written = 0
+        mtime_ns = 0
         response = self._request(url)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         complete = False
@@ -237,6 +246,7 @@ class Upstream:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
+            mtime_ns = os.fstat(fd).st_mtime_ns
             complete = True
         except HTTPError as exc:
             raise _Retryable(_describe(exc)) from exc
@@ -255,7 +265,7 @@ class Upstream:
                 f"{expected.checksum_type} {got} does not match the metadata's {expected.checksum}",
                 True,
             )
-        return written
+        return Fetched(written, mtime_ns)
 
 
 def _describe(exc: Exception) -> str:
