@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.filelists import TIMELIST_SIG, parse_timelist
 from reconciler.layout import ComposeTree
 from reconciler.manifest import (
     CHANGES_HEADER,
@@ -28,7 +29,7 @@ from reconciler.manifest import (
 from reconciler.state import InventoryEntry, StateDB
 from reconciler.verifying import verify_tree
 
-from .publish_support import SIG_REL, World, build_world, tree_listing
+from .publish_support import CATEGORY, SIG_REL, World, build_world, tree_listing
 
 
 @pytest.fixture
@@ -59,15 +60,23 @@ def published(world: World, stage: str = "production") -> dict[str, tuple[int, i
     }
 
 
-def outcome(world: World) -> tuple[dict[str, tuple[str, int, int]], set[str], dict[str, object]]:
-    """What a promotion leaves: inventory (no inode or ctime), pending paths, tree contents."""
+def outcome(world: World) -> tuple[object, ...]:
+    """What a promotion leaves: inventory (no inode or ctime), pending paths, the tree's
+    contents and the file lists' entries (their times are link times: left out)."""
     with StateDB.open(world.root / "state") as state:
         inventory = {
             k: (e.kind, e.size, e.mtime_ns if e.kind != "d" else 0)
             for k, e in state.inventory("production").items()
         }
         pending = {p.relpath for p in state.pending("production")}
-    return inventory, pending, dict(tree_listing(world.production))
+    lists = world.production / CATEGORY
+    entries, sums = parse_timelist((lists / TIMELIST_SIG).read_text())
+    contents = {
+        k: v
+        for k, v in tree_listing(world.production).items()
+        if not k.startswith(f"{CATEGORY}/full")
+    }
+    return inventory, pending, contents, {(e.path, e.kind, e.size) for e in entries}, sums
 
 
 def apply_verbose(world: World, capsys: pytest.CaptureFixture[str]) -> str:
