@@ -18,6 +18,7 @@ from reconciler.filelists import (
     TIMELIST,
     TIMELIST_SIG,
     Entry,
+    _check_entry,
     parse_timelist,
     render_all,
     render_filelist,
@@ -331,3 +332,31 @@ def test_write_if_changed_replaces_a_symlink_without_following_it(tmp_path: Path
 def test_write_if_changed_refuses_bad_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(UnsafePathError):
         write_if_changed(tmp_path, {name: "x"})
+
+
+_tricky_path = st.text(alphabet="a./\t\n\r~", max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_tricky_path, max_size=6))
+def test_the_whole_list_check_agrees_with_the_check_of_each_entry(paths: list[str]) -> None:
+    # the fast check (a few scans of all paths joined) must refuse exactly what checking
+    # every entry on its own refuses
+    entries = [Entry(p, "f", 1, 1) for p in dict.fromkeys(paths)]
+
+    def each_ok() -> bool:
+        try:
+            for e in entries:
+                if e.path not in {FILELIST, TIMELIST, TIMELIST_SIG} and ".~tmp~" not in e.path:
+                    _check_entry(e)
+        except ValueError:
+            return False
+        return True
+
+    listed = [e for e in entries if ".~tmp~" not in e.path]
+    try:
+        render_all(listed)
+    except ValueError as exc:
+        assert not each_ok(), exc
+    else:
+        assert each_ok()
