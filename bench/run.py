@@ -529,6 +529,13 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
             return None
         return profile_dir / f"n{env.n}-{name}.{'pyspy' if env.profiler == 'py-spy' else 'prof'}"
 
+    def publish(step: str, baseline: str, src: Path, dst: Path) -> None:
+        """``reconciler apply`` of the pinned desired state, then rsync of the same copy."""
+        r = w.reconciler("apply", "--yes", strace=traced(f"r.{step}"), profile=prof(step))
+        note(f"r.{step}", r)
+        if has_rsync and mode != "profile":
+            note(baseline, _rsync(src, dst, traced(baseline)))
+
     try:
         # 1. cold compose
         w.server.reset_counts()
@@ -546,15 +553,7 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
 
         # 2. first publish compose -> staging (same filesystem)
         w.pin(staging="latest", production=None)
-        r = w.reconciler(
-            "apply", "--yes", strace=traced("r.publish1_staging"), profile=prof("publish1_staging")
-        )
-        note("r.publish1_staging", r)
-        if has_rsync and mode != "profile":
-            note(
-                "b.rsync_publish1_staging",
-                _rsync(w.sig_dir(cid1), w.rs_staging, traced("b.rsync_publish1_staging")),
-            )
+        publish("publish1_staging", "b.rsync_publish1_staging", w.sig_dir(cid1), w.rs_staging)
 
         # 3. first publish across filesystems (compose on disk, staging on tmpfs)
         if env.tmpfs is not None and timing:
@@ -576,18 +575,7 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
 
         # 4. first publish staging -> production
         w.pin(staging="latest", production=cid1)
-        r = w.reconciler(
-            "apply",
-            "--yes",
-            strace=traced("r.publish1_production"),
-            profile=prof("publish1_production"),
-        )
-        note("r.publish1_production", r)
-        if has_rsync and mode != "profile":
-            note(
-                "b.rsync_publish1_production",
-                _rsync(w.rs_staging, w.rs_production, traced("b.rsync_publish1_production")),
-            )
+        publish("publish1_production", "b.rsync_publish1_production", w.rs_staging, w.rs_production)
 
         # 5. the 1% change upstream, then a new compose
         change = gen.update(w.data, env.fraction, env.seed + 1)
@@ -615,31 +603,9 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
 
         # 6. publish after 1%: stage, then promote
         w.pin(staging="latest", production=cid1)
-        r = w.reconciler(
-            "apply",
-            "--yes",
-            strace=traced("r.publish_1pct_staging"),
-            profile=prof("publish_1pct_staging"),
-        )
-        note("r.publish_1pct_staging", r)
-        if has_rsync and mode != "profile":
-            note(
-                "b.rsync_1pct_staging",
-                _rsync(w.sig_dir(cid2), w.rs_staging, traced("b.rsync_1pct_staging")),
-            )
+        publish("publish_1pct_staging", "b.rsync_1pct_staging", w.sig_dir(cid2), w.rs_staging)
         w.pin(staging="latest", production=cid2)
-        r = w.reconciler(
-            "apply",
-            "--yes",
-            strace=traced("r.publish_1pct_production"),
-            profile=prof("publish_1pct_production"),
-        )
-        note("r.publish_1pct_production", r)
-        if has_rsync and mode != "profile":
-            note(
-                "b.rsync_1pct_production",
-                _rsync(w.rs_staging, w.rs_production, traced("b.rsync_1pct_production")),
-            )
+        publish("publish_1pct_production", "b.rsync_1pct_production", w.rs_staging, w.rs_production)
 
         # 7. a pass where nothing changed
         r = w.reconciler(

@@ -162,7 +162,6 @@ class Composer:
         self.all_variants = variants_of(self.rel)
         self.variants = self._requested_variants()
         self.counters = _Counters()
-        self._previous_listing: list[SourceFile] | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -267,10 +266,11 @@ class Composer:
         self, up: Upstream, cid: str, date: str, respin: int, previous: ComposeOnDisk | None
     ) -> tuple[ComposeStatus, tuple[str, ...]]:
         cdir = self.tree.compose_dir(cid)
+        before = self._previous_files(previous)
         with tempfile.TemporaryDirectory(prefix=".work-", suffix=".~tmp~", dir=cdir) as work:
             works = self._fetch_all(up, Path(work))
             placements = self._placements(cid, works, previous)
-            self._place_all(up, placements, previous)
+            self._place_all(up, placements, before or [])
             self._check_signatures(placements, previous)
             for w in works:
                 self._write_variant(cid, w)
@@ -289,7 +289,6 @@ class Composer:
         self._write_record(cid, works, previous, missing)
         files = self._manifest(cid, placements, carried)
         write_manifest(self.tree.manifest(cid), files)
-        before = self._previous_files(previous)
         if previous is not None and before is not None:
             write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
@@ -386,12 +385,15 @@ class Composer:
         return list(by_id.values())
 
     def _place_all(
-        self, up: Upstream, placements: Sequence[_Placement], previous: ComposeOnDisk | None
+        self, up: Upstream, placements: Sequence[_Placement], before: Sequence[SourceFile]
     ) -> None:
-        """Hardlink what the previous compose has (here, in order), download the rest (pool)."""
+        """Hardlink what the previous compose has (here, in order), download the rest (pool).
+
+        ``before`` is the previous compose's manifest: the mtimes of what is linked.
+        """
         for directory in sorted({t.parent for p in placements for t in p.targets}):
             directory.mkdir(parents=True, exist_ok=True)
-        prev_times = self._previous_mtimes(previous)
+        prev_times = {f.path: f.mtime_ns for f in before}
         downloads = []
         for p in placements:
             if p.reuse is None or not self._link(p, prev_times):
@@ -406,16 +408,11 @@ class Composer:
             self.reporter.stop()
 
     def _previous_files(self, previous: ComposeOnDisk | None) -> list[SourceFile] | None:
-        """The previous compose's manifest (read once), or None without one."""
+        """The previous compose's manifest, or None without one."""
         if previous is None:
             return None
-        if self._previous_listing is None:
-            sig_dir = self.tree.sig_dir(previous.compose_id)
-            self._previous_listing = read_manifest(self.tree.manifest(previous.compose_id), sig_dir)
-        return self._previous_listing
-
-    def _previous_mtimes(self, previous: ComposeOnDisk | None) -> dict[Path, int]:
-        return {f.path: f.mtime_ns for f in self._previous_files(previous) or []}
+        sig_dir = self.tree.sig_dir(previous.compose_id)
+        return read_manifest(self.tree.manifest(previous.compose_id), sig_dir)
 
     def _link(self, p: _Placement, prev_times: dict[Path, int]) -> bool:
         assert p.reuse is not None

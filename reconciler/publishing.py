@@ -189,17 +189,17 @@ class Publisher:
         """
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
+        chain = None if repair else changes
+        self._sweep = chain is None
         with root_lock(self.stage_root):
-            if changes is not None and not repair:
-                how = f"from the changes of {len(changes)} compose(s)"
-                self._sweep = False
-                self._safe_dir(self.target)
-                place, gone = combine(changes)
+            self._safe_dir(self.target)
+            if chain is not None:
+                how = f"from the changes of {len(chain)} compose(s)"
+                place, gone = combine(chain)
                 wanted = {self._key(f.rel) for f in place}
                 retire = {self._key(rel) for rel in gone} - wanted
             else:
                 how = "against the tree" if repair else "against the whole inventory"
-                self._safe_dir(self.target)
                 place, wanted, retire = self._compare(source, manifest, repair)
             pending = {p.relpath for p in self.state.pending(self.stage)}
             self.state.cancel_pending(self.stage, sorted(pending & wanted))

@@ -481,13 +481,10 @@ class _ServerState:
     faults: dict[str, Fault] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
-    _resolved: Path | None = None
+    resolved_root: Path = field(init=False)  # the root, its symlinks resolved once
 
-    def resolved_root(self) -> Path:
-        """The root with its symlinks resolved (once: every request needs it)."""
-        if self._resolved is None:
-            self._resolved = self.root.resolve()
-        return self._resolved
+    def __post_init__(self) -> None:
+        self.resolved_root = self.root.resolve()
 
     def record(self, method: str, path: str) -> Fault | None:
         """Count a request; return the fault to apply to it, if any.
@@ -637,7 +634,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         parts = [p for p in url_path.split("/") if p]
         if any(p in {".", ".."} or "\\" in p or "\0" in p for p in parts):
             return None
-        root = self.state.resolved_root()
+        root = self.state.resolved_root
         candidate = root.joinpath(*parts).resolve()
         if not candidate.is_relative_to(root):
             return None

@@ -390,6 +390,15 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _under(stage: str, prefix: str) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause (one of two fixed texts) and its parameters for the inventory rows of
+    ``stage`` whose relpath starts with ``prefix``: a range on the primary key."""
+    end = _prefix_end(prefix)
+    if end is None:
+        return "stage = ? AND relpath >= ?", (stage, prefix)
+    return "stage = ? AND relpath >= ? AND relpath < ?", (stage, prefix, end)
+
+
 # --- the database ------------------------------------------------------------
 
 
@@ -737,15 +746,11 @@ class StateDB:
 
     def inventory(self, stage: str, prefix: str = "") -> dict[str, InventoryEntry]:
         """Entries of ``stage`` whose relpath starts with ``prefix`` (a string prefix)."""
+        where, params = _under(stage, prefix)
         sql = (
-            "SELECT relpath, kind, size, mtime_ns, ino, checksum, ctime_ns FROM inventory"
-            " WHERE stage = ? AND relpath >= ?"
+            "SELECT relpath, kind, size, mtime_ns, ino, checksum, ctime_ns FROM inventory"  # noqa: S608 - _under's text is fixed
+            f" WHERE {where}"
         )
-        params: list[str] = [stage, prefix]
-        end = _prefix_end(prefix)
-        if end is not None:
-            sql += " AND relpath < ?"
-            params.append(end)
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return {row[0]: InventoryEntry.from_row(row) for row in rows}
@@ -753,17 +758,13 @@ class StateDB:
     def listing(self, stage: str, prefix: str) -> list[tuple[str, str, int, int, str | None]]:
         """``(path after prefix, kind, size, max(mtime, ctime) in seconds, checksum)`` of each
         entry of ``stage`` under ``prefix``, sorted by path: the rows of a file list."""
+        where, params = _under(stage, prefix)
         sql = (
-            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"
-            " checksum FROM inventory WHERE stage = ? AND relpath >= ?"
+            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"  # noqa: S608 - as above
+            f" checksum FROM inventory WHERE {where} ORDER BY relpath"
         )
-        params: list[str | int] = [len(prefix) + 1, stage, prefix]
-        end = _prefix_end(prefix)
-        if end is not None:
-            sql += " AND relpath < ?"
-            params.append(end)
         with self._read() as conn:
-            return conn.execute(sql + " ORDER BY relpath", params).fetchall()
+            return conn.execute(sql, (len(prefix) + 1, *params)).fetchall()
 
     def apply_inventory_changes(
         self, stage: str, upserts: Iterable[InventoryEntry], deletes: Iterable[str]
@@ -791,17 +792,9 @@ class StateDB:
                     raise ValueError(f"inventory entry {entry.relpath!r} is not under {prefix!r}")
                 yield entry.to_row(stage)
 
+        where, params = _under(stage, prefix)
         with self._write() as conn:
-            end = _prefix_end(prefix)
-            if end is None:
-                conn.execute(
-                    "DELETE FROM inventory WHERE stage = ? AND relpath >= ?", (stage, prefix)
-                )
-            else:
-                conn.execute(
-                    "DELETE FROM inventory WHERE stage = ? AND relpath >= ? AND relpath < ?",
-                    (stage, prefix, end),
-                )
+            conn.execute(f"DELETE FROM inventory WHERE {where}", params)  # noqa: S608 - as above
             conn.executemany(_UPSERT_INVENTORY, rows())
 
     # -- pending deletions --

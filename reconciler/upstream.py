@@ -65,20 +65,6 @@ def new_hash(checksum_type: str) -> hashlib._Hash:
     return hashlib.new(name)
 
 
-def file_matches(path: Path, expected: Expected) -> bool:
-    """True when the file on disk has the expected size and checksum."""
-    try:
-        if expected.size is not None and path.stat().st_size != expected.size:
-            return False
-        digest = new_hash(expected.checksum_type)
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-    except OSError:
-        return False
-    return digest.hexdigest() == expected.checksum.lower()
-
-
 class _Retryable(Exception):
     def __init__(self, message: str, integrity: bool = False) -> None:
         super().__init__(message)
