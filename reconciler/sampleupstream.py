@@ -458,16 +458,18 @@ class Fault:
 
     ``kind`` is ``status`` (answer with ``status`` and a short body),
     ``truncate`` (full headers, ``nbytes`` of body, then the connection is
-    dropped), ``corrupt`` (same length, every byte flipped) or ``delay``
-    (wait ``seconds``, then serve normally).  ``times`` is how many more
+    dropped), ``corrupt`` (same length, every byte flipped), ``delay``
+    (wait ``seconds``, then serve normally) or ``redirect`` (answer ``status``,
+    302 unless set, with ``Location: location``).  ``times`` is how many more
     requests it applies to (``None``: all).
     """
 
-    kind: Literal["status", "truncate", "corrupt", "delay"]
+    kind: Literal["status", "truncate", "corrupt", "delay", "redirect"]
     status: int = 500
     nbytes: int = 0
     seconds: float = 0.0
     times: int | None = None
+    location: str = ""
 
 
 @dataclass
@@ -588,6 +590,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fault = self.state.record(self.command, url_path)
         if fault is not None and fault.kind == "status":
             self._send_text(fault.status, f"injected fault: {fault.status}\n", send_body)
+            return
+        if fault is not None and fault.kind == "redirect":
+            self.send_response(fault.status if 300 <= fault.status < 400 else 302)
+            self.send_header("Location", fault.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if fault is not None and fault.kind == "delay":
             if self.state.stopping.wait(fault.seconds):
@@ -819,6 +827,17 @@ class UpstreamServer:
     def delay(self, path: str, seconds: float, *, times: int | None = None) -> None:
         """Wait ``seconds`` before answering (for client timeout tests)."""
         self._set_fault(path, Fault("delay", seconds=seconds, times=times))
+
+    def redirect(
+        self, path: str, location: str, status: int = 302, *, times: int | None = None
+    ) -> None:
+        """Answer requests for ``path`` with a redirect to ``location``."""
+        self._set_fault(path, Fault("redirect", status=status, location=location, times=times))
+
+    def drop_idle_connections(self) -> None:
+        """Close every kept-alive connection, as a server does after its idle timeout."""
+        if self._server is not None:
+            self._server.close_all()
 
     def clear_faults(self) -> None:
         """Serve everything normally again."""
