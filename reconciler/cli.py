@@ -21,6 +21,8 @@ from .logs import setup_logging
 
 if TYPE_CHECKING:
     from .composing import ComposeResult
+    from .hostconfig import HostConfig
+    from .recordcache import RecordCache
 
 EPILOG = """\
 The host config (--config, $RECONCILER_CONFIG, /etc/reconciler/config.yaml) says
@@ -226,12 +228,24 @@ def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _add_common(p)
 
 
+def _record_cache() -> RecordCache:
+    """Validated records from earlier runs (see :mod:`reconciler.recordcache`)."""
+    from .recordcache import RecordCache
+
+    return RecordCache.from_environment()
+
+
+def _host(args: argparse.Namespace) -> HostConfig:
+    from .hostconfig import load_host_config
+
+    return load_host_config(args.config, _record_cache())
+
+
 def _spec_dir(args: argparse.Namespace) -> Path:
     if args.desired_state is not None:
         return Path(args.desired_state)
-    from .hostconfig import load_host_config
 
-    host = load_host_config(args.config)
+    host = _host(args)
     if host.git is None:
         raise ConfigError("no --desired-state given and the host config has no git section")
     return host.state_dir / "checkout"
@@ -254,13 +268,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_compose(args: argparse.Namespace) -> int:
     from .composing import ComposeRequest, compose
-    from .hostconfig import load_host_config
     from .progress import reporter_for_terminal
     from .specfile import load_spec
 
-    host = load_host_config(args.config)
+    host = _host(args)
     spec_dir = _spec_dir(args)
-    spec = load_spec(spec_dir)
+    spec = load_spec(spec_dir, _record_cache())
     request = ComposeRequest(
         sig=args.sig,
         release=args.release,
@@ -296,15 +309,17 @@ def _settle_imports() -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .hostconfig import load_host_config
     from .reconciling import load_against, open_state, run_pass
     from .reporting import plan_json, plan_markdown, plan_text
 
     _settle_imports()
-    host = load_host_config(args.config)
+    host = _host(args)
     with open_state(host) as state, tempfile.TemporaryDirectory(prefix="reconciler-plan-") as tmp:
-        against = load_against(host, args.against, Path(tmp)) if args.against else None
-        result = run_pass(host, state, apply=False, spec_dir=args.desired_state, against=against)
+        cache = _record_cache()
+        against = load_against(host, args.against, Path(tmp), cache) if args.against else None
+        result = run_pass(
+            host, state, apply=False, spec_dir=args.desired_state, against=against, cache=cache
+        )
     p = result.plan
     if result.source.problems:
         from .planning import with_errors
@@ -328,23 +343,25 @@ def _confirm(text: str) -> bool:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from .errors import PlanError
-    from .hostconfig import load_host_config
     from .planning import Plan
     from .progress import reporter_for_terminal
     from .reconciling import apply_lock, open_state, run_pass
     from .reporting import plan_text
 
     _settle_imports()
-    host = load_host_config(args.config)
+    host = _host(args)
     saved = None
     if args.planfile is not None:
         try:
             saved = Plan.from_json(args.planfile.read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"{args.planfile}: not a readable plan ({exc})") from exc
+    cache = _record_cache()
     with apply_lock(host, wait=args.wait), open_state(host) as state:
         if not args.yes and sys.stdin.isatty():
-            preview = run_pass(host, state, apply=False, spec_dir=args.desired_state, saved=saved)
+            preview = run_pass(
+                host, state, apply=False, spec_dir=args.desired_state, saved=saved, cache=cache
+            )
             if not _confirm(plan_text(preview.plan)):
                 print("not applied")
                 return 1
@@ -356,6 +373,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             spec_dir=args.desired_state,
             saved=saved,
             reporter=reporter_for_terminal(),
+            cache=cache,
         )
     assert result.applied is not None
     for r in result.applied.results:
@@ -374,11 +392,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .hostconfig import load_host_config
     from .running import Loop
 
     _settle_imports()
-    host = load_host_config(args.config)
+    host = _host(args)
     setup_logging(True, host.log_format)
     return Loop(host, args.desired_state).run(once=args.once)
 
@@ -395,32 +412,29 @@ def _source_summary(state: object) -> dict[str, object]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .hostconfig import load_host_config
     from .reconciling import open_state
     from .reporting import print_status
 
-    host = load_host_config(args.config)
+    host = _host(args)
     with open_state(host) as state:
         print_status(state.statuses(), _source_summary(state), args.format)
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from .hostconfig import load_host_config
     from .reconciling import open_state
     from .reporting import print_history
 
-    host = load_host_config(args.config)
+    host = _host(args)
     with open_state(host) as state:
         print_history(state.history(args.limit, sig=args.sig), args.format)
     return 0
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from .hostconfig import load_host_config
     from .rebuilding import check_state, rebuild_state
 
-    host = load_host_config(args.config)
+    host = _host(args)
     if args.action == "check":
         print(check_state(host))
         return 0
@@ -461,13 +475,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify_drift(args: argparse.Namespace) -> int:
     from . import drift
-    from .hostconfig import load_host_config
     from .observing import check_drift
     from .reconciling import load_source, open_state
 
-    host = load_host_config(args.config)
+    host = _host(args)
     with open_state(host) as state:
-        source = load_source(host, state, args.desired_state)
+        source = load_source(host, state, args.desired_state, _record_cache())
         counts = check_drift(source.spec, host, state)
         total = 0
         for (sig, release, stage), n in sorted(counts.items()):
@@ -484,13 +497,12 @@ def cmd_filelist(args: argparse.Namespace) -> int:
     if args.root is not None:
         written = write_if_changed(args.root, render_all(scan(args.root)))
     else:
-        from .hostconfig import load_host_config
         from .publishing import write_production_filelists
         from .reconciling import load_source, open_state
 
-        host = load_host_config(args.config)
+        host = _host(args)
         with open_state(host) as state:
-            spec = load_source(host, state, args.desired_state).spec
+            spec = load_source(host, state, args.desired_state, _record_cache()).spec
             written = write_production_filelists(
                 state, host.roots.production, spec.defaults.publish.category
             )

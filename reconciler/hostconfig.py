@@ -7,22 +7,25 @@ Not in git. Found at ``--config FILE``, else ``$RECONCILER_CONFIG``, else
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from .errors import ConfigError, SpecError
-from .specfile import load_model
+from .schema import Limits, Record
+
+if TYPE_CHECKING:
+    from .recordcache import RecordCache
 
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _default_workers() -> int:
+    return min(8, max(2, 2 * (os.cpu_count() or 1)))
 
 
-class GitConfig(_Model):
+@dataclass(frozen=True)
+class GitConfig(Record):
     """The desired-state repository and how much to trust it."""
 
     url: str
@@ -38,29 +41,31 @@ class GitConfig(_Model):
     #: Accept a branch that is not a fast-forward of the last applied revision.
     allow_rewrite: bool = False
     #: Seconds a fetch may take.
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: Annotated[float, Limits(gt=0)] = 120.0
 
 
-class Roots(_Model):
+@dataclass(frozen=True)
+class Roots(Record):
     compose: Path = Path("/mnt/compose")
     staging: Path = Path("/mnt/repos-staging")
     production: Path = Path("/mnt/repos-production")
 
 
-class DownloadConfig(_Model):
+@dataclass(frozen=True)
+class DownloadConfig(Record):
     """How packages are fetched from the build system."""
 
     #: Parallel downloads. The default, two per CPU between 2 and 8, is what measured
     #: fastest here (on 2 CPUs, 4 workers composed 20,000 packages 21% faster than 8);
     #: raise it for a distant upstream, where latency rather than CPU is the limit.
-    workers: int = Field(default_factory=lambda: min(8, max(2, 2 * (os.cpu_count() or 1))),
-                         ge=1, le=64)  # fmt: skip
-    retries: int = Field(default=4, ge=0, le=20)
-    backoff: float = Field(default=0.5, ge=0.0, le=60.0)
-    timeout: float = Field(default=60.0, gt=0.0)
+    workers: Annotated[int, Limits(ge=1, le=64)] = field(default_factory=_default_workers)
+    retries: Annotated[int, Limits(ge=0, le=20)] = 4
+    backoff: Annotated[float, Limits(ge=0.0, le=60.0)] = 0.5
+    timeout: Annotated[float, Limits(gt=0.0)] = 60.0
 
 
-class MetricsConfig(_Model):
+@dataclass(frozen=True)
+class MetricsConfig(Record):
     """Where ``run`` serves /metrics, /healthz and POST /trigger."""
 
     #: host:port; empty string turns the server off.
@@ -69,24 +74,26 @@ class MetricsConfig(_Model):
     textfile: Path | None = None
 
 
-class HooksConfig(_Model):
+@dataclass(frozen=True)
+class HooksConfig(Record):
     """Lifecycle hooks: executables named ``pre-<stage>``, ``post-<stage>``, ``on-failure``."""
 
     dir: Path | None = None
-    timeout: float = Field(default=300.0, gt=0)
+    timeout: Annotated[float, Limits(gt=0)] = 300.0
 
 
-class HostConfig(_Model):
+@dataclass(frozen=True)
+class HostConfig(Record):
     git: GitConfig | None = None
     roots: Roots = Roots()
     state_dir: Path = Path("/var/lib/reconciler")
     upstream_base_url: str | None = None
-    interval: int = Field(default=300, ge=1)
+    interval: Annotated[int, Limits(ge=1)] = 300
     download: DownloadConfig = DownloadConfig()
     #: What to do when a published tree differs from what was published.
     drift: Literal["repair", "report"] = "repair"
     #: Seconds between drift checks (each walks the published trees).
-    drift_interval: int = Field(default=3600, ge=0)
+    drift_interval: Annotated[int, Limits(ge=0)] = 3600
     metrics: MetricsConfig = MetricsConfig()
     #: A file holding the shared secret that POST /trigger requires (Bearer token).
     webhook_secret_file: Path | None = None
@@ -102,14 +109,19 @@ def config_path(explicit: Path | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
-def load_host_config(explicit: Path | None) -> HostConfig:
-    """Load the host config; a clear :class:`ConfigError` names the file and line."""
+def load_host_config(explicit: Path | None, cache: RecordCache | None = None) -> HostConfig:
+    """Load the host config; a clear :class:`ConfigError` names the file and line.
+
+    With ``cache``, a config already validated in these exact bytes is taken from it.
+    """
+    from .specfile import load_record
+
     path = config_path(explicit)
     if not path.is_file():
         raise ConfigError(
             f"{path}: host config not found (pass --config FILE or set RECONCILER_CONFIG)"
         )
     try:
-        return load_model(path, HostConfig)
+        return load_record(path, HostConfig, cache=cache)
     except SpecError as exc:
         raise ConfigError(str(exc)) from exc

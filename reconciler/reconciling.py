@@ -37,6 +37,7 @@ from .state import DB_NAME, REBUILD_HINT, StateDB
 
 if TYPE_CHECKING:
     from .progress import Reporter
+    from .recordcache import RecordCache
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def open_state(host: HostConfig) -> StateDB:
     return StateDB.open(host.state_dir)
 
 
-def _git_source(host: HostConfig, state: StateDB) -> Source:
+def _git_source(host: HostConfig, state: StateDB, cache: RecordCache | None) -> Source:
     from .gitsource import GitSource  # GitPython: only when the source is git
 
     assert host.git is not None
@@ -100,7 +101,7 @@ def _git_source(host: HostConfig, state: StateDB) -> Source:
         try:
             git.check_revision(head, applied)
             git.export(head, candidate)
-            load_spec(candidate)
+            load_spec(candidate, cache)
             good = head
             state.set_meta(META_GOOD, good)
         except SourceRejected as exc:
@@ -116,10 +117,12 @@ def _git_source(host: HostConfig, state: StateDB) -> Source:
         state.set_meta("checkout_revision", good)
     state.set_meta(META_PROBLEMS, json.dumps(problems))
     commit = git.commit(good)
-    return Source(load_spec(dest), dest, good, commit.author, tuple(problems))
+    return Source(load_spec(dest, cache), dest, good, commit.author, tuple(problems))
 
 
-def load_against(host: HostConfig, rev: str, workdir: Path) -> Source:
+def load_against(
+    host: HostConfig, rev: str, workdir: Path, cache: RecordCache | None = None
+) -> Source:
     """The spec at ``rev`` (a branch or commit) of the git source, exported into ``workdir``.
 
     For pull-request plans: nothing is recorded as good or applied.
@@ -131,16 +134,24 @@ def load_against(host: HostConfig, rev: str, workdir: Path) -> Source:
     git = GitSource(host.git, host.state_dir / "git")
     sha = git.fetch_ref(rev)
     dest = git.export(sha, workdir / "desired-state")
-    return Source(load_spec(dest), dest, sha, git.commit(sha).author)
+    return Source(load_spec(dest, cache), dest, sha, git.commit(sha).author)
 
 
-def load_source(host: HostConfig, state: StateDB, spec_dir: Path | None = None) -> Source:
-    """The spec to work from: ``spec_dir`` when given (no git), else the git source."""
+def load_source(
+    host: HostConfig,
+    state: StateDB,
+    spec_dir: Path | None = None,
+    cache: RecordCache | None = None,
+) -> Source:
+    """The spec to work from: ``spec_dir`` when given (no git), else the git source.
+
+    With ``cache``, a spec validated before in the same bytes is taken from it.
+    """
     if spec_dir is not None:
-        return Source(load_spec(spec_dir), spec_dir)
+        return Source(load_spec(spec_dir, cache), spec_dir)
     if host.git is None:
         raise SourceError("the host config has no git section; pass --desired-state DIR")
-    return _git_source(host, state)
+    return _git_source(host, state, cache)
 
 
 @dataclass(frozen=True)
@@ -178,11 +189,12 @@ def run_pass(
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
     against: Source | None = None,
+    cache: RecordCache | None = None,
 ) -> PassResult:
     """One pass. With ``saved``, refuses it when the revision or the observed world changed."""
     if apply:
         state.mark_interrupted(datetime.now(UTC))
-    source = against or load_source(host, state, spec_dir)
+    source = against or load_source(host, state, spec_dir, cache)
     current = make_plan(host, state, source)
     if saved is not None:
         if saved.revision != current.revision:

@@ -1,28 +1,20 @@
-"""The desired state, schema v1 (DESIGN.md section 4), as frozen pydantic models.
+"""The desired state, schema v1 (DESIGN.md section 4), as frozen records.
 
-Pure: this module parses values that were already read; it does no I/O.
-Loading files and locating errors by line is :mod:`reconciler.specfile`.
+Pure: no I/O, and no pydantic. The records are dataclasses whose fields carry their
+validation rules (:mod:`reconciler.schema`); pydantic applies them when a document is
+validated. Loading files and locating errors by line is :mod:`reconciler.specfile`.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    field_validator,
-)
-
 from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
+from .schema import Check, Lax, Limits, Prepare, StrictRecord
 
 _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,7 +23,7 @@ _TEMPLATE_FIELDS = frozenset({"base_url", "project_id", "repo", "arch"})
 
 
 def parse_duration(value: object) -> object:
-    """``"24h"`` -> ``timedelta(hours=24)``; other types pass through to pydantic."""
+    """``"24h"`` -> ``timedelta(hours=24)``; other types pass through to the type check."""
     if isinstance(value, str):
         m = _DURATION_RE.fullmatch(value.strip())
         if not m:
@@ -58,12 +50,36 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
-Name = Annotated[str, AfterValidator(check_name)]
-Release = Annotated[str, AfterValidator(_check_release)]
-Arch = Annotated[str, AfterValidator(check_arch)]
-KeyFile = Annotated[str, AfterValidator(_check_key_file)]
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Url = Annotated[str, AfterValidator(_check_url)]
+def _check_template(value: str) -> str:
+    fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    unknown = fields - _TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown placeholders {sorted(unknown)} in url_template")
+    missing = {"project_id", "repo", "arch"} - fields
+    if missing:
+        raise ValueError(f"url_template lacks {sorted(missing)}")
+    return value
+
+
+def _check_category(value: str) -> str:
+    parts = value.strip("/").split("/")
+    for part in parts:
+        check_name(part, "category path part")
+    return "/".join(parts)
+
+
+def _check_project_id(value: str) -> str:
+    if not _UUID_RE.fullmatch(value):
+        raise ValueError(f"invalid project_id {value!r}: expected a lowercase UUID")
+    return value
+
+
+Name = Annotated[str, Check(check_name)]
+Release = Annotated[str, Check(_check_release)]
+Arch = Annotated[str, Check(check_arch)]
+KeyFile = Annotated[str, Check(_check_key_file)]
+Duration = Annotated[timedelta, Prepare(parse_duration)]
+Url = Annotated[str, Check(_check_url)]
 
 
 def _unique_arches(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -73,83 +89,67 @@ def _unique_arches(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-Arches = Annotated[
-    tuple[Arch, ...], Strict(False), Field(min_length=1), AfterValidator(_unique_arches)
-]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+Arches = Annotated[tuple[Arch, ...], Lax(), Limits(min_length=1), Check(_unique_arches)]
 
 
 # --- defaults.yaml -------------------------------------------------------------
 
 
-class UpstreamDefaults(_Model):
+@dataclass(frozen=True)
+class UpstreamDefaults(StrictRecord):
     base_url: Url
-    url_template: str = "{base_url}/{project_id}/repo/{repo}/{arch}"
-
-    @field_validator("url_template")
-    @classmethod
-    def _template_fields(cls, value: str) -> str:
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        unknown = fields - _TEMPLATE_FIELDS
-        if unknown:
-            raise ValueError(f"unknown placeholders {sorted(unknown)} in url_template")
-        missing = {"project_id", "repo", "arch"} - fields
-        if missing:
-            raise ValueError(f"url_template lacks {sorted(missing)}")
-        return value
+    url_template: Annotated[str, Check(_check_template)] = (
+        "{base_url}/{project_id}/repo/{repo}/{arch}"
+    )
 
 
-class PublishDefaults(_Model):
-    category: str = "mirror/pub/sig"
+@dataclass(frozen=True)
+class PublishDefaults(StrictRecord):
+    category: Annotated[str, Check(_check_category)] = "mirror/pub/sig"
     delete_grace: Duration = timedelta(hours=24)
 
-    @field_validator("category")
-    @classmethod
-    def _category(cls, value: str) -> str:
-        parts = value.strip("/").split("/")
-        for part in parts:
-            check_name(part, "category path part")
-        return "/".join(parts)
+
+@dataclass(frozen=True)
+class ComposeDefaults(StrictRecord):
+    keep_composes: Annotated[int, Limits(ge=1)] = 5
 
 
-class ComposeDefaults(_Model):
-    keep_composes: int = Field(default=5, ge=1)
-
-
-class PromotionDefaults(_Model):
+@dataclass(frozen=True)
+class PromotionDefaults(StrictRecord):
     require_staged: bool = True
     min_soak: Duration = timedelta(0)
 
 
-class ReleaseDefaults(_Model):
+@dataclass(frozen=True)
+class ReleaseDefaults(StrictRecord):
     arches: Arches
 
 
-class Defaults(_Model):
+@dataclass(frozen=True)
+class Defaults(StrictRecord):
     upstream: UpstreamDefaults
+    releases: Annotated[dict[Release, ReleaseDefaults], Limits(min_length=1)]
     publish: PublishDefaults = PublishDefaults()
     compose: ComposeDefaults = ComposeDefaults()
     promotion: PromotionDefaults = PromotionDefaults()
-    releases: dict[Release, ReleaseDefaults] = Field(min_length=1)
 
 
 # --- sigs/<sig>.yaml -------------------------------------------------------------
 
 
-class RepoSpec(_Model):
+@dataclass(frozen=True)
+class RepoSpec(StrictRecord):
     arches: Arches
 
 
-class ComposeOptions(_Model):
+@dataclass(frozen=True)
+class ComposeOptions(StrictRecord):
     hashed: bool = True
-    keep_versions: int = Field(default=1, ge=0)
+    keep_versions: Annotated[int, Limits(ge=0)] = 1
     debug: bool = True
     source: bool = True
     trigger: Literal["upstream", "manual"] = "upstream"
-    refresh: int = Field(default=0, ge=0)
+    refresh: Annotated[int, Limits(ge=0)] = 0
     check_signatures: bool = False
 
 
@@ -159,26 +159,24 @@ def _check_stage_ref(value: str | None) -> str | None:
     raise ValueError(f"{value!r} is neither 'latest' nor a compose ID like SIG-core-9-20261120.0")
 
 
-class ReleaseSpec(_Model):
-    project_id: str
-    gpg_keys: Annotated[tuple[KeyFile, ...], Strict(False)] = ()
-    repos: dict[Name, RepoSpec] = Field(min_length=1)
+StageRef = Annotated[str | None, Check(_check_stage_ref)]
+
+
+@dataclass(frozen=True)
+class ReleaseSpec(StrictRecord):
+    project_id: Annotated[str, Check(_check_project_id)]
+    repos: Annotated[dict[Name, RepoSpec], Limits(min_length=1)]
+    gpg_keys: Annotated[tuple[KeyFile, ...], Lax()] = ()
     compose: ComposeOptions = ComposeOptions()
-    staging: Annotated[str | None, AfterValidator(_check_stage_ref)] = "latest"
-    production: Annotated[str | None, AfterValidator(_check_stage_ref)] = None
+    staging: StageRef = "latest"
+    production: StageRef = None
     suspend: bool = False
 
-    @field_validator("project_id")
-    @classmethod
-    def _project_id(cls, value: str) -> str:
-        if not _UUID_RE.fullmatch(value):
-            raise ValueError(f"invalid project_id {value!r}: expected a lowercase UUID")
-        return value
 
-
-class SigSpec(_Model):
+@dataclass(frozen=True)
+class SigSpec(StrictRecord):
     sig: Name
-    releases: dict[Release, ReleaseSpec] = Field(min_length=1)
+    releases: Annotated[dict[Release, ReleaseSpec], Limits(min_length=1)]
 
 
 # --- the whole spec, and checks that span files ------------------------------------
@@ -193,10 +191,11 @@ class Problem:
     message: str
 
 
-class Spec(_Model):
+@dataclass(frozen=True)
+class Spec(StrictRecord):
     defaults: Defaults
     sigs: dict[Name, SigSpec]
-    key_files: frozenset[str] = frozenset()
+    key_files: frozenset[str] = field(default_factory=frozenset)
 
     def release(self, sig: str, release: str) -> ReleaseSpec:
         """The spec of one SIG release; ``KeyError`` naming what is missing."""

@@ -1,151 +1,61 @@
-"""Read a desired-state folder into a :class:`~reconciler.spec.Spec`.
+"""Read a desired-state folder into a :class:`~reconciler.spec.Spec`, and one YAML
+file (the host config) into its record.
 
-Every problem is collected (not only the first) and reported with its file and
-line: YAML syntax errors, duplicate keys (PyYAML would silently keep the last),
-schema errors from pydantic, and the cross-file checks of :mod:`reconciler.spec`.
+Each file is read once. With a :class:`~reconciler.recordcache.RecordCache`, the
+digest of those bytes finds records validated before, and neither PyYAML nor
+pydantic is imported. Otherwise :mod:`reconciler.documents` validates them (with
+validators the cache kept, when it has them), reporting every problem with its file
+and line, and :func:`reconciler.spec.cross_check` adds the checks that span files;
+a valid result is then cached.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import SpecError, SpecIssue
+from .schema import Record
 from .spec import Defaults, SigSpec, Spec, cross_check
 
-Loc = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from .recordcache import RecordCache
+
+R = TypeVar("R", bound=Record)
 
 
-@dataclass
-class _Document:
-    """One parsed YAML file: its data and the line of every key and item."""
+@dataclass(frozen=True)
+class SpecFiles:
+    """A desired-state folder, read: what validation (or the cache) starts from."""
 
-    path: Path
-    data: Any = None
-    lines: dict[Loc, int] = field(default_factory=dict)
+    #: defaults.yaml, or ``None`` when it could not be read (an issue says why).
+    defaults: bytes | None
+    #: (file name, bytes) of every ``sigs/*.yaml``, in name order.
+    sigs: tuple[tuple[str, bytes], ...]
+    #: names of the files in ``keys/`` (README.md and dot files aside).
+    key_files: frozenset[str]
 
-    def line_of(self, loc: Loc) -> int | None:
-        for end in range(len(loc), -1, -1):
-            line = self.lines.get(loc[:end])
-            if line is not None:
-                return line
-        return None
-
-
-def _key_text(node: yaml.Node) -> str:
-    return str(node.value) if isinstance(node, yaml.ScalarNode) else "<complex key>"
-
-
-def _walk(node: yaml.Node, loc: Loc, doc: _Document, issues: list[SpecIssue], name: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = _key_text(key_node)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                issues.append(
-                    SpecIssue(name, line, f"duplicate key {key!r} (first at line {seen[key]})")
-                )
-                continue
-            seen[key] = line
-            doc.lines[(*loc, key)] = line
-            _walk(value_node, (*loc, key), doc, issues, name)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            doc.lines[(*loc, i)] = item.start_mark.line + 1
-            _walk(item, (*loc, i), doc, issues, name)
+    def parts(self) -> dict[str, bytes]:
+        """Everything the result depends on, by name: the input of the cache key."""
+        parts = {f"sigs/{name}": raw for name, raw in self.sigs}
+        parts["defaults.yaml"] = self.defaults or b""
+        parts["keys/"] = "\n".join(sorted(self.key_files)).encode()
+        return parts
 
 
-def _stringify_keys(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {str(k) if isinstance(k, int) else k: _stringify_keys(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_stringify_keys(v) for v in data]
-    return data
-
-
-def _read_yaml(path: Path, name: str, issues: list[SpecIssue]) -> _Document | None:
+def _read(path: Path, name: str, issues: list[SpecIssue]) -> bytes | None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        return path.read_bytes()
+    except OSError as exc:
         issues.append(SpecIssue(name, None, f"cannot read: {exc}"))
         return None
-    doc = _Document(path)
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            issues.append(SpecIssue(name, 1, "file is empty"))
-            return None
-        _walk(node, (), doc, issues, name)
-        doc.data = _stringify_keys(loader.construct_document(node))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        issues.append(SpecIssue(name, line, f"malformed YAML: {exc.problem or exc}"))
-        return None
-    except yaml.YAMLError as exc:
-        issues.append(SpecIssue(name, None, f"malformed YAML: {exc}"))
-        return None
-    finally:
-        loader.dispose()
-    if not isinstance(doc.data, dict):
-        issues.append(SpecIssue(name, 1, "expected a mapping at the top level"))
-        return None
-    return doc
 
 
-def _message(err: Any) -> str:
-    loc = [str(p) for p in err["loc"] if p != "[key]"]
-    where = ".".join(loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}" + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
-    if kind == "missing":
-        return f"missing required key {where!r}"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
-
-
-def _validate(model: type[M], doc: _Document, name: str, issues: list[SpecIssue]) -> M | None:
-    try:
-        return model.model_validate(doc.data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc: Loc = tuple(p for p in err["loc"] if p != "[key]")
-            issues.append(SpecIssue(name, doc.line_of(loc), _message(err)))
-        return None
-
-
-def load_model(path: Path, model: type[M], display: str | None = None) -> M:
-    """Read one YAML file into ``model``; raise :class:`SpecError` with file:line issues."""
-    issues: list[SpecIssue] = []
-    name = display or str(path)
-    doc = _read_yaml(path, name, issues)
-    result = _validate(model, doc, name, issues) if doc is not None else None
-    if issues or result is None:
-        raise SpecError(issues or [SpecIssue(name, None, "invalid")])
-    return result
-
-
-def load_spec(directory: Path) -> Spec:
-    """Load and check a desired-state folder; raise :class:`SpecError` listing every issue."""
-    issues: list[SpecIssue] = []
-    if not directory.is_dir():
-        raise SpecError([SpecIssue(str(directory), None, "not a directory")])
-
-    defaults: Defaults | None = None
-    doc = _read_yaml(directory / "defaults.yaml", "defaults.yaml", issues)
-    if doc is not None:
-        defaults = _validate(Defaults, doc, "defaults.yaml", issues)
-
-    sigs: dict[str, SigSpec] = {}
-    sig_docs: dict[str, tuple[str, _Document]] = {}
+def read_folder(directory: Path, issues: list[SpecIssue]) -> SpecFiles:
+    """Read a desired-state folder; what cannot be read is added to ``issues``."""
+    defaults = _read(directory / "defaults.yaml", "defaults.yaml", issues)
+    sigs: list[tuple[str, bytes]] = []
     sig_dir = directory / "sigs"
     if not sig_dir.is_dir():
         issues.append(SpecIssue("sigs/", None, "missing folder of SIG definitions"))
@@ -157,14 +67,9 @@ def load_spec(directory: Path) -> Spec:
                 continue
             if path.suffix != ".yaml" or path.name.startswith("."):
                 continue
-            sig_doc = _read_yaml(path, rel, issues)
-            if sig_doc is None:
-                continue
-            sig = _validate(SigSpec, sig_doc, rel, issues)
-            if sig is not None:
-                sigs[path.stem] = sig
-                sig_docs[path.stem] = (rel, sig_doc)
-
+            raw = _read(path, rel, issues)
+            if raw is not None:
+                sigs.append((path.name, raw))
     key_dir = directory / "keys"
     key_files = (
         frozenset(
@@ -175,12 +80,91 @@ def load_spec(directory: Path) -> Spec:
         if key_dir.is_dir()
         else frozenset()
     )
+    return SpecFiles(defaults, tuple(sigs), key_files)
+
+
+def validate_folder(
+    files: SpecFiles, issues: list[SpecIssue], cache: RecordCache | None = None
+) -> Spec:
+    """Validate what :func:`read_folder` read; raise :class:`SpecError` listing every issue.
+
+    ``cache`` lends the validators built by an earlier process (not the records).
+    """
+    from . import documents
+
+    defaults: Defaults | None = None
+    if files.defaults is not None:
+        doc = documents.read_yaml(files.defaults, "defaults.yaml", issues)
+        if doc is not None:
+            defaults = documents.validate(Defaults, doc, "defaults.yaml", issues, cache)
+
+    sigs: dict[str, SigSpec] = {}
+    sig_docs: dict[str, tuple[str, documents.Document]] = {}
+    for file_name, raw in files.sigs:
+        rel, stem = f"sigs/{file_name}", file_name.removesuffix(".yaml")
+        sig_doc = documents.read_yaml(raw, rel, issues)
+        if sig_doc is None:
+            continue
+        sig = documents.validate(SigSpec, sig_doc, rel, issues, cache)
+        if sig is not None:
+            sigs[stem] = sig
+            sig_docs[stem] = (rel, sig_doc)
 
     if defaults is not None:
-        for problem in cross_check(defaults, sigs, key_files):
+        for problem in cross_check(defaults, sigs, files.key_files):
             rel, sdoc = sig_docs[problem.source]
             issues.append(SpecIssue(rel, sdoc.line_of(problem.loc), problem.message))
 
     if issues or defaults is None:
         raise SpecError(issues or [SpecIssue("defaults.yaml", None, "missing")])
-    return Spec(defaults=defaults, sigs=sigs, key_files=key_files)
+    return Spec(defaults=defaults, sigs=sigs, key_files=files.key_files)
+
+
+def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
+    """Load and check a desired-state folder; raise :class:`SpecError` listing every issue."""
+    if not directory.is_dir():
+        raise SpecError([SpecIssue(str(directory), None, "not a directory")])
+    issues: list[SpecIssue] = []
+    files = read_folder(directory, issues)
+    key: str | None = None
+    if cache is not None and not issues:
+        from .recordcache import digest
+
+        key = digest("spec", files.parts())
+        cached = cache.get("spec", key, Spec)
+        if cached is not None:
+            return cached
+    spec = validate_folder(files, issues, cache)
+    if cache is not None and key is not None:
+        cache.put("spec", key, spec)
+    return spec
+
+
+def load_record(
+    path: Path, record: type[R], display: str | None = None, cache: RecordCache | None = None
+) -> R:
+    """Read one YAML file into ``record``; raise :class:`SpecError` with file:line issues."""
+    name = display or str(path)
+    issues: list[SpecIssue] = []
+    raw = _read(path, name, issues)
+    if raw is None:
+        raise SpecError(issues)
+    kind = record.__name__.lower()
+    key: str | None = None
+    if cache is not None:
+        from .recordcache import digest
+
+        key = digest(kind, {"file": raw})
+        cached = cache.get(kind, key, record)
+        if cached is not None:
+            return cached
+
+    from . import documents
+
+    doc = documents.read_yaml(raw, name, issues)
+    result = documents.validate(record, doc, name, issues, cache) if doc is not None else None
+    if issues or result is None:
+        raise SpecError(issues or [SpecIssue(name, None, "invalid")])
+    if cache is not None and key is not None:
+        cache.put(kind, key, result)
+    return result

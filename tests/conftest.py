@@ -23,6 +23,15 @@ from reconciler.hostconfig import HostConfig, load_host_config
 from reconciler.specfile import load_spec
 
 PROJECT_ID = "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLI's record cache goes to a folder of this session, not to ~/.cache."""
+    import tempfile
+
+    os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
+
+
 REPOS: dict[str, list[str]] = {"core-common": ["x86_64", "aarch64"], "core-infra": ["x86_64"]}
 
 

@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from reconciler.composemeta import ComposeStatus
 from reconciler.facts import ComposeFact, Observed, ReleaseFacts, Stage, TargetFact, UpstreamFact
 from reconciler.names import COMPOSE_ID_RE
@@ -36,8 +38,10 @@ def make_spec(
     }
     rel: dict[str, Any] = {"project_id": PROJECT, "repos": {"core-common": {"arches": ["x86_64"]}}}
     rel.update(release or {})
-    sig = SigSpec.model_validate({"sig": "core", "releases": dict.fromkeys(releases, rel)})
-    return Spec(defaults=Defaults.model_validate(base_defaults), sigs={"core": sig})
+    sig = TypeAdapter(SigSpec).validate_python(
+        {"sig": "core", "releases": dict.fromkeys(releases, rel)}
+    )
+    return Spec(defaults=TypeAdapter(Defaults).validate_python(base_defaults), sigs={"core": sig})
 
 
 def parse_time(value: Any) -> datetime:

@@ -5,6 +5,7 @@ when installed (else those tests skip and say why)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -12,10 +13,10 @@ import sys
 import types
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from reconciler.hostconfig import HostConfig, load_host_config
 
@@ -51,6 +52,8 @@ HARDENING = {
     "CapabilityBoundingSet": "",
     "UMask": "0022",
     "StateDirectory": "reconciler",
+    "CacheDirectory": "reconciler",
+    "CacheDirectoryMode": "0700",
     "Environment": "RECONCILER_CONFIG=/etc/reconciler/config.yaml",
 }
 
@@ -108,18 +111,20 @@ def test_example_config_loads_with_the_current_model() -> None:
     assert host.git is not None
 
 
-def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+def _model_keys(model: type[Any], prefix: str = "") -> set[str]:
     keys = set()
-    for name, field in model.model_fields.items():
+    hints = typing.get_type_hints(model)
+    for field in dataclasses.fields(model):
+        name = field.name
         keys.add(prefix + name)
-        annotation = field.annotation
+        annotation = hints[name]
         candidates = (
             typing.get_args(annotation)
             if isinstance(annotation, types.UnionType) or typing.get_origin(annotation)
             else (annotation,)
         )
         for candidate in candidates:
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
                 keys |= _model_keys(candidate, f"{prefix}{name}.")
     return keys
 

@@ -1,0 +1,335 @@
+"""A cache of validated records, addressed by the bytes they were validated from.
+
+Validating the desired state and the host config needs PyYAML and pydantic, which
+take longer to import than a publish after a small change takes to do. A pass whose
+files did not change since the last pass takes the records from here instead: the
+key is a digest of the input files and of the code that validates them
+(:data:`CODE_FILES`), so an entry is either exactly what validation would return or
+absent. Only valid inputs are stored; an invalid file is validated, and reported,
+every time.
+
+Entries are JSON. Each record is written with its class name, and only subclasses
+of :class:`~reconciler.schema.Record` can be rebuilt, so an entry cannot make this
+process build anything else. The directory must belong to this user and be writable
+by nobody else (like ``~/.ssh``): an entry is trusted as if it had been validated.
+
+A changed file must be validated, and most of that cost is pydantic building its
+validators. So the validators are cached too (``validator-*.pickle``, pydantic_core's
+own pickling, keyed by the code and the pydantic versions). They are read with an
+unpickler that resolves nothing but the record classes, the functions of their
+rules (:mod:`reconciler.schema`), ``timedelta`` and pydantic_core's
+``SchemaValidator``: an entry cannot name any other code.
+
+Where: ``$RECONCILER_CACHE_DIR`` (empty turns the cache off), else systemd's
+``$CACHE_DIRECTORY`` (``CacheDirectory=`` in the unit), else
+``$XDG_CACHE_HOME/reconciler``, else ``~/.cache/reconciler``. Any problem with the
+cache (unwritable, corrupt entry, a foreign owner) only means a miss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import pickle
+import stat
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from functools import cache
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from . import __version__
+from .fsutil import tmp_name
+from .schema import Check, Prepare, Record
+
+if TYPE_CHECKING:
+    from pydantic_core import SchemaValidator
+
+log = logging.getLogger(__name__)
+
+#: The modules whose code decides what a record is and what is valid: part of every key.
+CODE_FILES: Final = (
+    "names.py",
+    "schema.py",
+    "spec.py",
+    "hostconfig.py",
+    "specfile.py",
+    "documents.py",
+    "recordcache.py",
+)
+#: Entries kept per kind; the oldest beyond this are removed when one is added.
+KEEP: Final = 16
+
+R = TypeVar("R", bound=Record)
+
+
+@cache
+def _code_digest() -> bytes:
+    h = hashlib.sha256(__version__.encode())
+    here = Path(__file__).parent
+    for name in CODE_FILES:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return h.digest()
+
+
+def digest(kind: str, parts: Mapping[str, bytes]) -> str:
+    """The key of ``parts`` (name -> content): every name and byte counts, and the code."""
+    h = hashlib.sha256(_code_digest())
+    h.update(kind.encode() + b"\0")
+    for name in sorted(parts):
+        content = parts[name]
+        h.update(f"{len(name)}:{name}:{len(content)}:".encode())
+        h.update(content)
+    return h.hexdigest()
+
+
+# --- the codec: records <-> JSON ------------------------------------------------------
+
+
+def _record_classes() -> dict[str, type[Record]]:
+    found: dict[str, type[Record]] = {}
+    todo: list[type[Record]] = [Record]
+    while todo:
+        cls = todo.pop()
+        if dataclasses.is_dataclass(cls):
+            found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def encode(value: object) -> Any:
+    """A JSON value for ``value``: records, mappings, tuples, frozensets, paths, durations."""
+    if isinstance(value, Record) and dataclasses.is_dataclass(value):
+        cls = type(value)
+        fields = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"@record": f"{cls.__module__}.{cls.__qualname__}", "fields": fields}
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return value
+    if isinstance(value, tuple):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {"@map": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, frozenset):
+        return {"@set": sorted(encode(v) for v in value)}
+    if isinstance(value, PurePath):
+        return {"@path": str(value)}
+    if isinstance(value, timedelta):
+        return {"@seconds": value.total_seconds()}
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+def decode(data: Any, classes: Mapping[str, type[Record]]) -> Any:
+    """The inverse of :func:`encode`; ``ValueError`` on anything it did not write."""
+    if data is None or isinstance(data, str | int | float):
+        return data
+    if isinstance(data, list):
+        return tuple(decode(v, classes) for v in data)
+    if not isinstance(data, dict):
+        raise ValueError(f"not a cached value: {str(data)[:60]!r}")
+    if data.keys() == {"@record", "fields"} and isinstance(data["fields"], dict):
+        cls = classes.get(data["@record"])
+        if cls is None:
+            raise ValueError(f"not a record: {data['@record']!r}")
+        try:
+            return cls(**{k: decode(v, classes) for k, v in data["fields"].items()})
+        except TypeError as exc:  # the fields of another version of the class
+            raise ValueError(str(exc)) from exc
+    if len(data) == 1:
+        ((tag, value),) = data.items()
+        if tag == "@map" and isinstance(value, list):
+            pairs = [decode(pair, classes) for pair in value]
+            if not all(len(pair) == 2 for pair in pairs):
+                raise ValueError("a map entry is not a pair")
+            return dict(pairs)
+        if tag == "@set" and isinstance(value, list):
+            return frozenset(decode(v, classes) for v in value)
+        if tag == "@path" and isinstance(value, str):
+            return Path(value)
+        if tag == "@seconds" and isinstance(value, int | float):
+            return timedelta(seconds=value)
+    raise ValueError(f"not a cached value: {str(data)[:60]!r}")
+
+
+# --- validators: pickled, and unpickled with an allowlist ----------------------------
+
+
+def _rule_functions(hint: Any) -> Iterator[Callable[[Any], Any]]:
+    if typing.get_origin(hint) is typing.Annotated:
+        for meta in hint.__metadata__:
+            if isinstance(meta, Check | Prepare):
+                yield meta.func
+    for arg in typing.get_args(hint):
+        yield from _rule_functions(arg)
+
+
+@cache
+def _allowed_globals() -> frozenset[tuple[str, str]]:
+    """What a cached validator may refer to (module, name)."""
+    allowed = {("datetime", "timedelta"), ("pydantic_core._pydantic_core", "SchemaValidator")}
+    for cls in _record_classes().values():
+        allowed.add((cls.__module__, cls.__qualname__))
+        for hint in typing.get_type_hints(cls, include_extras=True).values():
+            allowed.update((f.__module__, f.__qualname__) for f in _rule_functions(hint))
+    return frozenset(allowed)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves only the names in ``allowed`` (see "Restricting Globals" in pickle's docs)."""
+
+    def __init__(self, raw: bytes, allowed: frozenset[tuple[str, str]]) -> None:
+        super().__init__(io.BytesIO(raw))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} may not appear in a cached validator")
+        return super().find_class(module, name)
+
+
+@cache
+def _pydantic_version() -> bytes:
+    """pydantic's ``version.py``, read rather than imported (importing takes milliseconds)."""
+    spec = importlib.util.find_spec("pydantic")
+    if spec is None or spec.origin is None:
+        return b""
+    return (Path(spec.origin).parent / "version.py").read_bytes()
+
+
+def _validator_key(record: type[Record]) -> str:
+    import pydantic_core
+
+    return digest(
+        "validator",
+        {
+            "record": f"{record.__module__}.{record.__qualname__}".encode(),
+            "pydantic": _pydantic_version(),
+            "pydantic_core": pydantic_core.__version__.encode(),
+        },
+    )
+
+
+# --- the store ------------------------------------------------------------------------
+
+
+class RecordCache:
+    """Validated records on disk, by digest. ``RecordCache(None)`` caches nothing."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._usable: bool | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RecordCache:
+        explicit = environ.get("RECONCILER_CACHE_DIR")
+        if explicit is not None:
+            return cls(Path(explicit) if explicit else None)
+        if environ.get("CACHE_DIRECTORY"):  # systemd CacheDirectory=; may list several
+            return cls(Path(environ["CACHE_DIRECTORY"].split(":")[0]))
+        base = environ.get("XDG_CACHE_HOME") or (
+            str(Path(environ["HOME"]) / ".cache") if environ.get("HOME") else ""
+        )
+        return cls(Path(base) / "reconciler" if base else None)
+
+    def _ready(self, create: bool) -> bool:
+        """The directory exists (or was made), is ours, and only we can write it."""
+        if self.directory is None or self._usable is False:
+            return False
+        if self._usable:
+            return True
+        try:
+            if create:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = self.directory.lstat()
+        except OSError:
+            return False  # absent (for a read) or not creatable: a miss, nothing else
+        ok = (
+            stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        )
+        if not ok:
+            log.warning(
+                "record cache %s is not a directory of this user that only it can write; "
+                "not using it",
+                self.directory,
+            )
+        self._usable = ok
+        return ok
+
+    def _entry(self, kind: str, key: str, suffix: str = ".json") -> Path:
+        assert self.directory is not None
+        return self.directory / f"{kind}-{key}{suffix}"
+
+    def get(self, kind: str, key: str, expect: type[R]) -> R | None:
+        """The ``expect`` record stored under ``key``, or ``None``."""
+        if not self._ready(create=False):
+            return None
+        try:
+            raw = self._entry(kind, key).read_bytes()
+        except OSError:
+            return None
+        try:
+            value = decode(json.loads(raw), _record_classes())
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            log.debug("record cache entry %s-%s unreadable: %s", kind, key, exc)
+            return None
+        return value if isinstance(value, expect) else None
+
+    def put(self, kind: str, key: str, record: Record) -> None:
+        """Store ``record`` under ``key``; a cache that cannot be written is skipped."""
+        self._write(kind, self._entry(kind, key), json.dumps(encode(record)).encode())
+
+    def get_validator(self, record: type[Record]) -> SchemaValidator | None:
+        """pydantic_core's validator of ``record``, as built by an earlier process."""
+        if not self._ready(create=False):
+            return None
+        try:
+            raw = self._entry("validator", _validator_key(record), ".pickle").read_bytes()
+        except OSError:
+            return None
+        from pydantic_core import SchemaValidator
+
+        try:
+            validator = _Unpickler(raw, _allowed_globals()).load()
+        except Exception as exc:  # any fault of an entry is a miss
+            log.debug("cached validator of %s unreadable: %s", record.__qualname__, exc)
+            return None
+        return validator if isinstance(validator, SchemaValidator) else None
+
+    def put_validator(self, record: type[Record], validator: SchemaValidator) -> None:
+        """Keep ``validator`` for the next process; one that cannot be pickled is skipped."""
+        if not self._ready(create=True):
+            return
+        try:
+            raw = pickle.dumps(validator, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            log.debug("validator of %s not cached: %s", record.__qualname__, exc)
+            return
+        self._write("validator", self._entry("validator", _validator_key(record), ".pickle"), raw)
+
+    def _write(self, kind: str, entry: Path, raw: bytes) -> None:
+        if not self._ready(create=True):
+            return
+        tmp = tmp_name(entry)
+        try:
+            # no fsync: an entry lost or torn in a crash is a miss, not a wrong answer
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+            tmp.replace(entry)
+            self._prune(kind)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.debug("record cache %s not written: %s", self.directory, exc)
+
+    def _prune(self, kind: str) -> None:
+        assert self.directory is not None
+        entries = sorted(self.directory.glob(f"{kind}-*.json"), key=lambda p: p.stat().st_mtime_ns)
+        for old in entries[:-KEEP]:
+            old.unlink(missing_ok=True)

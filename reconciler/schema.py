@@ -1,0 +1,109 @@
+"""Records and the rules that validate them, without importing pydantic.
+
+The desired state (:mod:`reconciler.spec`) and the host config
+(:mod:`reconciler.hostconfig`) are frozen dataclasses deriving from :class:`Record`.
+Their fields carry rules as ``Annotated`` metadata: :class:`Check`, :class:`Prepare`,
+:class:`Limits` and :class:`Lax`. Each rule implements pydantic's
+``__get_pydantic_core_schema__`` hook and imports pydantic inside it, so pydantic is
+loaded only when a YAML document is validated (:mod:`reconciler.documents`), never
+when records come from the cache (:mod:`reconciler.recordcache`) or are built in code.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
+
+
+class Record:
+    """Base of every validated record; documents are mappings, so records are built
+    from mappings even where their fields are strict.
+
+    ``__pydantic_config__`` is pydantic's config for a dataclass: unknown keys are
+    errors, and (``STRICT``) no value is coerced from another type.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema = handler(source)
+        if schema["type"] == "dataclass":
+            # a mapping builds the record; its fields stay as strict as the config says
+            cast("dict[str, Any]", schema)["strict"] = False
+        return schema
+
+
+class StrictRecord(Record):
+    """A record of the desired state: ``'yes'`` is not a boolean, ``1`` is not a string."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid", "strict": True}
+
+
+@dataclass(frozen=True)
+class Check:
+    """Run ``func`` on the value once its type is right; it returns the value or raises
+    ``ValueError`` with a message for the user."""
+
+    func: Callable[[Any], Any]
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.func, handler(source))
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """Turn the raw value into the field's type before it is checked (``"24h"`` into a
+    ``timedelta``); other values pass through unchanged."""
+
+    func: Callable[[Any], Any]
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_before_validator_function(self.func, handler(source))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on a number (``ge``, ``gt``, ``le``) or on a collection's size."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    min_length: int | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic import Field
+
+        bounds = {k: v for k, v in vars(self).items() if v is not None}
+        return handler(Annotated[source, Field(**bounds)])
+
+
+@dataclass(frozen=True)
+class Lax:
+    """Accept the value's usual coercions in a strict record (a YAML list for a tuple)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic import Strict
+
+        return handler(Annotated[source, Strict(False)])

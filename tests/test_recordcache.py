@@ -1,0 +1,257 @@
+"""The record cache: what it returns is exactly what validation returns, a changed
+byte is a miss, invalid input is never cached, and nothing in it can make the
+process build anything but a record. A CLI pass on cached input imports neither
+PyYAML nor pydantic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler import recordcache
+from reconciler.errors import SpecError
+from reconciler.hostconfig import HostConfig, load_host_config
+from reconciler.recordcache import RecordCache, decode, digest, encode
+from reconciler.specfile import load_spec
+
+from .conftest import DesiredState, Host
+
+
+def _entries(cache_dir: Path, kind: str) -> list[Path]:
+    return sorted(cache_dir.glob(f"{kind}-*.json"))
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_a_cached_spec_equals_the_validated_one(
+    desired_state: DesiredState, cache_dir: Path
+) -> None:
+    cache = RecordCache(cache_dir)
+    first = load_spec(desired_state.path, cache)
+    assert first == load_spec(desired_state.path)  # the same as without a cache
+    (entry,) = _entries(cache_dir, "spec")
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert cache_dir.stat().st_mode & 0o777 == 0o700
+    again = load_spec(desired_state.path, RecordCache(cache_dir))
+    assert again == first
+    assert isinstance(again.defaults.publish.delete_grace, timedelta)
+    assert again.key_files == first.key_files
+    rel = again.release("core", "9")
+    assert rel.repos["core-common"].arches == ("x86_64", "aarch64")
+
+
+def test_a_changed_file_is_validated_again(desired_state: DesiredState, cache_dir: Path) -> None:
+    cache = RecordCache(cache_dir)
+    load_spec(desired_state.path, cache)
+    desired_state.write(production="SIG-core-9-20261120.0")
+    assert load_spec(desired_state.path, cache).release("core", "9").production == (
+        "SIG-core-9-20261120.0"
+    )
+    assert len(_entries(cache_dir, "spec")) == 2
+    (desired_state.path / "keys" / "RPM-GPG-KEY-other").write_text("key")
+    assert "RPM-GPG-KEY-other" in load_spec(desired_state.path, cache).key_files
+
+
+def test_an_invalid_spec_is_never_cached(desired_state: DesiredState, cache_dir: Path) -> None:
+    cache = RecordCache(cache_dir)
+    desired_state.write(production="yesterday")
+    for _ in range(2):  # reported every time, with its line
+        with pytest.raises(SpecError, match="neither 'latest' nor a compose ID"):
+            load_spec(desired_state.path, cache)
+    assert _entries(cache_dir, "spec") == []
+
+
+def test_a_corrupt_entry_is_a_miss_and_is_rewritten(
+    desired_state: DesiredState, cache_dir: Path
+) -> None:
+    cache = RecordCache(cache_dir)
+    spec = load_spec(desired_state.path, cache)
+    (entry,) = _entries(cache_dir, "spec")
+    for bad in ("", "{not json", json.dumps({"@record": "os.system", "fields": {}})):
+        entry.write_text(bad)
+        assert load_spec(desired_state.path, RecordCache(cache_dir)) == spec
+        assert json.loads(entry.read_text())["@record"] == "reconciler.spec.Spec"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"@record": "subprocess.Popen", "fields": {"args": ["true"]}},
+        {"@record": "reconciler.errors.SpecIssue", "fields": {}},  # a dataclass, not a record
+        {"@record": "reconciler.spec.RepoSpec", "fields": {"arches": [], "extra": 1}},
+        {"@map": [[1, 2]], "@set": []},
+        {"anything": 1},
+    ],
+)
+def test_decode_builds_records_only(data: object) -> None:
+    with pytest.raises(ValueError):
+        decode(data, recordcache._record_classes())
+
+
+def test_encode_round_trips_every_field_type(host: Host) -> None:
+    config = load_host_config(host.config_path)
+    assert decode(json.loads(json.dumps(encode(config))), recordcache._record_classes()) == config
+
+
+def test_a_cache_others_can_write_is_not_used(
+    desired_state: DesiredState,
+    cache_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    # an in-process CLI run before this test may have stopped propagation to caplog
+    monkeypatch.setattr(logging.getLogger("reconciler"), "propagate", True)
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
+    load_spec(desired_state.path, RecordCache(cache_dir))
+    assert _entries(cache_dir, "spec") == []
+    assert "only it can write" in caplog.text
+
+
+def test_an_unwritable_cache_is_only_a_miss(desired_state: DesiredState, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert load_spec(desired_state.path, RecordCache(blocker / "cache")) == load_spec(
+        desired_state.path
+    )
+
+
+def test_the_key_covers_names_bytes_and_code() -> None:
+    base = digest("spec", {"a": b"xy", "b": b""})
+    assert digest("spec", {"a": b"x", "b": b"y"}) != base  # bytes moved between files
+    assert digest("spec", {"a": b"xy", "c": b""}) != base  # a file renamed
+    assert digest("hostconfig", {"a": b"xy", "b": b""}) != base
+    here = Path(recordcache.__file__).parent
+    assert all((here / name).is_file() for name in recordcache.CODE_FILES)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"RECONCILER_CACHE_DIR": "/c", "HOME": "/h"}, Path("/c")),
+        ({"RECONCILER_CACHE_DIR": "", "HOME": "/h"}, None),
+        (
+            {"CACHE_DIRECTORY": "/var/cache/reconciler:/x", "HOME": "/h"},
+            Path("/var/cache/reconciler"),
+        ),
+        ({"XDG_CACHE_HOME": "/x", "HOME": "/h"}, Path("/x/reconciler")),
+        ({"HOME": "/h"}, Path("/h/.cache/reconciler")),
+        ({}, None),
+    ],
+)
+def test_where_the_cache_lives(environ: dict[str, str], expected: Path | None) -> None:
+    assert RecordCache.from_environment(environ).directory == expected
+
+
+_PROBE = """
+import sys
+from reconciler.cli import main
+code = main(sys.argv[1:])
+print(sorted(set(sys.modules) & {"pydantic.type_adapter", "pydantic_core", "yaml"}))
+sys.exit(code)
+"""
+
+
+def test_a_pass_on_cached_input_imports_neither_yaml_nor_pydantic(
+    host: Host, desired_state: DesiredState, cache_dir: Path
+) -> None:
+    env = dict(os.environ, RECONCILER_CACHE_DIR=str(cache_dir))
+    args = ["plan", "--config", str(host.config_path), "--desired-state", str(desired_state.path)]
+
+    def probe() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr  # 2: the plan has changes
+        return done.stdout.strip().splitlines()[-1]
+
+    # the first pass validates, building the validators with pydantic
+    assert probe() == "['pydantic.type_adapter', 'pydantic_core', 'yaml']"
+    assert len(_entries(cache_dir, "spec")) == len(_entries(cache_dir, "hostconfig")) == 1
+    assert probe() == "[]"
+    desired_state.write(staging=None)
+    # a changed file is validated, by the validators the first pass kept
+    assert probe() == "['pydantic_core', 'yaml']"
+    assert len(list(cache_dir.glob("validator-*.pickle"))) == 2  # Defaults, SigSpec
+
+
+def test_host_config_from_the_cache_equals_the_loaded_one(host: Host, cache_dir: Path) -> None:
+    first = load_host_config(host.config_path, RecordCache(cache_dir))
+    again = load_host_config(host.config_path, RecordCache(cache_dir))
+    assert isinstance(again, HostConfig)
+    assert again == first == load_host_config(host.config_path)
+    assert isinstance(again.roots.compose, Path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("hashed: true", "hashed: 'yes'"),
+        ("keep_versions: 1", "keep_versions: -1"),
+        ("staging: latest", "staging: latest\n    colour: red"),
+        ("core-infra:", "Core_Infra:"),
+        ("repos:", "repos: {}\n    old_repos:"),
+    ],
+)
+def test_cached_validators_report_what_fresh_ones_do(
+    desired_state: DesiredState, cache_dir: Path, old: str, new: str
+) -> None:
+    from reconciler import documents
+
+    load_spec(desired_state.path, RecordCache(cache_dir))  # keeps the validators
+    sig = desired_state.path / "sigs" / "core.yaml"
+    sig.write_text(sig.read_text().replace(old, new, 1))
+    reports = []
+    for cache in (None, RecordCache(cache_dir)):
+        documents._VALIDATORS.clear()  # as in a new process
+        with pytest.raises(SpecError) as err:
+            load_spec(desired_state.path, cache)
+        reports.append([str(i) for i in err.value.issues])
+    assert reports[0] == reports[1]
+    assert reports[0]
+
+
+def test_a_validator_entry_naming_other_code_is_not_run(
+    desired_state: DesiredState, cache_dir: Path, tmp_path: Path
+) -> None:
+    from reconciler import documents
+    from reconciler.spec import SigSpec
+
+    load_spec(desired_state.path, RecordCache(cache_dir))
+    canary = tmp_path / "canary"
+    evil = pickle.dumps(_Touch(str(canary)))
+    for entry in cache_dir.glob("validator-*.pickle"):
+        entry.write_bytes(evil)
+    desired_state.write(staging=None)  # a miss for the records, so validators are needed
+    documents._VALIDATORS.clear()
+    assert RecordCache(cache_dir).get_validator(SigSpec) is None
+    assert (
+        load_spec(desired_state.path, RecordCache(cache_dir)).release("core", "9").staging is None
+    )
+    assert not canary.exists()
+
+
+class _Touch:
+    """Unpickling this would create a file (via pathlib.Path.touch)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.touch, (Path(self.path),))
