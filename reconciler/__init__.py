@@ -1,8 +1,8 @@
 """Compose, stage and promote the RPM repositories of SIGs from a desired state in git.
 
 The public surface is small; everything else is private to its step module.
-``Spec`` and ``load_spec`` are imported on first use (they bring in pydantic,
-which a command that does not read the desired state need not pay for).
+``Spec`` and ``load_spec`` are imported on first use (a command that does not read
+the desired state need not pay for them).
 """
 
 from __future__ import annotations

@@ -301,8 +301,9 @@ def describe_result(result: ComposeResult) -> str:
 
 
 def _settle_imports() -> None:
-    """What the imports made (pydantic's schemas above all) lives until exit: freeze it, so
-    that the collections during the work do not walk it again and again (gc.freeze)."""
+    """What the imports made (classes, and pydantic's schemas when a file had to be
+    validated) lives until exit: freeze it, so that the collections during the work do
+    not walk it again and again (gc.freeze)."""
     gc.freeze()
 
 
@@ -532,8 +533,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The first model pydantic builds makes it read the entry points of every installed
-    # distribution, looking for plugins (hundreds of file opens each run); none are used here.
+    # The first validator pydantic builds (when a file is not in the record cache) makes it
+    # read the entry points of every installed distribution, looking for plugins (hundreds
+    # of file opens); none are used here.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, os.environ.get("RECONCILER_LOG_FORMAT", "text"))

@@ -11,6 +11,7 @@ a valid result is then cached.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -154,7 +155,8 @@ def load_record(
     if cache is not None:
         from .recordcache import digest
 
-        key = digest(kind, {"file": raw})
+        # a default may depend on the machine (download workers: two per CPU)
+        key = digest(kind, {"file": raw, "cpus": str(os.cpu_count()).encode()})
         cached = cache.get(kind, key, record)
         if cached is not None:
             return cached
