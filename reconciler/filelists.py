@@ -38,6 +38,7 @@ import hashlib
 import os
 import re
 import stat
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 from pathlib import Path
@@ -149,11 +150,7 @@ def _sha1(path: Path) -> str | None:
 
 def _listed(entries: Iterable[EntryRow]) -> list[EntryRow]:
     """The entries to list, sorted by path; refuses what the format cannot carry."""
-    result = [
-        e
-        for e in sorted(entries)
-        if e[0] not in LIST_NAMES and not (TMP_SUFFIX in e[0] and _temporary(e[0]))
-    ]
+    result = [e for e in sorted(entries) if _listable(e[0])]
     if not _all_listable(result):
         for entry in result:
             _check_entry(Entry._make(entry))  # raises, naming the first one the format refuses
@@ -195,17 +192,33 @@ def _check_entry(entry: Entry) -> None:
         raise ValueError(f"{path}: negative size or time")
 
 
-def _timelist_text(listed: list[EntryRow]) -> str:
-    lines = ["[Version]", str(VERSION), "", "[Files]"]
-    lines += [f"{mtime}\t{kind}\t{size}\t{path}" for path, kind, size, mtime, _ in listed]
-    lines += ["", "[Checksums SHA1]"]
-    lines += [f"{sha1}\t{path}" for path, _, _, _, sha1 in listed if sha1 is not None]
-    lines += ["", "[End]"]
+_HEAD = ["[Version]", str(VERSION), "", "[Files]"]
+_CHECKSUMS = "[Checksums SHA1]"
+
+
+def _file_line(entry: EntryRow) -> str:
+    path, kind, size, mtime, _ = entry
+    return f"{mtime}\t{kind}\t{size}\t{path}"
+
+
+def _assemble_timelist(file_lines: list[str], checksum_lines: list[str]) -> str:
+    lines = [*_HEAD, *file_lines, "", _CHECKSUMS, *checksum_lines, "", "[End]"]
     return "\n".join(lines) + "\n"
 
 
+def _timelist_text(listed: list[EntryRow]) -> str:
+    return _assemble_timelist(
+        [f"{mtime}\t{kind}\t{size}\t{path}" for path, kind, size, mtime, _ in listed],
+        [f"{sha1}\t{path}" for path, _, _, _, sha1 in listed if sha1 is not None],
+    )
+
+
 def _filelist_text(listed: list[EntryRow]) -> str:
-    return "".join(["./", "\n./".join(map(_PATH, listed)), "\n"]) if listed else ""
+    return _assemble_filelist(list(map(_PATH, listed)))
+
+
+def _assemble_filelist(paths: list[str]) -> str:
+    return "".join(["./", "\n./".join(paths), "\n"]) if paths else ""
 
 
 def render_timelist(entries: Iterable[EntryRow]) -> str:
@@ -229,6 +242,73 @@ def render_all(entries: Iterable[EntryRow]) -> dict[str, str]:
     return {FILELIST: _filelist_text(listed), TIMELIST: timelist, TIMELIST_SIG: timelist}
 
 
+def patch_all(
+    filelist: str, timelist: str, changes: Mapping[str, EntryRow | None]
+) -> dict[str, str] | None:
+    """:func:`render_all` of the entries of ``timelist`` (with its ``filelist``, both as
+    this module wrote them) after ``changes``: path -> the entry now, or ``None`` when it
+    is gone. The work is in proportion to the lists' length in bytes (a few splits and
+    joins) and to the number of changes, not to a Python object per entry.
+
+    ``None`` when the two texts are not a pair this module wrote: render anew then.
+    """
+    old = _split_lists(filelist, timelist)
+    if old is None:
+        return None
+    paths, file_lines, checksums = old
+    update = {path: e for path, e in changes.items() if _listable(path)}
+    for entry in update.values():
+        if entry is not None:
+            _check_entry(Entry._make(entry))
+    new_paths: list[str] = []
+    new_lines: list[str] = []
+    start = 0
+    for path in sorted(update):
+        at = bisect_left(paths, path, lo=start)
+        new_paths += paths[start:at]
+        new_lines += file_lines[start:at]
+        start = at + 1 if at < len(paths) and paths[at] == path else at
+        entry = update[path]
+        checksums.pop(path, None)
+        if entry is not None:
+            new_paths.append(path)
+            new_lines.append(_file_line(entry))
+            if entry[4] is not None:
+                checksums[path] = entry[4]
+    new_paths += paths[start:]
+    new_lines += file_lines[start:]
+    timelist = _assemble_timelist(
+        new_lines, [f"{checksums[path]}\t{path}" for path in sorted(checksums)]
+    )
+    return {FILELIST: _assemble_filelist(new_paths), TIMELIST: timelist, TIMELIST_SIG: timelist}
+
+
+def _listable(path: str) -> bool:
+    return path not in LIST_NAMES and not (TMP_SUFFIX in path and _temporary(path))
+
+
+def _split_lists(
+    filelist: str, timelist: str
+) -> tuple[list[str], list[str], dict[str, str]] | None:
+    """(paths, ``[Files]`` lines, path -> sha1) of a pair of lists this module wrote."""
+    if filelist and not (filelist.startswith("./") and filelist.endswith("\n")):
+        return None
+    paths = filelist[2:-1].split("\n./") if filelist else []
+    lines = timelist.split("\n")
+    if lines[:4] != _HEAD or lines[-3:] != ["", "[End]", ""]:
+        return None
+    files_end = 4 + len(paths)
+    if lines[files_end : files_end + 2] != ["", _CHECKSUMS]:
+        return None  # not as many [Files] lines as paths
+    checksums: dict[str, str] = {}
+    for line in lines[files_end + 2 : -3]:
+        sha1, tab, path = line.partition("\t")
+        if not tab:
+            return None
+        checksums[path] = sha1
+    return paths, lines[4:files_end], checksums
+
+
 # -- writing --------------------------------------------------------------------------
 
 
@@ -244,13 +324,40 @@ def write_if_changed(top: Path, contents: Mapping[str, str]) -> list[str]:
     _remove_leftovers(top, contents)
     written: list[str] = []
     for name, text in contents.items():
-        data = text.encode("utf-8", "surrogateescape")
+        data = _encode(text)
         path = top / name
         if _current(path) == data:
             continue
         atomic_write(path, data)
         written.append(name)
     return written
+
+
+def lists_digest(filelist: bytes, timelist: bytes) -> str:
+    """What identifies a pair of lists as written (see :func:`read_lists`)."""
+    return hashlib.sha256(filelist + b"\0" + timelist).hexdigest()
+
+
+def contents_digest(contents: Mapping[str, str]) -> str:
+    """:func:`lists_digest` of lists about to be written (as :func:`render_all` gives)."""
+    return lists_digest(*(_encode(contents[name]) for name in (FILELIST, TIMELIST)))
+
+
+def read_lists(top: Path) -> tuple[str, str, str] | None:
+    """(``fullfilelist``, ``fullfiletimelist``, their :func:`lists_digest`) as they are in
+    ``top``; ``None`` if either is missing or not a regular file."""
+    filelist, timelist = _current(top / FILELIST), _current(top / TIMELIST)
+    if filelist is None or timelist is None:
+        return None
+    return (
+        filelist.decode("utf-8", "surrogateescape"),
+        timelist.decode("utf-8", "surrogateescape"),
+        lists_digest(filelist, timelist),
+    )
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _remove_leftovers(top: Path, names: Iterable[str]) -> None:

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from .errors import LockHeldError, PublishError, UnsafePathError
-from .filelists import render_all, write_if_changed
+from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
 from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
@@ -365,9 +365,28 @@ def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], lis
 def write_production_filelists(state: StateDB, production_root: Path, category: str) -> list[str]:
     """Step 4: renew the file lists at ``<root>/<category>/`` from the inventory (no walk).
 
-    The time of each entry is max(mtime, ctime) as of when it was published.
+    The time of each entry is max(mtime, ctime) as of when it was published. When the
+    lists in the tree are the ones last written (the state keeps their digest) and the
+    state knows which inventory paths changed since, only those are patched in
+    (:func:`~reconciler.filelists.patch_all`); otherwise the whole inventory is listed.
     """
     top = production_root / category
     if not top.is_dir():
         return []
-    return write_if_changed(top, render_all(state.listing("production", f"{category}/")))
+    prefix = f"{category}/"
+    contents = _patched_lists(state, top, prefix) or render_all(state.listing("production", prefix))
+    written = write_if_changed(top, contents)
+    state.listing_written("production", contents_digest(contents))
+    return written
+
+
+def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
+    changed = state.listing_changes("production")
+    recorded = state.listing_digest("production")
+    current = read_lists(top) if changed is not None and recorded is not None else None
+    if changed is None or current is None or current[2] != recorded:
+        return None
+    under = sorted(p for p in changed if p.startswith(prefix))
+    rows = {row[0]: row for row in state.listing_of("production", prefix, under)}
+    start = len(prefix)
+    return patch_all(current[0], current[1], {p[start:]: rows.get(p[start:]) for p in under})

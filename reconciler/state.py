@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -133,6 +134,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 1 -> 2: the inode change time of inventory entries (file lists use max(mtime, ctime)).
     ("ALTER TABLE inventory ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",),
+    # 2 -> 3: the inventory paths of production (LISTED_STAGES) changed since the file
+    # lists were last written from it (relpath '' stands for "anything": render them whole).
+    (
+        """CREATE TABLE listing_changes (
+            stage TEXT NOT NULL,
+            relpath TEXT NOT NULL,
+            PRIMARY KEY (stage, relpath)
+        ) WITHOUT ROWID""",
+        "INSERT INTO listing_changes (stage, relpath)"
+        " SELECT DISTINCT stage, '' FROM inventory WHERE stage = 'production'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -277,6 +289,11 @@ class InventoryEntry:
         return cls(relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)
 
 
+#: The stages whose file lists are written from the inventory: their changes are noted.
+LISTED_STAGES = frozenset({"production"})
+_NOTE_LISTING_CHANGE = "INSERT OR IGNORE INTO listing_changes (stage, relpath) VALUES (?, ?)"
+#: The meta key (``<key>:<stage>``) of the digest of the file lists last written.
+LISTING_DIGEST = "listing_digest"
 _UPSERT_INVENTORY = (
     "INSERT INTO inventory (stage, relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, relpath) DO UPDATE SET"
@@ -773,12 +790,18 @@ class StateDB:
 
         A path in both ends up present (the upsert is the newer fact).
         """
+        deletes, upserts = list(deletes), list(upserts)
         with self._write() as conn:
             conn.executemany(
                 "DELETE FROM inventory WHERE stage = ? AND relpath = ?",
                 ((stage, relpath) for relpath in deletes),
             )
             conn.executemany(_UPSERT_INVENTORY, (e.to_row(stage) for e in upserts))
+            if stage in LISTED_STAGES:
+                conn.executemany(
+                    _NOTE_LISTING_CHANGE,
+                    ((stage, p) for p in chain(deletes, (e.relpath for e in upserts))),
+                )
 
     def replace_inventory(self, stage: str, prefix: str, entries: Iterable[InventoryEntry]) -> None:
         """Make ``entries`` the whole inventory under ``prefix``, in one transaction.
@@ -796,6 +819,56 @@ class StateDB:
         with self._write() as conn:
             conn.execute(f"DELETE FROM inventory WHERE {where}", params)  # noqa: S608 - as above
             conn.executemany(_UPSERT_INVENTORY, rows())
+            if stage in LISTED_STAGES:
+                conn.execute(_NOTE_LISTING_CHANGE, (stage, ""))  # unknown changes: whole lists
+
+    # -- what the file lists were last written from --
+
+    def listing_changes(self, stage: str) -> frozenset[str] | None:
+        """The paths of ``stage`` (one of :data:`LISTED_STAGES`) whose inventory rows changed
+        since :meth:`listing_written`; ``None`` when that is unknown (after
+        :meth:`replace_inventory` or an upgrade)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT relpath FROM listing_changes WHERE stage = ?", (stage,)
+            ).fetchall()
+        paths = frozenset(r[0] for r in rows)
+        return None if "" in paths else paths
+
+    def listing_of(
+        self, stage: str, prefix: str, relpaths: Iterable[str]
+    ) -> list[tuple[str, str, int, int, str | None]]:
+        """The :meth:`listing` rows of those of ``relpaths`` (all under ``prefix``) that
+        are in the inventory, in the order given."""
+        sql = (
+            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"
+            " checksum FROM inventory WHERE stage = ? AND relpath = ?"
+        )
+        start = len(prefix) + 1
+        found: list[tuple[str, str, int, int, str | None]] = []
+        with self._read() as conn:
+            for relpath in relpaths:
+                if not relpath.startswith(prefix):
+                    raise ValueError(f"{relpath!r} is not under {prefix!r}")
+                row = conn.execute(sql, (start, stage, relpath)).fetchone()
+                if row is not None:
+                    found.append(row)
+        return found
+
+    def listing_written(self, stage: str, digest: str) -> None:
+        """The file lists of ``stage`` were written from the inventory as it is now, and
+        their content has ``digest``: forget the changes, remember the digest."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM listing_changes WHERE stage = ?", (stage,))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"{LISTING_DIGEST}:{stage}", digest),
+            )
+
+    def listing_digest(self, stage: str) -> str | None:
+        """The digest :meth:`listing_written` recorded for ``stage``, if any."""
+        return self.get_meta(f"{LISTING_DIGEST}:{stage}")
 
     # -- pending deletions --
 

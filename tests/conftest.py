@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -52,6 +53,17 @@ class Upstream:
 
     def rpm_requests(self) -> list[str]:
         return [p for p in self.server.requests if p.endswith(".rpm")]
+
+
+@pytest.fixture
+def warnings_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> pytest.LogCaptureFixture:
+    """caplog with the reconciler's warnings, even after an in-process CLI run turned
+    the ``reconciler`` logger's propagation off (``logs.setup_logging``)."""
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("reconciler"), "propagate", True)
+    return caplog
 
 
 @pytest.fixture

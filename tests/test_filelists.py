@@ -20,6 +20,7 @@ from reconciler.filelists import (
     Entry,
     _check_entry,
     parse_timelist,
+    patch_all,
     render_all,
     render_filelist,
     render_timelist,
@@ -360,3 +361,71 @@ def test_the_whole_list_check_agrees_with_the_check_of_each_entry(paths: list[st
         assert not each_ok(), exc
     else:
         assert each_ok()
+
+
+# -- patching the lists with the changes (what a publish to production does) -----------
+
+_small_path = st.lists(
+    st.sampled_from(["a", "b", "c", "repodata", "x.~tmp~"]), min_size=1, max_size=3
+).map("/".join) | st.sampled_from([FILELIST, TIMELIST, "z"])
+_row = st.builds(
+    lambda path, kind, size, mtime, sum_: (path, kind, size, mtime, sum_),
+    _small_path,
+    st.sampled_from(["f", "d", "l"]),
+    st.integers(0, 10**6),
+    st.integers(0, 2**33),
+    st.none() | st.sampled_from(["1" * 40, "2" * 40]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_row, unique_by=lambda r: r[0], max_size=12), st.data())
+def test_patching_the_changes_in_equals_rendering_anew(
+    rows: list[tuple[str, str, int, int, str | None]], data: st.DataObject
+) -> None:
+    inventory = {r[0]: r for r in rows}
+    lists = render_all(inventory.values())
+    for _ in range(3):  # several publishes in a row, each patching the last lists
+        changes: dict[str, tuple[str, str, int, int, str | None] | None] = {}
+        for path in data.draw(st.lists(_small_path, max_size=6)):
+            if data.draw(st.booleans()):
+                changes[path] = None  # gone (whether it was there or not)
+                inventory.pop(path, None)
+            else:
+                row = data.draw(_row)
+                changes[path] = inventory[path] = (path, *row[1:])
+        patched = patch_all(lists[FILELIST], lists[TIMELIST], changes)
+        assert patched == render_all(inventory.values())
+        assert patched is not None
+        lists = patched
+
+
+@pytest.mark.parametrize(
+    ("filelist", "timelist"),
+    [
+        ("./a\n./b\n", "[Version]\n2\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\n\n[End]\n"),
+        ("./a\n", "[Version]\n1\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\n\n[End]\n"),
+        ("./a\n", "[Version]\n2\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\n\n[End]"),
+        ("./a\n", "[Version]\n2\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\nbad\n\n[End]\n"),
+        ("a\n", "[Version]\n2\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\n\n[End]\n"),
+        ("./a", "[Version]\n2\n\n[Files]\n1\tf\t1\ta\n\n[Checksums SHA1]\n\n[End]\n"),
+        ("", "old list\n"),
+    ],
+    ids=[
+        "fewer lines",
+        "version",
+        "no final newline",
+        "checksum line",
+        "no ./",
+        "no newline",
+        "foreign",
+    ],
+)
+def test_lists_not_written_here_are_not_patched(filelist: str, timelist: str) -> None:
+    assert patch_all(filelist, timelist, {"a": None}) is None
+
+
+def test_a_patched_entry_the_format_cannot_carry_is_refused() -> None:
+    lists = render_all([("a", "f", 1, 1, None)])
+    with pytest.raises(ValueError, match="cannot list path"):
+        patch_all(lists[FILELIST], lists[TIMELIST], {"b//c": ("b//c", "f", 1, 1, None)})

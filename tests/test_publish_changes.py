@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.filelists import TIMELIST_SIG, parse_timelist
+from reconciler import publishing
+from reconciler.filelists import (
+    FILELIST,
+    TIMELIST,
+    TIMELIST_SIG,
+    parse_timelist,
+    render_all,
+    write_if_changed,
+)
 from reconciler.layout import ComposeTree
 from reconciler.manifest import (
     CHANGES_HEADER,
@@ -26,6 +34,7 @@ from reconciler.manifest import (
     read_manifest,
     write_changes,
 )
+from reconciler.publishing import write_production_filelists
 from reconciler.state import InventoryEntry, StateDB
 from reconciler.verifying import verify_tree
 
@@ -224,3 +233,74 @@ def test_a_malformed_changes_file_is_not_used(tmp_path: Path, body: str) -> None
     path.write_text(body)
     assert read_changes(path, Path("/c")) is None
     assert read_changes(tmp_path / "missing.tsv", Path("/c")) is None
+
+
+# --- file lists: the changes patched in, or everything listed when in doubt ----------
+
+
+def _lists(top: Path) -> dict[str, str]:
+    return {name: (top / name).read_text() for name in (FILELIST, TIMELIST, TIMELIST_SIG)}
+
+
+def test_a_promotion_patches_the_lists_to_what_listing_everything_gives(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(entries: object) -> dict[str, str]:
+        raise AssertionError("the lists were rendered from the whole inventory")
+
+    world.pin(world.b)
+    with monkeypatch.context() as m:
+        m.setattr(publishing, "render_all", refuse)
+        assert world.run("apply") == 0
+    with StateDB.open(world.root / "state") as state:
+        assert _lists(world.production / CATEGORY) == render_all(
+            state.listing("production", f"{CATEGORY}/")
+        )
+        assert state.listing_changes("production") == frozenset()
+
+
+def _inv(relpath: str, size: int = 1, checksum: str | None = None) -> InventoryEntry:
+    return InventoryEntry(relpath, "f", size, 1_700_000_000 * 10**9 + size, size, checksum)
+
+
+def test_lists_are_listed_whole_when_the_state_cannot_vouch_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, top = tmp_path / "production", tmp_path / "production" / "cat"
+    top.mkdir(parents=True)
+    whole: list[int] = []
+    monkeypatch.setattr(
+        publishing, "render_all", lambda entries: whole.append(1) or render_all(entries)
+    )
+
+    def write(db: StateDB) -> bool:
+        """Write the lists; True if they were listed whole. They are right either way."""
+        before = len(whole)
+        write_production_filelists(db, root, "cat")
+        assert _lists(top) == render_all(db.listing("production", "cat/"))
+        return len(whole) > before
+
+    with StateDB.open(tmp_path / "state") as db:
+        db.apply_inventory_changes("production", [_inv("cat/a"), _inv("cat/b")], [])
+        assert write(db), "no digest recorded yet"
+        db.apply_inventory_changes("production", [_inv("cat/c", 3, "f" * 40)], ["cat/a"])
+        db.apply_inventory_changes("staging", [_inv("cat/z")], [])  # not listed
+        assert not write(db), "the changes are known: patched"
+        assert not write(db), "nothing changed: patched (with nothing)"
+
+        (top / TIMELIST).write_text((top / TIMELIST).read_text().replace("\tb\n", "\tB\n"))
+        db.apply_inventory_changes("production", [_inv("cat/d")], [])
+        assert write(db), "the list in the tree is not the one written"
+
+        db.replace_inventory("production", "cat/", [_inv("cat/e")])
+        assert write(db), "replace_inventory does not say what changed"
+
+        # a crash between writing the lists and recording them: the tree's lists are
+        # newer than the digest in the state
+        db.apply_inventory_changes("production", [_inv("cat/f")], [])
+        write_if_changed(top, render_all(db.listing("production", "cat/")))
+        db.apply_inventory_changes("production", [_inv("cat/g")], [])
+        assert write(db)
+
+        (top / FILELIST).unlink()
+        assert write(db), "a list is missing"

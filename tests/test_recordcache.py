@@ -6,7 +6,6 @@ PyYAML nor pydantic."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import subprocess
@@ -107,17 +106,13 @@ def test_encode_round_trips_every_field_type(host: Host) -> None:
 def test_a_cache_others_can_write_is_not_used(
     desired_state: DesiredState,
     cache_dir: Path,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    warnings_log: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING)
-    # an in-process CLI run before this test may have stopped propagation to caplog
-    monkeypatch.setattr(logging.getLogger("reconciler"), "propagate", True)
     cache_dir.mkdir()
     cache_dir.chmod(0o777)
     load_spec(desired_state.path, RecordCache(cache_dir))
     assert _entries(cache_dir, "spec") == []
-    assert "only it can write" in caplog.text
+    assert "only it can write" in warnings_log.text
 
 
 def test_an_unwritable_cache_is_only_a_miss(desired_state: DesiredState, tmp_path: Path) -> None:

@@ -583,6 +583,9 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with StateDB.open(tmp_path) as db:
-        assert db.schema_version == len(MIGRATIONS) == 2
+        assert db.schema_version == len(MIGRATIONS) == 3
         entry = db.inventory("production")["a/b"]
         assert (entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns) == (3, 5, 7, 0)
+        # 2 -> 3: what changed since the file lists were written is unknown: whole lists
+        assert db.listing_changes("production") is None
+        assert db.listing_changes("staging") == frozenset()
