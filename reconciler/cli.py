@@ -499,10 +499,11 @@ def cmd_filelist(args: argparse.Namespace) -> int:
         written = write_if_changed(args.root, render_all(scan(args.root)))
     else:
         from .publishing import write_production_filelists
-        from .reconciling import load_source, open_state
+        from .reconciling import apply_lock, load_source, open_state
 
         host = _host(args)
-        with open_state(host) as state:
+        # the lists and the state's record of them change together: not during a pass
+        with apply_lock(host, wait=True), open_state(host) as state:
             spec = load_source(host, state, args.desired_state, _record_cache()).spec
             written = write_production_filelists(
                 state, host.roots.production, spec.defaults.publish.category

@@ -304,3 +304,16 @@ def test_lists_are_listed_whole_when_the_state_cannot_vouch_for_them(
 
         (top / FILELIST).unlink()
         assert write(db), "a list is missing"
+
+
+def test_the_filelist_command_renews_the_lists_from_the_state(world: World) -> None:
+    world.pin(world.b)
+    assert world.run("apply") == 0
+    top = world.production / CATEGORY
+    expected = _lists(top)
+    (top / FILELIST).unlink()
+    (top / TIMELIST_SIG).write_text("[Version]\n2\n")
+    assert world.run("filelist") == 0
+    assert _lists(top) == expected
+    with StateDB.open(world.root / "state") as state:
+        assert state.listing_changes("production") == frozenset()
