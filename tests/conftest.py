@@ -33,6 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("RECONCILER_CACHE_DIR", ""), ignore_errors=True)
+
+
 REPOS: dict[str, list[str]] = {"core-common": ["x86_64", "aarch64"], "core-infra": ["x86_64"]}
 
 
