@@ -109,7 +109,7 @@ def _message(err: Any) -> str:
     loc = [str(p) for p in err["loc"] if p != "[key]"]
     where = ".".join(loc)
     kind = err["type"]
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+    if kind == "unexpected_keyword_argument":  # a key the record has no field for
         return f"unknown key {loc[-1]!r}" + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
     if kind == "missing":
         return f"missing required key {where!r}"

@@ -385,20 +385,22 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
 def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
     changed = state.listing_changes("production")
     recorded = state.listing_digest("production")
-    current = read_lists(top) if changed is not None and recorded is not None else None
-    if changed is None or recorded is None or current is None or current[2] != recorded:
-        if changed is None:
-            why = "the state does not know what changed"
-        elif recorded is None:
-            why = "none written from the state yet"
-        else:
-            why = "the lists in the tree are not the ones last written"
-        log.info("file lists of %s: listing the whole inventory (%s)", top, why)
-        return None
-    under = sorted(p for p in changed if p.startswith(prefix))
-    rows = {row[0]: row for row in state.listing_of("production", prefix, under)}
-    start = len(prefix)
-    patched = patch_all(current[0], current[1], {p[start:]: rows.get(p[start:]) for p in under})
-    if patched is not None:
-        log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
-    return patched
+    if changed is None:
+        why = "the state does not know what changed"
+    elif recorded is None:
+        why = "none written from the state yet"
+    else:
+        current = read_lists(top)
+        if current is not None and current[2] == recorded:
+            under = sorted(p for p in changed if p.startswith(prefix))
+            rows = {row[0]: row for row in state.listing_of("production", prefix, under)}
+            start = len(prefix)
+            patched = patch_all(
+                current[0], current[1], {p[start:]: rows.get(p[start:]) for p in under}
+            )
+            if patched is not None:
+                log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
+                return patched
+        why = "the lists in the tree are not the ones last written"
+    log.info("file lists of %s: listing the whole inventory (%s)", top, why)
+    return None

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import __version__
 from .fsutil import tmp_name
-from .schema import Check, Prepare, Record
+from .schema import Record, Rule
 
 if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
@@ -162,7 +162,7 @@ def decode(data: Any, classes: Mapping[str, type[Record]]) -> Any:
 def _rule_functions(hint: Any) -> Iterator[Callable[[Any], Any]]:
     if typing.get_origin(hint) is typing.Annotated:
         for meta in hint.__metadata__:
-            if isinstance(meta, Check | Prepare):
+            if isinstance(meta, Rule):
                 yield meta.func
     for arg in typing.get_args(hint):
         yield from _rule_functions(arg)
@@ -281,6 +281,19 @@ class RecordCache:
             return None
         return value if isinstance(value, expect) else None
 
+    def get_or_build(
+        self, kind: str, parts: Mapping[str, bytes], expect: type[R], build: Callable[[], R]
+    ) -> R:
+        """The ``expect`` record of ``parts`` (see :func:`digest`): from the cache, else
+        ``build()`` (which validates; it raises on invalid input) and cache the result."""
+        key = digest(kind, parts)
+        cached = self.get(kind, key, expect)
+        if cached is not None:
+            return cached
+        record = build()
+        self.put(kind, key, record)
+        return record
+
     def put(self, kind: str, key: str, record: Record) -> None:
         """Store ``record`` under ``key``; a cache that cannot be written is skipped."""
         self._write(kind, self._entry(kind, key), json.dumps(encode(record)).encode())
@@ -304,8 +317,6 @@ class RecordCache:
 
     def put_validator(self, record: type[Record], validator: SchemaValidator) -> None:
         """Keep ``validator`` for the next process; one that cannot be pickled is skipped."""
-        if not self._ready(create=True):
-            return
         try:
             raw = pickle.dumps(validator, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:

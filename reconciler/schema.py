@@ -2,8 +2,8 @@
 
 The desired state (:mod:`reconciler.spec`) and the host config
 (:mod:`reconciler.hostconfig`) are frozen dataclasses deriving from :class:`Record`.
-Their fields carry rules as ``Annotated`` metadata: :class:`Check`, :class:`Prepare`,
-:class:`Limits` and :class:`Lax`. Each rule implements pydantic's
+Their fields carry rules as ``Annotated`` metadata: :class:`Check` and :class:`Prepare`
+(both a :class:`Rule`), :class:`Limits` and :class:`Lax`. Each rule implements pydantic's
 ``__get_pydantic_core_schema__`` hook and imports pydantic inside it, so pydantic is
 loaded only when a YAML document is validated (:mod:`reconciler.documents`), never
 when records come from the cache (:mod:`reconciler.recordcache`) or are built in code.
@@ -27,7 +27,7 @@ class Record:
     from mappings even where their fields are strict.
 
     ``__pydantic_config__`` is pydantic's config for a dataclass: unknown keys are
-    errors, and (``STRICT``) no value is coerced from another type.
+    errors (and, in :class:`StrictRecord`, no value is coerced from another type).
     """
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
@@ -50,33 +50,36 @@ class StrictRecord(Record):
 
 
 @dataclass(frozen=True)
-class Check:
+class Rule:
+    """A function pydantic runs on a field's value, after its type check (:class:`Check`)
+    or before it (:class:`Prepare`)."""
+
+    func: Callable[[Any], Any]
+    _BEFORE: ClassVar[bool] = False
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        wrap = (
+            core_schema.no_info_before_validator_function
+            if self._BEFORE
+            else core_schema.no_info_after_validator_function
+        )
+        return wrap(self.func, handler(source))
+
+
+class Check(Rule):
     """Run ``func`` on the value once its type is right; it returns the value or raises
     ``ValueError`` with a message for the user."""
 
-    func: Callable[[Any], Any]
 
-    def __get_pydantic_core_schema__(
-        self, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_after_validator_function(self.func, handler(source))
-
-
-@dataclass(frozen=True)
-class Prepare:
+class Prepare(Rule):
     """Turn the raw value into the field's type before it is checked (``"24h"`` into a
     ``timedelta``); other values pass through unchanged."""
 
-    func: Callable[[Any], Any]
-
-    def __get_pydantic_core_schema__(
-        self, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_before_validator_function(self.func, handler(source))
+    _BEFORE = True
 
 
 @dataclass(frozen=True)

@@ -127,18 +127,11 @@ def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
         raise SpecError([SpecIssue(str(directory), None, "not a directory")])
     issues: list[SpecIssue] = []
     files = read_folder(directory, issues)
-    key: str | None = None
-    if cache is not None and not issues:
-        from .recordcache import digest
-
-        key = digest("spec", files.parts())
-        cached = cache.get("spec", key, Spec)
-        if cached is not None:
-            return cached
-    spec = validate_folder(files, issues, cache)
-    if cache is not None and key is not None:
-        cache.put("spec", key, spec)
-    return spec
+    if cache is None or issues:  # an unreadable file is not in the key: never a hit
+        return validate_folder(files, issues, cache)
+    return cache.get_or_build(
+        "spec", files.parts(), Spec, lambda: validate_folder(files, issues, cache)
+    )
 
 
 def load_record(
@@ -150,23 +143,18 @@ def load_record(
     raw = _read(path, name, issues)
     if raw is None:
         raise SpecError(issues)
-    kind = record.__name__.lower()
-    key: str | None = None
-    if cache is not None:
-        from .recordcache import digest
 
-        # a default may depend on the machine (download workers: two per CPU)
-        key = digest(kind, {"file": raw, "cpus": str(os.cpu_count()).encode()})
-        cached = cache.get(kind, key, record)
-        if cached is not None:
-            return cached
+    def build() -> R:
+        from . import documents
 
-    from . import documents
+        doc = documents.read_yaml(raw, name, issues)
+        result = documents.validate(record, doc, name, issues, cache) if doc is not None else None
+        if issues or result is None:
+            raise SpecError(issues or [SpecIssue(name, None, "invalid")])
+        return result
 
-    doc = documents.read_yaml(raw, name, issues)
-    result = documents.validate(record, doc, name, issues, cache) if doc is not None else None
-    if issues or result is None:
-        raise SpecError(issues or [SpecIssue(name, None, "invalid")])
-    if cache is not None and key is not None:
-        cache.put(kind, key, result)
-    return result
+    if cache is None:
+        return build()
+    # a default may depend on the machine (download workers: two per CPU)
+    parts = {"file": raw, "cpus": str(os.cpu_count()).encode()}
+    return cache.get_or_build(record.__name__.lower(), parts, record, build)

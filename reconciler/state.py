@@ -289,6 +289,13 @@ class InventoryEntry:
         return cls(relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)
 
 
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+#: A row of a file list (path after the prefix bound to the first ``?``, kind, size,
+#: max(mtime, ctime) in whole seconds, checksum), for :meth:`StateDB.listing`.
+_LISTING_ROW = "substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000, checksum"
 #: The stages whose file lists are written from the inventory: their changes are noted.
 LISTED_STAGES = frozenset({"production"})
 _NOTE_LISTING_CHANGE = "INSERT OR IGNORE INTO listing_changes (stage, relpath) VALUES (?, ?)"
@@ -592,11 +599,7 @@ class StateDB:
             if value is None:
                 conn.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+                conn.execute(_SET_META, (key, value))
 
     # -- history --
 
@@ -776,10 +779,7 @@ class StateDB:
         """``(path after prefix, kind, size, max(mtime, ctime) in seconds, checksum)`` of each
         entry of ``stage`` under ``prefix``, sorted by path: the rows of a file list."""
         where, params = _under(stage, prefix)
-        sql = (
-            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"  # noqa: S608 - as above
-            f" checksum FROM inventory WHERE {where} ORDER BY relpath"
-        )
+        sql = f"SELECT {_LISTING_ROW} FROM inventory WHERE {where} ORDER BY relpath"  # noqa: S608 - as above
         with self._read() as conn:
             return conn.execute(sql, (len(prefix) + 1, *params)).fetchall()
 
@@ -840,10 +840,7 @@ class StateDB:
     ) -> list[tuple[str, str, int, int, str | None]]:
         """The :meth:`listing` rows of those of ``relpaths`` (all under ``prefix``) that
         are in the inventory, in the order given."""
-        sql = (
-            "SELECT substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000,"
-            " checksum FROM inventory WHERE stage = ? AND relpath = ?"
-        )
+        sql = f"SELECT {_LISTING_ROW} FROM inventory WHERE stage = ? AND relpath = ?"  # noqa: S608 - a constant
         start = len(prefix) + 1
         found: list[tuple[str, str, int, int, str | None]] = []
         with self._read() as conn:
@@ -860,11 +857,7 @@ class StateDB:
         their content has ``digest``: forget the changes, remember the digest."""
         with self._write() as conn:
             conn.execute("DELETE FROM listing_changes WHERE stage = ?", (stage,))
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (f"{LISTING_DIGEST}:{stage}", digest),
-            )
+            conn.execute(_SET_META, (f"{LISTING_DIGEST}:{stage}", digest))
 
     def listing_digest(self, stage: str) -> str | None:
         """The digest :meth:`listing_written` recorded for ``stage``, if any."""

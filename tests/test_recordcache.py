@@ -33,8 +33,18 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
+def _no_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, validating anything fails the test: what loads came from the cache."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("validated, not taken from the cache")
+
+    monkeypatch.setattr("reconciler.specfile.validate_folder", refuse)
+    monkeypatch.setattr("reconciler.documents.validate", refuse)
+
+
 def test_a_cached_spec_equals_the_validated_one(
-    desired_state: DesiredState, cache_dir: Path
+    desired_state: DesiredState, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = RecordCache(cache_dir)
     first = load_spec(desired_state.path, cache)
@@ -42,6 +52,7 @@ def test_a_cached_spec_equals_the_validated_one(
     (entry,) = _entries(cache_dir, "spec")
     assert entry.stat().st_mode & 0o777 == 0o600
     assert cache_dir.stat().st_mode & 0o777 == 0o700
+    _no_validation(monkeypatch)
     again = load_spec(desired_state.path, RecordCache(cache_dir))
     assert again == first
     assert isinstance(again.defaults.publish.delete_grace, timedelta)
@@ -186,11 +197,15 @@ def test_a_pass_on_cached_input_imports_neither_yaml_nor_pydantic(
     assert len(list(cache_dir.glob("validator-*.pickle"))) == 2  # Defaults, SigSpec
 
 
-def test_host_config_from_the_cache_equals_the_loaded_one(host: Host, cache_dir: Path) -> None:
+def test_host_config_from_the_cache_equals_the_loaded_one(
+    host: Host, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = load_host_config(host.config_path, RecordCache(cache_dir))
+    assert first == load_host_config(host.config_path)
+    _no_validation(monkeypatch)
     again = load_host_config(host.config_path, RecordCache(cache_dir))
     assert isinstance(again, HostConfig)
-    assert again == first == load_host_config(host.config_path)
+    assert again == first
     assert isinstance(again.roots.compose, Path)
 
 
