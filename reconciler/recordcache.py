@@ -341,6 +341,7 @@ class RecordCache:
 
     def _prune(self, kind: str) -> None:
         assert self.directory is not None
-        entries = sorted(self.directory.glob(f"{kind}-*.json"), key=lambda p: p.stat().st_mtime_ns)
+        # every entry of the kind, records (.json) and validators (.pickle) alike
+        entries = sorted(self.directory.glob(f"{kind}-*"), key=lambda p: p.stat().st_mtime_ns)
         for old in entries[:-KEEP]:
             old.unlink(missing_ok=True)

@@ -265,3 +265,22 @@ class _Touch:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (Path.touch, (Path(self.path),))
+
+
+def test_old_entries_are_pruned_validators_too(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recordcache, "KEEP", 2)
+    cache = RecordCache(cache_dir)
+    cache_dir.mkdir(mode=0o700)
+    for i, suffix in enumerate([".pickle", ".pickle", ".pickle", ".json"]):
+        entry = cache_dir / f"validator-{i}{suffix}"
+        entry.write_bytes(b"x")
+        os.utime(entry, ns=(i * 10**9, i * 10**9))
+    (cache_dir / "spec-0.json").write_bytes(b"{}")
+    cache._prune("validator")
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        "spec-0.json",
+        "validator-2.pickle",
+        "validator-3.json",
+    ]
