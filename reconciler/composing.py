@@ -389,7 +389,9 @@ class Composer:
     ) -> None:
         """Hardlink what the previous compose has (here, in order), download the rest (pool).
 
-        ``before`` is the previous compose's manifest: the mtimes of what is linked.
+        Downloads start largest first, so that a big package does not begin last and
+        keep one thread busy after the others have finished. ``before`` is the
+        previous compose's manifest: the mtimes of what is linked.
         """
         for directory in sorted({t.parent for p in placements for t in p.targets}):
             directory.mkdir(parents=True, exist_ok=True)
@@ -398,6 +400,7 @@ class Composer:
         for p in placements:
             if p.reuse is None or not self._link(p, prev_times):
                 downloads.append(p)
+        downloads.sort(key=lambda p: p.fact.size, reverse=True)
         self.reporter.start(f"compose {self.request.sig} {self.request.release}",
                             sum(p.fact.size for p in downloads))  # fmt: skip
         try:

@@ -16,7 +16,7 @@ from reconciler.composemeta import read_record
 from reconciler.layout import ComposeTree
 
 from .clients import dnf_install
-from .conftest import DesiredState, Host, Upstream, tree_digest
+from .conftest import DesiredState, Host, Upstream, tree_digest, write_host_config
 
 
 def run_compose(cli: Any, host: Host, ds: DesiredState, *extra: str) -> Any:
@@ -169,6 +169,21 @@ def test_second_compose_downloads_only_the_changed_package(
     assert r1.upstream_revision != r2.upstream_revision
     changed = {k for k in r1.upstream if r1.upstream[k] != r2.upstream[k]}
     assert changed == {"core-common/x86_64"}
+
+
+def test_downloads_start_with_the_largest_package(
+    cli: Any, tmp_path: Path, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    """One download thread makes the order visible: largest first, whatever the metadata's."""
+    root = tmp_path / "one-worker"
+    root.mkdir()
+    download = {"workers": 1, "retries": 2, "backoff": 0.01, "timeout": 10}
+    host = Host(write_host_config(root, upstream.server.base_url, download=download), root)
+    assert run_compose(cli, host, desired_state).code == 0
+    served = [p for p in upstream.server.requests if p.endswith(".rpm")]
+    sizes = [(upstream.server.root / p.lstrip("/")).stat().st_size for p in served]
+    assert len(set(sizes)) > 1, "the sample packages must differ in size for this test"
+    assert sizes == sorted(sizes, reverse=True)
 
 
 @pytest.mark.parametrize(
