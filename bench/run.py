@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -134,6 +135,8 @@ class Run:
     err: str
     calls: int | None = None
     breakdown: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds the bench process spent meanwhile: the upstream server's threads.
+    server_cpu: float = 0.0
 
 
 class CommandFailed(RuntimeError):
@@ -178,11 +181,13 @@ def run(
         timed = [TIME, "-f", "%M", "-o", frss.name, *full] if TIME else full
         os.sync()  # what earlier steps wrote is flushed now, not during this step (both sides)
         started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         proc = subprocess.Popen(
             timed, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=ROOT
         )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
         proc.returncode = os.waitstatus_to_exitcode(status)
         fo.seek(0)
         fe.seek(0)
@@ -191,7 +196,8 @@ def run(
         if TIME:
             text = Path(frss.name).read_text().split()
             rss = int(text[-1]) if text and text[-1].isdigit() else -1
-    result = Run(full, seconds, rss, proc.returncode, out, err)
+    server_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result = Run(full, seconds, rss, proc.returncode, out, err, server_cpu=server_cpu)
     if strace is not None:
         result.breakdown = parse_strace(strace.read_text())
         result.calls = sum(v for k, v in result.breakdown.items() if k in META_SYSCALLS)
@@ -462,6 +468,7 @@ class World:
         self.server.reset_counts()
         started = time.perf_counter()
         rss = 0
+        server_cpu = 0.0
         failed: list[str] = []
         for repo, arches in self.env.repos.items():
             for variant in [a for arch in arches for a in (arch, f"{arch}-debug")] + ["src"]:
@@ -486,6 +493,7 @@ class World:
                     cmd.append("--delete")
                 r = run(cmd, check=False)
                 rss = max(rss, r.rss_kb)
+                server_cpu += r.server_cpu
                 shutil.rmtree(cache, ignore_errors=True)
                 if r.rc != 0:
                     lines = r.err.replace("\r", "\n").splitlines()
@@ -496,7 +504,13 @@ class World:
         seconds = time.perf_counter() - started
         nbytes, _ = self.served_bytes()
         return Run(
-            ["dnf", "reposync", "..."], seconds, rss, 1 if failed else 0, "", "; ".join(failed)
+            ["dnf", "reposync", "..."],
+            seconds,
+            rss,
+            1 if failed else 0,
+            "",
+            "; ".join(failed),
+            server_cpu=server_cpu,
         ), nbytes
 
 
@@ -509,6 +523,7 @@ def _plus(first: Run, then: Run) -> Run:
         first.rc or then.rc,
         "",
         first.err or then.err,
+        server_cpu=first.server_cpu + then.server_cpu,
     )
 
 
@@ -536,6 +551,8 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
             res[key] = {"failed": r.err or f"exit {r.rc}", **extra}
             print(f"    {key:34s} FAILED: {res[key]['failed']}", flush=True)
             return
+        if r.server_cpu >= 0.05:  # steps that download: what serving them cost
+            extra = {"server_cpu": round(r.server_cpu, 2), **extra}
         res[key] = {"s": r.seconds, "rss_kb": r.rss_kb, **extra}
         if r.calls is not None:
             res[key]["calls"] = r.calls
