@@ -73,6 +73,51 @@ def link_or_copy(src: Path, dst: Path) -> bool:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
     tmp = tmp_name(dst)
-    shutil.copy2(src, tmp, follow_symlinks=False)
+    copy_file(src, tmp)
     tmp.replace(dst)
     return False
+
+
+#: sendfile(2) between two files is Linux's; elsewhere the bytes go through a buffer.
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy the regular file ``src`` to ``dst`` with its mode and times (as ``rsync -pt``).
+
+    Extended attributes are not copied (nor does ``rsync`` without ``-X``): the copy
+    takes the labels of where it lands. Neither name may be a symlink. ``dst`` is
+    created or truncated, and removed again if the copy fails (a full disk, say).
+    About 8 system calls a file, where :func:`shutil.copy2` makes some 17.
+    """
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd_in)
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            _copy_bytes(fd_in, fd_out, st.st_size)
+            os.fchmod(fd_out, st.st_mode & 0o7777)
+            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except BaseException:
+            os.close(fd_out)
+            dst.unlink(missing_ok=True)
+            raise
+        os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+def _copy_bytes(fd_in: int, fd_out: int, size: int) -> None:
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(fd_out, fd_in, offset, size - offset)
+            if sent == 0:
+                break  # the source shrank meanwhile: copy what there is
+            offset += sent
+        return
+    except OSError as exc:
+        if offset or exc.errno not in _NO_SENDFILE:
+            raise
+    with open(fd_in, "rb", closefd=False) as reader, open(fd_out, "wb", closefd=False) as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)

@@ -27,7 +27,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
-from .fsutil import TMP_SUFFIX, fsync_dir, inside, tmp_name
+from .fsutil import TMP_SUFFIX, copy_file, fsync_dir, inside, tmp_name
 from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
 
@@ -137,7 +136,7 @@ class Publisher:
                 return self._placed(src, dst, None)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
-        if _same_inode(src.path, dst):
+        if not self._cross_fs and _same_inode(src.path, dst):
             # already in place (a publish interrupted before it recorded its inventory):
             # renaming a second link of the same inode over it would do nothing at all
             return entry_for(self._key(src.rel), dst.lstat(), _sha1(dst) if src.is_repomd else None)
@@ -151,7 +150,7 @@ class Publisher:
                     raise OSError(errno.EXDEV, "known to be another filesystem")
                 os.link(src.path, tmp, follow_symlinks=False)
             except OSError:  # another filesystem: copy now, flush once before repomd.xml
-                shutil.copy2(src.path, tmp, follow_symlinks=False)
+                copy_file(src.path, tmp)
                 self._unsynced = True
         tmp.replace(dst)
         if src.is_repomd:
