@@ -208,7 +208,7 @@ def _assemble_timelist(file_lines: list[str], checksum_lines: list[str]) -> str:
 
 def _timelist_text(listed: list[EntryRow]) -> str:
     return _assemble_timelist(
-        [f"{mtime}\t{kind}\t{size}\t{path}" for path, kind, size, mtime, _ in listed],
+        list(map(_file_line, listed)),
         [f"{sha1}\t{path}" for path, _, _, _, sha1 in listed if sha1 is not None],
     )
 
@@ -343,13 +343,20 @@ def contents_digest(contents: Mapping[str, str]) -> str:
     return lists_digest(*(_encode(contents[name]) for name in (FILELIST, TIMELIST)))
 
 
-def read_lists(top: Path) -> tuple[str, str, str] | None:
-    """(``fullfilelist``, ``fullfiletimelist``, their :func:`lists_digest`) as they are in
-    ``top``; ``None`` if either is missing or not a regular file."""
+class ListsOnDisk(NamedTuple):
+    """``fullfilelist`` and ``fullfiletimelist`` as they are in a tree, and their digest."""
+
+    filelist: str
+    timelist: str
+    digest: str  # :func:`lists_digest`
+
+
+def read_lists(top: Path) -> ListsOnDisk | None:
+    """The lists in ``top``; ``None`` if either is missing or not a regular file."""
     filelist, timelist = _current(top / FILELIST), _current(top / TIMELIST)
     if filelist is None or timelist is None:
         return None
-    return (
+    return ListsOnDisk(
         filelist.decode("utf-8", "surrogateescape"),
         timelist.decode("utf-8", "surrogateescape"),
         lists_digest(filelist, timelist),

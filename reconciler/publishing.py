@@ -138,7 +138,9 @@ class Publisher:
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
         if not self._cross_fs and _same_inode(src.path, dst):
             # already in place (a publish interrupted before it recorded its inventory):
-            # renaming a second link of the same inode over it would do nothing at all
+            # renaming a second link of the same inode over it would do nothing at all.
+            # Once links do not work here (_cross_fs) the next step is a copy, a new
+            # inode, so the check is not needed (and across devices it cannot hold).
             return entry_for(self._key(src.rel), dst.lstat(), _sha1(dst) if src.is_repomd else None)
         tmp = tmp_name(dst)
         checksum = None
@@ -390,12 +392,12 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
         why = "none written from the state yet"
     else:
         current = read_lists(top)
-        if current is not None and current[2] == recorded:
+        if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
             rows = {row[0]: row for row in state.listing_of("production", prefix, under)}
             start = len(prefix)
             patched = patch_all(
-                current[0], current[1], {p[start:]: rows.get(p[start:]) for p in under}
+                current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}
             )
             if patched is not None:
                 log.info("file lists of %s: %d changed path(s) patched in", top, len(under))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from .conftest import (
     tree_digest,
     wait_until,
 )
+from .mounts import needs_root, tmpfs
 from .test_compose import compose_dirs, run_compose
 
 LATEST = "latest-SIG-core-9"
@@ -163,22 +162,11 @@ def test_href_leaving_the_repo_is_refused(
     assert not any(".." in p or p.startswith("/abs") for p in upstream.server.requests)
 
 
-@contextmanager
-def read_only_mount(path: Path) -> Iterator[None]:
-    """A real read-only filesystem (root ignores permission bits, so chmod would not do)."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
+@needs_root
 def test_compose_root_not_writable(
     cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
 ) -> None:
-    with read_only_mount(host.compose_root):
+    with tmpfs(host.compose_root, "ro,size=1m"):  # root ignores permission bits
         result = run_compose(cli, host, desired_state)
         assert result.code == 1
         assert str(host.compose_root / "9") in result.err

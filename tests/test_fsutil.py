@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,17 +11,7 @@ import pytest
 from reconciler import fsutil
 from reconciler.fsutil import copy_file, link_or_copy
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
+from .mounts import needs_root, tmpfs
 
 
 def make_source(path: Path, size: int = 300_000, mode: int = 0o640) -> Path:
@@ -89,7 +76,7 @@ def test_copy_without_sendfile_goes_through_a_buffer(
 @needs_root
 def test_copy_to_another_filesystem_and_link_or_copy(tmp_path: Path) -> None:
     src = make_source(tmp_path / "a.rpm", 2_000_000, 0o644)
-    with tmpfs(tmp_path / "other", "16m") as other:
+    with tmpfs(tmp_path / "other", "size=16m") as other:
         copy_file(src, other / "b.rpm")
         assert_same_file(src, other / "b.rpm")
         assert link_or_copy(src, other / "c.rpm") is False
@@ -102,7 +89,7 @@ def test_copy_to_another_filesystem_and_link_or_copy(tmp_path: Path) -> None:
 @needs_root
 def test_a_full_disk_fails_the_copy_and_leaves_nothing(tmp_path: Path) -> None:
     src = make_source(tmp_path / "a.rpm", 3_000_000)
-    with tmpfs(tmp_path / "small", "1m") as small:
+    with tmpfs(tmp_path / "small", "size=1m") as small:
         with pytest.raises(OSError) as caught:
             copy_file(src, small / "b.rpm")
         assert caught.value.errno == errno.ENOSPC

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from reconciler.state import StateDB
 from reconciler.verifying import verify_tree
 
 from .clients import dnf_install
+from .mounts import needs_root, remount, tmpfs
 from .publish_support import CATEGORY, SIG_REL, World, build_world, history
 
 REPO = "x86_64/core-common"
@@ -207,24 +206,10 @@ def test_two_publishes_to_the_same_tree(world: World, capsys: pytest.CaptureFixt
     assert world.run("apply") == 0
 
 
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[None]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+@needs_root
 def test_read_only_and_full_production_filesystem(tmp_path: Path) -> None:
     prod = tmp_path / "world" / "production"
-    with tmpfs(prod, "4m"):
+    with tmpfs(prod, "size=4m"):
         for w in build_world(tmp_path):
             before = repomd(prod)
             w.pin(w.b)
