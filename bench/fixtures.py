@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reconciler import sampleupstream as su
 from reconciler.cli import main
 from reconciler.state import StateDB
+from reconciler.vocabulary import Stage
 from tests import publish_support as ps
 from tests.conftest import PROJECT_ID, REPOS, make_desired_state, write_host_config
 
@@ -79,8 +80,8 @@ def publish(root: Path, runs: int) -> None:
                     world.pin(world.b)
                     shutil.rmtree(world.production)
                     with StateDB.open(world.root / "state") as state:
-                        state.clear_target("core", "9", "production")
-                        state.replace_inventory("production", "mirror/", [])
+                        state.targets.clear("core", "9", Stage.PRODUCTION)
+                        state.inventory.replace(Stage.PRODUCTION, "mirror/", [])
                 elif label.startswith("promotion"):
                     world.pin(world.b)
                 if i < runs:

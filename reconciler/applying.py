@@ -14,22 +14,22 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drift
-from .composemeta import ComposeStatus
+from .composemeta import write_status
 from .errors import PublishError, ReconcilerError
-from .facts import PUBLISHED_STAGES, Stage
+from .facts import Learned, TargetKey
 from .hostconfig import HostConfig
-from .layout import ComposeTree
+from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
 from .manifest import Changes, read_changes
 from .names import COMPOSE_ID_RE
-from .planning import Action, ActionKind, Plan, TargetState, Verdict
+from .planning import Action, Plan, Verdict
 from .publishing import Publisher, delete_due, write_production_filelists
 from .spec import Spec
-from .state import StateDB, TargetRecord, TargetStatus
+from .state import ActionStart, StateDB, TargetRecord, TargetStatus
+from .vocabulary import PUBLISHED_STAGES, ActionKind, ComposeStatus, Result, Stage, TargetState
 
 if TYPE_CHECKING:
     from .progress import Reporter
@@ -62,7 +62,7 @@ class Context:
 @dataclass(frozen=True)
 class ActionResult:
     action: Action
-    result: str  # ok | failed | blocked | skipped
+    result: Result
     error: str | None = None
     compose_id: str | None = None
     bytes: int = 0
@@ -77,7 +77,7 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.result == "ok" for r in self.results) and not self.stopped
+        return all(r.result is Result.OK for r in self.results) and not self.stopped
 
 
 @dataclass
@@ -87,18 +87,16 @@ class _Outcome:
     files: int = 0
 
 
-def publish_marker(stage: str, sig: str, release: str) -> str:
-    """The state's ``meta`` key that says a publish to this target has not finished (or its
-    inventory was rebuilt from the tree): the next publish then compares everything."""
-    return f"publishing/{stage}/{sig}/{release}"
-
-
-def stage_root(host: HostConfig, stage: Stage) -> Path:
-    return host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
-
-
-def target_prefix(spec: Spec, sig: str, release: str) -> PurePosixPath:
-    return PurePosixPath(spec.defaults.publish.category, release, sig)
+def record_learned(state: StateDB, learned: Learned) -> None:
+    """Keep what observing learned (upstream validators, drift findings): observing
+    itself never writes."""
+    if learned.upstream:
+        state.sources.set_upstream_cache(learned.upstream)
+    if learned.drift is not None:
+        for key, found in learned.drift.items():
+            state.sources.set_drift(key, found)
+    if learned.drift_checked_at is not None:
+        state.sources.set_drift_checked(learned.drift_checked_at)
 
 
 @dataclass
@@ -123,35 +121,40 @@ class Applier:
             key = (action.sig, action.release)
             if key in failed:
                 results.append(
-                    ActionResult(action, "skipped", "an earlier action of this SIG release failed")
+                    ActionResult(
+                        action, Result.SKIPPED, "an earlier action of this SIG release failed"
+                    )
                 )
                 continue
             result = self._run(action)
             results.append(result)
-            if result.result != "ok":
+            if result.result is not Result.OK:
                 failed.add(key)
         self._delete_due()
         self._record_statuses(plan.verdicts, results)
         return ApplyResult(tuple(results), stopped)
 
     def _event(
-        self, action: Action, name: str, result: str | None = None, error: str | None = None
+        self, action: Action, name: str, result: Result | None = None, error: str | None = None
     ) -> Event:
         stage = action.stage or Stage.COMPOSE
         compose_id = action.compose_id or self._new.get((action.sig, action.release))
-        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        tree = self.host.compose_tree(action.sig, action.release)
         target = None
         if stage is not Stage.COMPOSE:
-            prefix = target_prefix(self.spec, action.sig, action.release)
-            target = str(stage_root(self.host, stage).joinpath(*prefix.parts))
+            target = str(self._published(action, stage).path)
         return Event(
             name, action.sig, action.release, stage.value, compose_id, self.context.revision,
             self.context.author, result, error,
             str(tree.sig_dir(compose_id)) if compose_id else None, target,
         )  # fmt: skip
 
+    def _published(self, action: Action, stage: Stage) -> PublishedTree:
+        category = self.spec.defaults.publish.category
+        return self.host.published(category, stage, action.sig, action.release)
+
     def _hooks(
-        self, action: Action, name: str, result: str | None = None, error: str | None = None
+        self, action: Action, name: str, result: Result | None = None, error: str | None = None
     ) -> list[HookFailure]:
         if action.kind is ActionKind.PRUNE:
             return []
@@ -160,16 +163,18 @@ class Applier:
 
     def _run(self, action: Action) -> ActionResult:
         now = datetime.now(UTC)
-        action_id = self.state.start_action(
-            action=action.kind.value,
-            sig=action.sig,
-            release=action.release,
-            stage=action.stage.value if action.stage else None,
-            compose_id=action.compose_id,
-            reason=action.reason,
-            revision=self.context.revision,
-            author=self.context.author,
-            started_at=now,
+        action_id = self.state.history.start(
+            ActionStart(
+                action=action.kind.value,
+                sig=action.sig,
+                release=action.release,
+                stage=action.stage,
+                compose_id=action.compose_id,
+                reason=action.reason,
+                revision=self.context.revision,
+                author=self.context.author,
+                started_at=now,
+            )
         )
         stage = (action.stage or Stage.COMPOSE).value
         blocked = self._hooks(action, f"pre-{stage}")
@@ -181,10 +186,10 @@ class Applier:
                 error,
                 extra={"event": "action.blocked", **_fields(action)},
             )
-            self.state.finish_action(
-                action_id, result="blocked", error=error, finished_at=datetime.now(UTC)
+            self.state.history.finish(
+                action_id, result=Result.BLOCKED, error=error, finished_at=datetime.now(UTC)
             )
-            return ActionResult(action, "blocked", error)
+            return ActionResult(action, Result.BLOCKED, error)
         log.info(
             "apply: %s (%s)",
             action.describe(),
@@ -200,14 +205,14 @@ class Applier:
                 exc,
                 extra={"event": "action.failed", **_fields(action)},
             )
-            self.state.finish_action(
-                action_id, result="failed", error=str(exc), finished_at=datetime.now(UTC)
+            self.state.history.finish(
+                action_id, result=Result.FAILED, error=str(exc), finished_at=datetime.now(UTC)
             )
-            self._hooks(action, f"post-{stage}", "failed", str(exc))
-            self._hooks(action, "on-failure", "failed", str(exc))
+            self._hooks(action, f"post-{stage}", Result.FAILED, str(exc))
+            self._hooks(action, "on-failure", Result.FAILED, str(exc))
             seconds = (datetime.now(UTC) - now).total_seconds()
-            return ActionResult(action, "failed", str(exc), seconds=seconds)
-        self._hooks(action, f"post-{stage}", "ok")
+            return ActionResult(action, Result.FAILED, str(exc), seconds=seconds)
+        self._hooks(action, f"post-{stage}", Result.OK)
         log.info(
             "apply: %s done",
             action.describe(),
@@ -219,9 +224,9 @@ class Applier:
                 "compose_id": outcome.compose_id,
             },
         )
-        self.state.finish_action(
+        self.state.history.finish(
             action_id,
-            result="ok",
+            result=Result.OK,
             bytes=outcome.bytes,
             files=outcome.files,
             finished_at=datetime.now(UTC),
@@ -229,7 +234,7 @@ class Applier:
         )
         seconds = (datetime.now(UTC) - now).total_seconds()
         return ActionResult(
-            action, "ok", None, outcome.compose_id, outcome.bytes, outcome.files, seconds
+            action, Result.OK, None, outcome.compose_id, outcome.bytes, outcome.files, seconds
         )
 
     def _execute(self, action: Action) -> _Outcome:
@@ -256,20 +261,15 @@ class Applier:
         compose_id = action.compose_id or self._new.get((action.sig, action.release))
         if compose_id is None:
             raise PublishError("no compose to publish: the compose of this plan did not finish")
-        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        tree = self.host.compose_tree(action.sig, action.release)
         source = tree.sig_dir(compose_id)
         if not source.is_dir():
             raise PublishError(f"{source}: compose {compose_id} is missing on disk")
-        publisher = Publisher(
-            self.state,
-            action.stage.value,
-            stage_root(self.host, action.stage),
-            target_prefix(self.spec, action.sig, action.release),
-        )
+        publisher = Publisher(self.state, self._published(action, action.stage))
         grace = self.spec.defaults.publish.delete_grace
-        marker = publish_marker(action.stage.value, action.sig, action.release)
-        changes = None if action.repair else self._changes(tree, action, compose_id, marker)
-        self.state.set_meta(marker, compose_id)  # cleared once the target record says so
+        key = TargetKey(action.stage, action.sig, action.release)
+        changes = None if action.repair else self._changes(tree, key, compose_id)
+        self.state.targets.mark_publishing(key, compose_id)  # until the target record says so
         stats = publisher.publish(
             source,
             grace,
@@ -278,34 +278,31 @@ class Applier:
             manifest=tree.manifest(compose_id),
             changes=changes,
         )
-        drift.store(self.state, action.stage.value, action.sig, action.release, [])
+        self.state.sources.set_drift(key, ())
         if action.stage is Stage.PRODUCTION:
             self._write_filelists()
-        self.state.set_target(
+        self.state.targets.set(
             TargetRecord(
                 action.sig,
                 action.release,
-                action.stage.value,
+                action.stage,
                 compose_id,
                 datetime.now(UTC),
                 self.context.revision,
             )
         )
-        self.state.set_meta(marker, None)
+        self.state.targets.published(key)
         return _Outcome(compose_id, stats.bytes, stats.files)
 
-    def _changes(
-        self, tree: ComposeTree, action: Action, compose_id: str, marker: str
-    ) -> list[Changes] | None:
+    def _changes(self, tree: ComposeTree, key: TargetKey, compose_id: str) -> list[Changes] | None:
         """The composes' changes files leading from what the target holds to ``compose_id``
         (oldest first), or None: then the publish compares the whole inventory.
 
-        None as well when an earlier publish to the target did not finish (its marker is
-        still set): the inventory may then hold part of another compose.
+        None as well when an earlier publish to the target did not finish (it is still
+        marked publishing): the inventory may then hold part of another compose.
         """
-        assert action.stage is not None
-        held = self.state.target(action.sig, action.release, action.stage.value)
-        if held is None or held.compose_id == compose_id or self.state.get_meta(marker):
+        held = self.state.targets.get(key.sig, key.release, key.stage)
+        if held is None or held.compose_id == compose_id or self.state.targets.is_publishing(key):
             return None
         chain: list[Changes] = []
         cid = compose_id
@@ -324,28 +321,28 @@ class Applier:
             raise ReconcilerError(f"refusing to prune {cid!r}: not a compose of this SIG release")
         in_use = [
             t.stage
-            for t in self.state.targets()
+            for t in self.state.targets.all()
             if (t.sig, t.release, t.compose_id) == (action.sig, action.release, cid)
         ]
         if in_use:
             raise ReconcilerError(f"refusing to prune {cid}: published in {', '.join(in_use)}")
-        tree = ComposeTree(self.host.roots.compose, action.sig, action.release)
+        tree = self.host.compose_tree(action.sig, action.release)
         if tree.latest_link.is_symlink() and tree.latest_link.readlink().name == cid:
             raise ReconcilerError(f"refusing to prune {cid}: {tree.latest_link} points to it")
         path = tree.compose_dir(cid)
         if path.is_dir() and not path.is_symlink():
             # mark first, so that a crash mid-way leaves an obviously dead compose
-            (path / "STATUS").write_text(f"{ComposeStatus.DOOMED.value}\n")
+            write_status(path, ComposeStatus.DOOMED)
             shutil.rmtree(path)
         return _Outcome(cid)
 
     def _delete_due(self) -> None:
         for stage in PUBLISHED_STAGES:
-            root = stage_root(self.host, stage)
+            root = self.host.roots.of(stage)
             if not root.is_dir():
                 continue
             try:
-                count = delete_due(self.state, stage.value, root, datetime.now(UTC))
+                count = delete_due(self.state, stage, root, datetime.now(UTC))
             except OSError as exc:
                 log.error("deleting due files under %s failed: %s", root, exc)
                 continue
@@ -371,17 +368,15 @@ class Applier:
         for v in verdicts:
             state, actual, reason = v.state, v.actual, v.reason
             done = outcome.get((v.sig, v.release, v.stage))
-            if done is not None and done.result == "ok":
+            if done is not None and done.result is Result.OK:
                 state, actual = TargetState.SYNCED, done.compose_id or actual
                 reason = f"applied: {done.action.reason}"
-            elif done is not None and done.result == "blocked":
+            elif done is not None and done.result is Result.BLOCKED:
                 state, reason = TargetState.BLOCKED, f"blocked: {done.error}"
             elif done is not None:
                 state, reason = TargetState.FAILED, f"{done.result}: {done.error}"
-            desired = actual if done is not None and done.result == "ok" else v.desired
+            desired = actual if done is not None and done.result is Result.OK else v.desired
             statuses.append(
-                TargetStatus(
-                    v.sig, v.release, v.stage.value, state.value, desired, actual, reason, now
-                )
+                TargetStatus(v.sig, v.release, v.stage, state, desired, actual, reason, now)
             )
-        self.state.set_statuses(statuses)
+        self.state.targets.set_statuses(statuses)

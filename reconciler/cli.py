@@ -18,16 +18,28 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import ConfigError, ReconcilerError, SpecError
 from .logs import setup_logging
+from .vocabulary import TROUBLE_STATES, Result
 
 if TYPE_CHECKING:
     from .composing import ComposeResult
     from .hostconfig import HostConfig
     from .recordcache import RecordCache
+    from .state import StateDB
 
 EPILOG = """\
 The host config (--config, $RECONCILER_CONFIG, /etc/reconciler/config.yaml) says
 where the compose, staging and production roots and the state directory are.
 See DESIGN.md and the README for the desired-state schema."""
+
+
+#: How ``apply`` prints each action's result.
+_RESULT_MARKS = {
+    Result.OK: "done",
+    Result.FAILED: "FAILED",
+    Result.BLOCKED: "BLOCKED",
+    Result.SKIPPED: "skipped",
+    Result.RUNNING: "running",
+}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -248,7 +260,7 @@ def _spec_dir(args: argparse.Namespace) -> Path:
     host = _host(args)
     if host.git is None:
         raise ConfigError("no --desired-state given and the host config has no git section")
-    return host.state_dir / "checkout"
+    return host.layout.checkout
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -378,13 +390,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         )
     assert result.applied is not None
     for r in result.applied.results:
-        mark = {"ok": "done", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped"}[
-            r.result
-        ]
+        mark = _RESULT_MARKS[r.result]
         print(f"{mark}: {r.action.describe()}" + (f": {r.error}" if r.error else ""))
     if not result.plan.actions:
         print("nothing to do")
-    blocked = [v for v in result.plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    blocked = [v for v in result.plan.verdicts if v.state in TROUBLE_STATES]
     for v in blocked:
         print(f"{v.state}: {v.sig} {v.release} {v.stage}: {v.reason}")
     for problem in result.source.problems:
@@ -401,15 +411,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Loop(host, args.desired_state).run(once=args.once)
 
 
-def _source_summary(state: object) -> dict[str, object]:
-    import json
-
-    from .reconciling import META_GOOD, META_PROBLEMS
-    from .state import StateDB
-
-    assert isinstance(state, StateDB)
-    problems = json.loads(state.get_meta(META_PROBLEMS) or "[]")
-    return {"revision": state.get_meta(META_GOOD), "problems": problems}
+def _source_summary(state: StateDB) -> dict[str, object]:
+    source = state.sources.source()
+    return {"revision": source.good_revision, "problems": list(source.problems)}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -418,7 +422,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     host = _host(args)
     with open_state(host) as state:
-        print_status(state.statuses(), _source_summary(state), args.format)
+        print_status(state.targets.statuses(), _source_summary(state), args.format)
     return 0
 
 
@@ -428,7 +432,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     host = _host(args)
     with open_state(host) as state:
-        print_history(state.history(args.limit, sig=args.sig), args.format)
+        print_history(state.history.entries(args.limit, sig=args.sig), args.format)
     return 0
 
 
@@ -475,20 +479,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify_drift(args: argparse.Namespace) -> int:
-    from . import drift
+    from datetime import UTC, datetime
+
+    from .applying import record_learned
+    from .facts import Learned
     from .observing import check_drift
     from .reconciling import load_source, open_state
 
     host = _host(args)
     with open_state(host) as state:
         source = load_source(host, state, args.desired_state, _record_cache())
-        counts = check_drift(source.spec, host, state)
-        total = 0
-        for (sig, release, stage), n in sorted(counts.items()):
-            total += n
-            print(f"{sig} {release} {stage}: " + ("no drift" if not n else f"{n} path(s) drifted"))
-            for line in drift.load(state, stage, sig, release):
-                print(f"  {line}")
+        found = check_drift(source.spec, host, state)
+        record_learned(state, Learned(drift=found, drift_checked_at=datetime.now(UTC)))
+    total = 0
+    for key in sorted(found, key=lambda k: (k.sig, k.release, k.stage)):
+        n = len(found[key])
+        total += n
+        what = "no drift" if not n else f"{n} path(s) drifted"
+        print(f"{key.sig} {key.release} {key.stage}: {what}")
+        for finding in found[key]:
+            print(f"  {finding}")
     return 0 if total == 0 else 1
 
 

@@ -10,22 +10,15 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 from .fsutil import atomic_write
-from .layout import ComposeTree, Variant, VariantKind, productmd_variant_id
+from .layout import ComposeTree, Variant, productmd_variant_id
 from .names import COMPOSE_ID_RE
 from .selection import PackageFact
+from .vocabulary import ComposeStatus, VariantKind
 
 RECORD_NAME = "reconciler.json"
-
-
-class ComposeStatus(StrEnum):
-    STARTED = "STARTED"
-    FINISHED = "FINISHED"
-    FINISHED_INCOMPLETE = "FINISHED_INCOMPLETE"
-    DOOMED = "DOOMED"
 
 
 @dataclass(frozen=True)

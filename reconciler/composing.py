@@ -38,7 +38,6 @@ from .composemeta import (
     RECORD_NAME,
     ComposeOnDisk,
     ComposeRecord,
-    ComposeStatus,
     list_composes,
     read_record,
     upstream_revision,
@@ -48,7 +47,7 @@ from .composemeta import (
 from .errors import ComposeError, ReconcilerError, UpstreamError
 from .fsutil import atomic_write, link_or_copy, swap_symlink
 from .hostconfig import HostConfig
-from .layout import ComposeTree, Variant, variants_of
+from .layout import ComposeTree, Variant
 from .locking import exclusive_lock
 from .manifest import (
     SourceFile,
@@ -62,8 +61,9 @@ from .names import safe_relpath
 from .progress import NullReporter, Reporter
 from .selection import PackageFact, check_href, duplicate_targets, select, target_href
 from .signatures import Keyring
-from .spec import ReleaseSpec, Spec
+from .spec import ReleaseSpec, Spec, variants_of
 from .upstream import Expected, Upstream
+from .vocabulary import ComposeStatus
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from . import sampleupstream as su
 from .hostconfig import HostConfig, load_host_config
 from .reconciling import open_state, run_pass
 from .reporting import plan_text, print_history, print_status
+from .vocabulary import Stage
 
 PROJECT_ID = "00000000-0000-4000-8000-000000000001"
 REPOS = {"demo-common": ["x86_64", "aarch64"], "demo-extras": ["x86_64"]}
@@ -118,9 +119,9 @@ def _step(title: str, host: HostConfig) -> str | None:
         for r in result.applied.results if result.applied else ():
             print(f"  -> {r.result}: {r.action.describe()}" + (f" ({r.error})" if r.error else ""))
         print()
-        print_status(state.statuses(), {"revision": result.source.revision, "problems": []},
+        print_status(state.targets.statuses(), {"revision": result.source.revision, "problems": []},
                      "table")  # fmt: skip
-        target = state.target("demo", "9", "staging")
+        target = state.targets.get("demo", "9", Stage.STAGING)
         return target.compose_id if target else None
 
 
@@ -163,7 +164,7 @@ def run_demo(directory: Path | None) -> int:
 
     with open_state(host) as state:
         print(f"\n{'=' * 78}\nHistory: what was applied, from which commit, by whom\n{'=' * 78}")
-        print_history(state.history(), "table")
+        print_history(state.history.entries(), "table")
     _epilogue(work, host)
     return 0
 
@@ -179,7 +180,7 @@ def _epilogue(work: Path, host: HostConfig) -> None:
           staging:               {host.roots.staging / "mirror/pub/sig/9/demo"}
           production:            {prod}
           mirror file lists:     {host.roots.production / "mirror/pub/sig"}/fullfiletimelist-sig
-          state database:        {host.state_dir / "state.db"}
+          state database:        {host.layout.database}
 
         Try:
           reconciler status  --config {work / "config.yaml"}

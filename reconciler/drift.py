@@ -1,81 +1,76 @@
 """Drift: a published target compared with its inventory, by stat only (no hashing).
 
 A missing, changed (size, mtime or inode) or unexpected file under a published
-SIG directory is drift. The check walks the target, so it runs on a
+SIG directory is drift. The whole check walks the target, so it runs on a
 host-configured interval (``drift_interval``, default hourly) and on demand
-(``reconciler verify --drift``), never on the hot path. Results are kept in
-the state, read by observing, and repaired by the next apply when the host
-says ``drift: repair``.
+(``reconciler verify --drift``), never on the hot path; every pass only stats
+each published ``repomd.xml``. These functions read the trees and return
+findings; the apply step records them in the state, and the next apply repairs
+them when the host says ``drift: repair``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 
+from .facts import DriftFinding
 from .fsutil import TMP_SUFFIX
-from .state import StateDB
-
-META_CHECKED = "drift_checked_at"
-
-
-@dataclass(frozen=True, order=True)
-class Drift:
-    path: str  # relative to the stage root
-    what: str  # missing | changed | unexpected
-
-    def __str__(self) -> str:
-        return f"{self.what}: {self.path}"
+from .layout import PublishedTree, Variant
+from .state import InventoryEntry
+from .vocabulary import DriftKind, InventoryKind
 
 
-def meta_key(stage: str, sig: str, release: str) -> str:
-    return f"drift/{stage}/{sig}/{release}"
+def _differs(entry: InventoryEntry, st: os.stat_result) -> bool:
+    return (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.ino)
 
 
-def check_target(state: StateDB, stage: str, stage_root: Path, prefix: str) -> list[Drift]:
-    """Compare every file under ``stage_root/prefix`` with the inventory."""
-    inventory = state.inventory(stage, f"{prefix}/")
-    found: list[Drift] = []
+def check_target(
+    inventory: Mapping[str, InventoryEntry], tree: PublishedTree
+) -> tuple[DriftFinding, ...]:
+    """Compare every path under the target with its inventory (``tree``'s entries)."""
+    found: list[DriftFinding] = []
     for rel, entry in inventory.items():
         try:
-            st = (stage_root / rel).lstat()
+            st = (tree.root / rel).lstat()
         except FileNotFoundError:
-            found.append(Drift(rel, "missing"))
+            found.append(DriftFinding(rel, DriftKind.MISSING))
             continue
-        if entry.kind == "f" and (
-            not stat.S_ISREG(st.st_mode)
-            or (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.ino)
+        if entry.kind is InventoryKind.FILE and (
+            not stat.S_ISREG(st.st_mode) or _differs(entry, st)
         ):
-            found.append(Drift(rel, "changed"))
-    top = stage_root / prefix
-    for dirpath, _dirs, names in os.walk(top):
+            found.append(DriftFinding(rel, DriftKind.CHANGED))
+    for dirpath, _dirs, names in os.walk(tree.path):
         for name in names:
-            rel = str((Path(dirpath) / name).relative_to(stage_root))
+            rel = str((Path(dirpath) / name).relative_to(tree.root))
             if rel not in inventory and not name.endswith(TMP_SUFFIX):
-                found.append(Drift(rel, "unexpected"))
-    return sorted(found)
+                found.append(DriftFinding(rel, DriftKind.UNEXPECTED))
+    return tuple(sorted(found))
 
 
-def store(state: StateDB, stage: str, sig: str, release: str, drift: list[Drift]) -> None:
-    state.set_meta(
-        meta_key(stage, sig, release), json.dumps([str(d) for d in drift]) if drift else None
-    )
+def check_repomds(
+    inventory: Mapping[str, InventoryEntry], tree: PublishedTree, variants: Iterable[Variant]
+) -> tuple[DriftFinding, ...]:
+    """The cheap check of every pass: stat each published repomd.xml against the inventory."""
+    found = []
+    for variant in variants:
+        path = tree.repomd(variant)
+        entry = inventory.get(path)
+        if entry is None:
+            continue
+        try:
+            st = (tree.root / path).lstat()
+        except FileNotFoundError:
+            found.append(DriftFinding(path, DriftKind.MISSING))
+            continue
+        if _differs(entry, st):
+            found.append(DriftFinding(path, DriftKind.CHANGED))
+    return tuple(found)
 
 
-def load(state: StateDB, stage: str, sig: str, release: str) -> tuple[str, ...]:
-    raw = state.get_meta(meta_key(stage, sig, release))
-    return tuple(json.loads(raw)) if raw else ()
-
-
-def due(state: StateDB, interval: float, now: datetime | None = None) -> bool:
-    last = state.get_meta(META_CHECKED)
-    now = now or datetime.now(UTC)
-    return last is None or (now - datetime.fromisoformat(last)).total_seconds() >= interval
-
-
-def mark_checked(state: StateDB, now: datetime | None = None) -> None:
-    state.set_meta(META_CHECKED, (now or datetime.now(UTC)).isoformat())
+def due(checked_at: datetime | None, interval: float, now: datetime) -> bool:
+    """Whether the whole check is due (``interval`` seconds after the last one)."""
+    return checked_at is None or (now - checked_at).total_seconds() >= interval

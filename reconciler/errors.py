@@ -91,6 +91,15 @@ class SourceRejected(SourceError):
     """The fetched revision is refused: history rewritten, or a bad or missing signature."""
 
 
+class NoGoodRevision(SourceError):
+    """No revision of the desired state has validated yet; ``problems`` says why each
+    candidate was refused (an applying pass records them for ``status``)."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("no usable desired-state revision yet: " + " | ".join(problems))
+        self.problems = problems
+
+
 class StateError(ReconcilerError):
     """The state database is missing, corrupt or of an unknown schema version."""
 

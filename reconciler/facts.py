@@ -12,19 +12,53 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from .composemeta import ComposeStatus
+from .vocabulary import ComposeStatus, DriftKind, Stage
 
 
-class Stage(StrEnum):
-    COMPOSE = "compose"
-    STAGING = "staging"
-    PRODUCTION = "production"
+@dataclass(frozen=True, slots=True)
+class TargetKey:
+    """One published target: a SIG release at a stage."""
+
+    stage: Stage
+    sig: str
+    release: str
 
 
-PUBLISHED_STAGES = (Stage.STAGING, Stage.PRODUCTION)
+@dataclass(frozen=True, order=True, slots=True)
+class DriftFinding:
+    """A path of a published target that differs from what was published there."""
+
+    path: str  # relative to the stage root
+    what: DriftKind
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCacheEntry:
+    """Validators of the last fetch of an upstream ``repomd.xml`` (conditional requests)."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    sha256: str
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What observing learned that the state should keep. Observing never writes:
+    the apply step records this (:func:`reconciler.applying.record_learned`)."""
+
+    #: Validators of every upstream ``repomd.xml`` fetched anew.
+    upstream: tuple[UpstreamCacheEntry, ...] = ()
+    #: The drift found in each published target, when the drift check ran (else None).
+    drift: Mapping[TargetKey, tuple[DriftFinding, ...]] | None = None
+    #: When that drift check ran.
+    drift_checked_at: datetime | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -105,6 +139,8 @@ class Observed:
 
     now: datetime
     releases: Mapping[tuple[str, str], ReleaseFacts] = field(default_factory=dict)
+    #: What the state should keep; not part of the digest (it is not a fact of the world).
+    learned: Learned = field(default_factory=Learned, compare=False)
 
     def facts(self, sig: str, release: str) -> ReleaseFacts:
         return self.releases.get((sig, release)) or ReleaseFacts(sig, release)

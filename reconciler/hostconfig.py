@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from .errors import ConfigError, SpecError
+from .layout import ComposeTree, PublishedTree, StateLayout
 from .schema import Limits, Record
+from .vocabulary import Stage
 
 if TYPE_CHECKING:
     from .recordcache import RecordCache
@@ -49,6 +51,12 @@ class Roots(Record):
     compose: Path = Path("/mnt/compose")
     staging: Path = Path("/mnt/repos-staging")
     production: Path = Path("/mnt/repos-production")
+
+    def of(self, stage: Stage) -> Path:
+        """The root of a stage's trees."""
+        if stage is Stage.PRODUCTION:
+            return self.production
+        return self.staging if stage is Stage.STAGING else self.compose
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,19 @@ class HostConfig(Record):
     hooks: HooksConfig = HooksConfig()
     #: auto: JSON when stderr is not a terminal, text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
+
+    @property
+    def layout(self) -> StateLayout:
+        """Where things are in the state directory."""
+        return StateLayout(self.state_dir)
+
+    def compose_tree(self, sig: str, release: str) -> ComposeTree:
+        """The composes of a SIG release under the compose root."""
+        return ComposeTree(self.roots.compose, sig, release)
+
+    def published(self, category: str, stage: Stage, sig: str, release: str) -> PublishedTree:
+        """Where a SIG release is published at ``stage`` (staging or production)."""
+        return PublishedTree(stage, self.roots.of(stage), category, sig, release)
 
 
 def config_path(explicit: Path | None) -> Path:

@@ -1,4 +1,6 @@
-"""Where things are in the compose tree (DESIGN.md section 5). Pure: no I/O.
+"""Where every tree, list and state file lives, from validated names. Pure: no I/O.
+
+No other module builds these paths from strings. The compose tree:
 
 <root>/<release>/SIG-<sig>-<release>-<YYYYMMDD>.<respin>/
   COMPOSE_ID, STATUS, logs/
@@ -6,23 +8,23 @@
   compose/<release>/<sig>/<arch>/<repo>[-debug]/   compose/<release>/<sig>/source/<repo>/
   compose/<release>/<sig>/metadata/<GPG keys>
 <root>/<release>/latest-SIG-<sig>-<release> -> the newest FINISHED compose
+
+A published target (staging or production), :class:`PublishedTree`:
+<root>/<category>/<release>/<sig>/     the compose's ``compose/<release>/<sig>/``
+<root>/<category>/fullfilelist ...     the mirrors' file lists (production)
+
+The state directory, :class:`StateLayout`:
+<state_dir>/state.db  checkout/  candidate/  git/  apply.lock  trigger
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from .names import compose_id, latest_link_name
-from .spec import ReleaseSpec
-
-
-class VariantKind(StrEnum):
-    BINARY = "binary"
-    DEBUG = "debug"
-    SOURCE = "source"
+from .vocabulary import Stage, VariantKind
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,26 +52,6 @@ class Variant:
 
     def __str__(self) -> str:
         return f"{self.repo}/{self.upstream_arch}"
-
-
-def variants_of(
-    release: ReleaseSpec,
-    repos: frozenset[str] | None = None,
-    arches: frozenset[str] | None = None,
-) -> list[Variant]:
-    """Every variant a release composes, optionally only some repos and arches."""
-    out: list[Variant] = []
-    for repo, repo_spec in sorted(release.repos.items()):
-        if repos is not None and repo not in repos:
-            continue
-        repo_arches = [a for a in repo_spec.arches if arches is None or a in arches]
-        for arch in repo_arches:
-            out.append(Variant(repo, arch, VariantKind.BINARY))
-            if release.compose.debug:
-                out.append(Variant(repo, arch, VariantKind.DEBUG))
-        if release.compose.source and repo_arches:
-            out.append(Variant(repo, "src", VariantKind.SOURCE))
-    return out
 
 
 def productmd_variant_id(repo: str) -> str:
@@ -124,3 +106,78 @@ class ComposeTree:
     def variant_path_in_compose(self, variant: Variant) -> PurePosixPath:
         """A variant's path relative to ``compose/`` (productmd's paths are relative to it)."""
         return PurePosixPath(self.release, self.sig, variant.rel_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedTree:
+    """Where one SIG release is published at one stage: ``<root>/<category>/<release>/<sig>/``.
+
+    Inventory paths are relative to ``root`` and start with :attr:`prefix`.
+    """
+
+    stage: Stage
+    root: Path
+    category: str
+    sig: str
+    release: str
+
+    @property
+    def prefix(self) -> PurePosixPath:
+        return PurePosixPath(self.category, self.release, self.sig)
+
+    @property
+    def inventory_prefix(self) -> str:
+        """The string every inventory path of this target starts with."""
+        return f"{self.prefix}/"
+
+    @property
+    def path(self) -> Path:
+        return self.root.joinpath(*self.prefix.parts)
+
+    @property
+    def category_dir(self) -> Path:
+        """``<root>/<category>``: where production's file lists live."""
+        return self.root.joinpath(*PurePosixPath(self.category).parts)
+
+    def relpath(self, inside: PurePosixPath) -> str:
+        """The inventory path (relative to ``root``) of a path inside the SIG's tree."""
+        return str(self.prefix.joinpath(inside))
+
+    def repomd(self, variant: Variant) -> str:
+        """The inventory path of a variant's ``repodata/repomd.xml``."""
+        return self.relpath(variant.rel_dir / "repodata" / "repomd.xml")
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    """What the reconciler keeps in its state directory."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def checkout(self) -> Path:
+        """The desired state at the last good revision (what passes work from)."""
+        return self.root / "checkout"
+
+    @property
+    def candidate(self) -> Path:
+        """Where a newly fetched revision is exported to be validated."""
+        return self.root / "candidate"
+
+    @property
+    def git(self) -> Path:
+        """The local clone of the desired-state repository."""
+        return self.root / "git"
+
+    @property
+    def apply_lock(self) -> Path:
+        return self.root / "apply.lock"
+
+    @property
+    def trigger(self) -> Path:
+        """Touched (by the post-receive hook, or POST /trigger) to wake ``run``."""
+        return self.root / "trigger"

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import write_to_textfile as _write_textfile
 
 from .errors import ConfigError
-from .planning import TargetState
+from .vocabulary import Stage, TargetState
 
 _MAX_BODY = 64 * 1024
 
@@ -61,12 +61,12 @@ class Metrics:
                                           registry=r)  # fmt: skip
         self.last_pass: dict[str, Any] = {}
 
-    def set_target_states(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    def set_target_states(self, rows: Iterable[tuple[str, str, Stage, TargetState]]) -> None:
         """``(sig, release, stage, state)`` rows: 1 for the state each target is in, else 0."""
         for sig, release, stage, current in rows:
             for state in TargetState:
-                self.target_state.labels(sig, release, stage, state.value).set(
-                    1 if state.value == current else 0
+                self.target_state.labels(sig, release, stage, state).set(
+                    1 if state is current else 0
                 )
 
     def render(self) -> bytes:

@@ -6,7 +6,13 @@
 * what each staging and production target holds, from the state's record;
 * the upstream revision of every SIG release: a digest over each variant's
   ``repomd.xml``, fetched with conditional requests (an unchanged upstream
-  costs one small 304 response per repo).
+  costs one small 304 response per repo);
+* drift: the whole check when ``drift_interval`` has passed, else what was last
+  recorded, plus a stat of every published ``repomd.xml``.
+
+Observing writes nothing: new upstream validators and drift findings are
+returned in :class:`~reconciler.facts.Learned`, and the apply step keeps them,
+so ``reconciler plan`` leaves the state as it found it.
 """
 
 from __future__ import annotations
@@ -15,19 +21,31 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import drift
-from .composemeta import ComposeStatus, list_composes, read_record, upstream_revision
+from .composemeta import list_composes, read_record, upstream_revision
 from .errors import ReconcilerError
-from .facts import ComposeFact, Observed, ReleaseFacts, Stage, TargetFact, UpstreamFact
+from .facts import (
+    ComposeFact,
+    DriftFinding,
+    Learned,
+    Observed,
+    ReleaseFacts,
+    TargetFact,
+    TargetKey,
+    UpstreamCacheEntry,
+    UpstreamFact,
+)
 from .hostconfig import HostConfig
-from .layout import ComposeTree, variants_of
-from .spec import ReleaseSpec, Spec
-from .state import StateDB, UpstreamCacheEntry
+from .layout import ComposeTree, PublishedTree
+from .spec import ReleaseSpec, Spec, variants_of
+from .state import StateDB
 from .upstream import Upstream
+from .vocabulary import ComposeStatus, Stage
 
 log = logging.getLogger(__name__)
 
@@ -72,93 +90,107 @@ def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
 
 def observe_upstream(
     spec: Spec, rel: ReleaseSpec, up: Upstream, state: StateDB, base_url: str | None
-) -> UpstreamFact:
-    """The upstream revision of one SIG release, or the first error met."""
+) -> tuple[UpstreamFact, tuple[UpstreamCacheEntry, ...]]:
+    """The upstream revision of one SIG release (or the first error met), and the
+    validators fetched anew (for the apply step to keep)."""
     digests: dict[str, str] = {}
+    fresh: list[UpstreamCacheEntry] = []
     for variant in variants_of(rel):
         url = spec.upstream_url(rel, variant.repo, variant.upstream_arch, base_url)
         url = f"{url}/repodata/repomd.xml"
-        cached = state.upstream_cache(url)
+        cached = state.sources.upstream_cache(url)
         try:
             body, etag, modified = up.get_if_changed(
                 url, cached.etag if cached else None, cached.last_modified if cached else None
             )
         except ReconcilerError as exc:
-            return UpstreamFact(error=str(exc))
+            return UpstreamFact(error=str(exc)), tuple(fresh)
         if body is None and cached is not None:
             digests[str(variant)] = cached.sha256
             continue
         if body is None:
-            return UpstreamFact(error=f"{url}: 304 without a cached copy")
+            return UpstreamFact(error=f"{url}: 304 without a cached copy"), tuple(fresh)
         sha = hashlib.sha256(body).hexdigest()
-        state.set_upstream_cache(UpstreamCacheEntry(url, etag, modified, sha, datetime.now(UTC)))
+        fresh.append(UpstreamCacheEntry(url, etag, modified, sha, datetime.now(UTC)))
         digests[str(variant)] = sha
-    return UpstreamFact(revision=upstream_revision(digests))
-
-
-def _repomd_drift(
-    state: StateDB, stage: Stage, root: Path, prefix: str, rel: ReleaseSpec
-) -> list[str]:
-    """The cheap check of every pass: stat each published repomd.xml against the inventory."""
-    found = []
-    for variant in variants_of(rel):
-        path = f"{prefix}/{variant.rel_dir}/repodata/repomd.xml"
-        entry = state.inventory(stage.value, path).get(path)
-        if entry is None:
-            continue
-        try:
-            st = (root / path).lstat()
-        except FileNotFoundError:
-            found.append(f"missing: {path}")
-            continue
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.ino):
-            found.append(f"changed: {path}")
-    return found
+    return UpstreamFact(revision=upstream_revision(digests)), tuple(fresh)
 
 
 def _target(
-    spec: Spec, host: HostConfig, state: StateDB, sig: str, release: str, stage: Stage
+    spec: Spec,
+    state: StateDB,
+    tree: PublishedTree,
+    checked: Mapping[TargetKey, tuple[DriftFinding, ...]] | None,
 ) -> TargetFact:
-    record = state.target(sig, release, stage.value)
+    """What a target holds, with its drift: from this pass's whole check when it ran,
+    else as last recorded, plus the cheap stat of every published ``repomd.xml``."""
+    record = state.targets.get(tree.sig, tree.release, tree.stage)
     if record is None:
         return TargetFact()
-    root = host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
-    prefix = f"{spec.defaults.publish.category}/{release}/{sig}"
-    rel = spec.release(sig, release)
-    found = dict.fromkeys(drift.load(state, stage.value, sig, release))
-    found.update(dict.fromkeys(_repomd_drift(state, stage, root, prefix, rel)))
+    key = TargetKey(tree.stage, tree.sig, tree.release)
+    known = checked.get(key, ()) if checked is not None else state.sources.drift(key)
+    variants = variants_of(spec.release(tree.sig, tree.release))
+    repomds = {}
+    for variant in variants:
+        path = tree.repomd(variant)
+        repomds.update(state.inventory.entries(tree.stage, path))
+    found = dict.fromkeys(str(d) for d in known)
+    found.update(dict.fromkeys(str(d) for d in drift.check_repomds(repomds, tree, variants)))
     return TargetFact(record.compose_id, record.published_at, tuple(found))
 
 
-def check_drift(spec: Spec, host: HostConfig, state: StateDB) -> dict[tuple[str, str, str], int]:
-    """Run the drift check of every published target now; store and return the counts."""
-    counts: dict[tuple[str, str, str], int] = {}
-    for target in state.targets():
+def check_drift(
+    spec: Spec, host: HostConfig, state: StateDB
+) -> dict[TargetKey, tuple[DriftFinding, ...]]:
+    """Run the whole drift check of every published target now (reads only)."""
+    found: dict[TargetKey, tuple[DriftFinding, ...]] = {}
+    category = spec.defaults.publish.category
+    for target in state.targets.all():
         if target.sig not in spec.sigs:
             continue
-        stage = Stage(target.stage)
-        root = host.roots.production if stage is Stage.PRODUCTION else host.roots.staging
-        prefix = f"{spec.defaults.publish.category}/{target.release}/{target.sig}"
-        found = drift.check_target(state, stage.value, root, prefix)
-        drift.store(state, stage.value, target.sig, target.release, found)
-        counts[(target.sig, target.release, stage.value)] = len(found)
-    drift.mark_checked(state)
-    return counts
+        tree = host.published(category, target.stage, target.sig, target.release)
+        inventory = state.inventory.entries(tree.stage, tree.inventory_prefix)
+        found[TargetKey(tree.stage, tree.sig, tree.release)] = drift.check_target(inventory, tree)
+    return found
 
 
 def _first_staged(state: StateDB, sig: str, release: str) -> dict[str, datetime]:
     first: dict[str, datetime] = {}
-    for event in state.stage_events(sig, release, Stage.STAGING.value):
+    for event in state.targets.events(sig, release, Stage.STAGING):
         first.setdefault(event.compose_id, event.at)
     return first
 
 
 def _previous_production(state: StateDB, sig: str, release: str, current: str | None) -> str | None:
-    events = state.stage_events(sig, release, Stage.PRODUCTION.value)
+    events = state.targets.events(sig, release, Stage.PRODUCTION)
     for event in reversed(events):
         if event.compose_id != current:
             return event.compose_id
     return None
+
+
+def _release_facts(
+    spec: Spec,
+    host: HostConfig,
+    state: StateDB,
+    key: tuple[str, str],
+    checked: Mapping[TargetKey, tuple[DriftFinding, ...]] | None,
+) -> ReleaseFacts:
+    sig, release = key
+    category = spec.defaults.publish.category
+    staging = _target(spec, state, host.published(category, Stage.STAGING, sig, release), checked)
+    production = _target(
+        spec, state, host.published(category, Stage.PRODUCTION, sig, release), checked
+    )
+    return ReleaseFacts(
+        sig=sig,
+        release=release,
+        composes=observe_composes(host.compose_tree(sig, release)),
+        staging=staging,
+        production=production,
+        staged_at=_first_staged(state, sig, release),
+        previous_production=_previous_production(state, sig, release, production.compose_id),
+    )
 
 
 def observe(
@@ -169,37 +201,31 @@ def observe(
     now: datetime | None = None,
     only: Iterable[tuple[str, str]] | None = None,
 ) -> Observed:
-    """Observe every SIG release of ``spec`` (or only those in ``only``).
+    """Observe every SIG release of ``spec`` (or only those in ``only``). Reads only:
+    what the state should keep is returned in ``Observed.learned``.
 
     ``up=None`` skips the upstream (for status and tests that need no network).
     """
+    now = now or datetime.now(UTC)
     wanted = set(only) if only is not None else None
-    if host.drift_interval and drift.due(state, host.drift_interval):
-        check_drift(spec, host, state)
+    checked = None
+    due = drift.due(state.sources.drift_checked_at(), host.drift_interval, now)
+    if host.drift_interval and due:
+        checked = check_drift(spec, host, state)
     releases: dict[tuple[str, str], ReleaseFacts] = {}
+    fresh: list[UpstreamCacheEntry] = []
     for sig_name, sig in sorted(spec.sigs.items()):
         for rel_name, rel in sorted(sig.releases.items()):
-            if wanted is not None and (sig_name, rel_name) not in wanted:
+            key = (sig_name, rel_name)
+            if wanted is not None and key not in wanted:
                 continue
-            tree = ComposeTree(host.roots.compose, sig_name, rel_name)
-            production = _target(spec, host, state, sig_name, rel_name, Stage.PRODUCTION)
-            needs_upstream = (
-                up is not None and not rel.suspend and rel.compose.trigger == "upstream"
-            )
-            releases[(sig_name, rel_name)] = ReleaseFacts(
-                sig=sig_name,
-                release=rel_name,
-                composes=observe_composes(tree),
-                staging=_target(spec, host, state, sig_name, rel_name, Stage.STAGING),
-                production=production,
-                staged_at=_first_staged(state, sig_name, rel_name),
-                previous_production=_previous_production(
-                    state, sig_name, rel_name, production.compose_id
-                ),
-                upstream=(
-                    observe_upstream(spec, rel, up, state, host.upstream_base_url)
-                    if needs_upstream and up is not None
-                    else UpstreamFact()
-                ),
-            )
-    return Observed(now=now or datetime.now(UTC), releases=releases)
+            facts = _release_facts(spec, host, state, key, checked)
+            if up is not None and not rel.suspend and rel.compose.trigger == "upstream":
+                upstream, validators = observe_upstream(
+                    spec, rel, up, state, host.upstream_base_url
+                )
+                facts = replace(facts, upstream=upstream)
+                fresh.extend(validators)
+            releases[key] = facts
+    learned = Learned(tuple(fresh), checked, now if checked is not None else None)
+    return Observed(now=now, releases=releases, learned=learned)

@@ -24,29 +24,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from .composemeta import ComposeStatus
-from .facts import ComposeFact, Observed, ReleaseFacts, Stage
+from .facts import ComposeFact, Observed, ReleaseFacts
 from .spec import ReleaseSpec, Spec
+from .vocabulary import ActionKind, ComposeStatus, Stage, TargetState
 
 PLAN_FORMAT = 1
-
-
-class ActionKind(StrEnum):
-    COMPOSE = "compose"
-    PUBLISH = "publish"
-    PRUNE = "prune"
-
-
-class TargetState(StrEnum):
-    SYNCED = "Synced"
-    OUT_OF_SYNC = "OutOfSync"
-    PROGRESSING = "Progressing"
-    BLOCKED = "Blocked"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
 
 
 NEW_COMPOSE = "(new compose)"

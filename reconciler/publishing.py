@@ -37,8 +37,10 @@ from pathlib import Path, PurePosixPath
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
 from .fsutil import TMP_SUFFIX, copy_file, fsync_dir, inside, tmp_name
+from .layout import PublishedTree
 from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
 from .state import InventoryEntry, StateDB
+from .vocabulary import InventoryKind, Stage
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,13 @@ class PublishStats:
 
 
 def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> InventoryEntry:
-    kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+    kind = (
+        InventoryKind.DIR
+        if stat.S_ISDIR(st.st_mode)
+        else InventoryKind.LINK
+        if stat.S_ISLNK(st.st_mode)
+        else InventoryKind.FILE
+    )
     return InventoryEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ino, checksum,
                           st.st_ctime_ns)  # fmt: skip
 
@@ -74,10 +82,10 @@ def root_lock(root: Path) -> Iterator[None]:
 class Publisher:
     """Publishes one compose SIG directory to one target directory of a stage root."""
 
-    def __init__(self, state: StateDB, stage: str, stage_root: Path, prefix: PurePosixPath) -> None:
-        self.state, self.stage, self.stage_root = state, stage, stage_root
-        self.prefix = prefix  # e.g. mirror/pub/sig/9/core, relative to stage_root
-        self.target = stage_root.joinpath(*prefix.parts)
+    def __init__(self, state: StateDB, tree: PublishedTree) -> None:
+        self.state, self.stage, self.stage_root = state, tree.stage, tree.root
+        self.prefix = tree.prefix  # e.g. mirror/pub/sig/9/core, relative to stage_root
+        self.target = tree.path
         self.stats = PublishStats()
         self._dirs_seen: set[Path] = set()
         self._checked: set[Path] = set()  # directories (and their parents) known to be safe
@@ -202,16 +210,16 @@ class Publisher:
             else:
                 how = "against the tree" if repair else "against the whole inventory"
                 place, wanted, retire = self._compare(source, manifest, repair)
-            pending = {p.relpath for p in self.state.pending(self.stage)}
-            self.state.cancel_pending(self.stage, sorted(pending & wanted))
+            pending = {p.relpath for p in self.state.pending.all(self.stage)}
+            self.state.pending.cancel(self.stage, sorted(pending & wanted))
             for phase in (1, 2, 3):
                 if phase == 3 and self._unsynced:
                     _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
                 batch = [self._place(f) for f in place if f.phase == phase]
-                self.state.apply_inventory_changes(self.stage, batch, [])
-            self.state.apply_inventory_changes(self.stage, self._dir_entries(), [])
+                self.state.inventory.apply_changes(self.stage, batch, [])
+            self.state.inventory.apply_changes(self.stage, self._dir_entries(), [])
             if retire:
-                self.state.add_pending(self.stage, sorted(retire), now + grace, "superseded")
+                self.state.pending.add(self.stage, sorted(retire), now + grace, "superseded")
                 self.stats.pending = len(retire)
         log.info(
             "published %s to %s %s: %d files changed, %d to delete after the grace",
@@ -226,15 +234,17 @@ class Publisher:
         listed = read_manifest(manifest, source) if manifest is not None else None
         files = listed if listed is not None else list(scan_source(source))
         wanted = {self._key(f.rel) for f in files}
-        inventory = self.state.inventory(self.stage, f"{self.prefix}/")
+        inventory = self.state.inventory.entries(self.stage, f"{self.prefix}/")
         if repair:
             place = [f for f in files if not _same_file(self.target / f.rel, f)]
         else:
             place = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
-        retire = {k for k, e in inventory.items() if e.kind != "d" and k not in wanted}
+        retire = {
+            k for k, e in inventory.items() if e.kind is not InventoryKind.DIR and k not in wanted
+        }
         if repair:
             unexpected = set(_walk_files(self.stage_root, self.target)) - wanted - set(inventory)
-            self.state.apply_inventory_changes(
+            self.state.inventory.apply_changes(
                 self.stage, [entry_for(k, (self.stage_root / k).lstat()) for k in unexpected], []
             )
             retire |= unexpected
@@ -314,9 +324,9 @@ def _copy_fsync(src: Path, dst: Path) -> str:
     return sha1.hexdigest()
 
 
-def delete_due(state: StateDB, stage: str, stage_root: Path, now: datetime) -> int:
+def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) -> int:
     """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs."""
-    due = [p for p in state.due(now) if p.stage == stage]
+    due = [p for p in state.pending.due(now) if p.stage is stage]
     if not due:
         return 0
     removed: list[str] = []
@@ -336,11 +346,11 @@ def delete_due(state: StateDB, stage: str, stage_root: Path, now: datetime) -> i
             removed.append(item.relpath)
             touched.add(path.parent)
         removed_dirs, changed_dirs = _prune_empty_dirs(touched, stage_root)
-    state.apply_inventory_changes(
+    state.inventory.apply_changes(
         stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
         [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
     )  # fmt: skip
-    state.remove_pending([p.id for p in due])
+    state.pending.remove([p.id for p in due])
     return len(removed)
 
 
@@ -377,15 +387,15 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
     prefix = f"{category}/"
     contents = _patched_lists(state, top, prefix)
     if contents is None:
-        contents = render_all(state.listing("production", prefix))
+        contents = render_all(state.inventory.listing(Stage.PRODUCTION, prefix))
     written = write_if_changed(top, contents)
-    state.listing_written("production", contents_digest(contents))
+    state.inventory.listing_written(Stage.PRODUCTION, contents_digest(contents))
     return written
 
 
 def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
-    changed = state.listing_changes("production")
-    recorded = state.listing_digest("production")
+    changed = state.inventory.listing_changes(Stage.PRODUCTION)
+    recorded = state.inventory.listing_digest(Stage.PRODUCTION)
     if changed is None:
         why = "the state does not know what changed"
     elif recorded is None:
@@ -394,7 +404,9 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
         current = read_lists(top)
         if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
-            rows = {row[0]: row for row in state.listing_of("production", prefix, under)}
+            rows = {
+                row[0]: row for row in state.inventory.listing_of(Stage.PRODUCTION, prefix, under)
+            }
             start = len(prefix)
             patched = patch_all(
                 current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}

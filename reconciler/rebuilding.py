@@ -13,30 +13,30 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .applying import publish_marker, stage_root, target_prefix
-from .composemeta import ComposeStatus, list_composes
-from .facts import PUBLISHED_STAGES
+from .composemeta import list_composes
+from .facts import TargetKey
 from .fsutil import TMP_SUFFIX
 from .hostconfig import HostConfig
-from .layout import ComposeTree, variants_of
-from .reconciling import checkout_dir
+from .layout import ComposeTree, PublishedTree
+from .spec import variants_of
 from .specfile import load_spec
-from .state import DB_NAME, InventoryEntry, StateDB, TargetRecord
+from .state import InventoryEntry, StateDB, TargetRecord
+from .vocabulary import PUBLISHED_STAGES, ComposeStatus, InventoryKind
 
 
 def check_state(host: HostConfig) -> str:
     with StateDB.open(host.state_dir, create=False, check=True) as state:
         return (
             f"{state.path}: ok (schema version {state.schema_version}, "
-            f"{len(state.targets())} targets, {len(state.history())} history entries)"
+            f"{len(state.targets.all())} targets, {len(state.history.entries())} history entries)"
         )
 
 
-def _move_aside(state_dir: Path) -> list[str]:
+def _move_aside(database: Path) -> list[str]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     moved = []
     for suffix in ("", "-wal", "-shm"):
-        path = state_dir / f"{DB_NAME}{suffix}"
+        path = database.with_name(f"{database.name}{suffix}")
         if path.exists():
             aside = path.with_name(f"{path.name}.damaged-{stamp}")
             path.rename(aside)
@@ -63,38 +63,40 @@ def _matching_compose(tree: ComposeTree, target: Path, variants: list[str]) -> s
     return None
 
 
-def _scan_inventory(stage_root_dir: Path, prefix: str) -> list[InventoryEntry]:
-    base = stage_root_dir / prefix
+def _scan_inventory(target: PublishedTree) -> list[InventoryEntry]:
+    stage_root_dir = target.root
     entries = []
-    for dirpath, _dirs, files in os.walk(base):
+    for dirpath, _dirs, files in os.walk(target.path):
         for name in files:
             if name.endswith(TMP_SUFFIX):
                 continue
             path = Path(dirpath) / name
             st = path.lstat()
             rel = str(path.relative_to(stage_root_dir))
-            entries.append(InventoryEntry(rel, "f", st.st_size, st.st_mtime_ns, st.st_ino, None))
+            entries.append(
+                InventoryEntry(rel, InventoryKind.FILE, st.st_size, st.st_mtime_ns, st.st_ino, None)
+            )
     return entries
 
 
 def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
     """Move the old database aside and rebuild targets and inventories from the trees."""
-    spec = load_spec(spec_dir or checkout_dir(host))
-    lines = _move_aside(host.state_dir)
+    spec = load_spec(spec_dir or host.layout.checkout)
+    lines = _move_aside(host.layout.database)
     now = datetime.now(UTC)
+    category = spec.defaults.publish.category
     with StateDB.open(host.state_dir) as state:
         for sig_name, sig in sorted(spec.sigs.items()):
             for rel_name, rel in sorted(sig.releases.items()):
-                tree = ComposeTree(host.roots.compose, sig_name, rel_name)
+                tree = host.compose_tree(sig_name, rel_name)
                 variants = [str(v.rel_dir) for v in variants_of(rel)]
-                prefix = str(target_prefix(spec, sig_name, rel_name))
                 for stage in PUBLISHED_STAGES:
-                    root = stage_root(host, stage)
-                    target = root / prefix
+                    published = host.published(category, stage, sig_name, rel_name)
+                    target = published.path
                     if not target.is_dir():
                         continue
-                    state.replace_inventory(
-                        stage.value, f"{prefix}/", _scan_inventory(root, prefix)
+                    state.inventory.replace(
+                        stage, published.inventory_prefix, _scan_inventory(published)
                     )
                     found = _matching_compose(tree, target, variants)
                     if found is None:
@@ -103,12 +105,10 @@ def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
                             "finished compose; the next apply republishes it"
                         )
                         continue
-                    state.set_target(
-                        TargetRecord(sig_name, rel_name, stage.value, found, now, None)
-                    )
+                    state.targets.set(TargetRecord(sig_name, rel_name, stage, found, now, None))
                     # the inventory is the tree as found, with files whose deletion was
                     # pending: the next publish compares everything, not a compose's changes
-                    state.set_meta(publish_marker(stage.value, sig_name, rel_name), "rebuilt")
+                    state.targets.mark_publishing(TargetKey(stage, sig_name, rel_name), None)
                     lines.append(f"{sig_name} {rel_name} {stage}: holds {found}")
-    lines.append(f"rebuilt {host.state_dir / DB_NAME} (history could not be recovered)")
+    lines.append(f"rebuilt {host.layout.database} (history could not be recovered)")
     return lines

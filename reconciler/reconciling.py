@@ -8,18 +8,18 @@ the pass goes on from the last good revision and the problem is reported in
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .applying import Applier, ApplyResult, Context
+from .applying import Applier, ApplyResult, Context, record_learned
 from .errors import (
+    NoGoodRevision,
     PlanError,
     SourceError,
     SourceRejected,
@@ -27,13 +27,14 @@ from .errors import (
     SpecError,
     StateError,
 )
+from .facts import Learned
 from .hostconfig import HostConfig
 from .locking import exclusive_lock, waiting_lock
 from .observing import observe
 from .planning import Plan, plan
 from .spec import Spec
 from .specfile import load_spec
-from .state import DB_NAME, REBUILD_HINT, StateDB
+from .state import REBUILD_HINT, SourceRecord, StateDB
 
 if TYPE_CHECKING:
     from .progress import Reporter
@@ -42,29 +43,27 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-META_GOOD = "last_good_revision"
-META_APPLIED = "last_applied_revision"
-META_PROBLEMS = "source_problems"
-
 
 @dataclass(frozen=True)
 class Source:
-    """The spec a pass works from, where it came from, and what was wrong with newer heads."""
+    """The spec a pass works from, where it came from, and what was wrong with newer heads.
+
+    ``record`` is what the state should keep of the git source after this pass (the
+    revision that validated, the one checked out, the problems); an applying pass
+    keeps it, a plan does not (planning changes nothing).
+    """
 
     spec: Spec
     spec_dir: Path
     revision: str | None = None
     author: str | None = None
     problems: tuple[str, ...] = field(default_factory=tuple)
-
-
-def checkout_dir(host: HostConfig) -> Path:
-    return host.state_dir / "checkout"
+    record: SourceRecord | None = None
 
 
 def _has_run_before(host: HostConfig) -> Path | None:
     """Evidence that this host was reconciled before: the checkout or a published tree."""
-    for path in (checkout_dir(host), host.roots.staging, host.roots.production):
+    for path in (host.layout.checkout, host.roots.staging, host.roots.production):
         if path.is_dir() and any(path.iterdir()):
             return path
     return None
@@ -72,7 +71,7 @@ def _has_run_before(host: HostConfig) -> Path | None:
 
 def open_state(host: HostConfig) -> StateDB:
     """Open the state database; refuse to start afresh where trees were already published."""
-    db = host.state_dir / DB_NAME
+    db = host.layout.database
     if not db.exists():
         evidence = _has_run_before(host)
         if evidence is not None:
@@ -87,37 +86,35 @@ def _git_source(host: HostConfig, state: StateDB, cache: RecordCache | None) -> 
     from .gitsource import GitSource  # GitPython: only when the source is git
 
     assert host.git is not None
-    git = GitSource(host.git, host.state_dir / "git")
-    good, applied = state.get_meta(META_GOOD), state.get_meta(META_APPLIED)
+    layout = host.layout
+    git = GitSource(host.git, layout.git)
+    known = state.sources.source()
+    good = known.good_revision
     problems: list[str] = []
     head: str | None = None
     try:
         head = git.fetch()
     except SourceUnavailable as exc:
         problems.append(f"SourceUnavailable: {exc}")
-    dest = checkout_dir(host)
+    dest = layout.checkout
     if head is not None and head != good:
-        candidate = host.state_dir / "candidate"
         try:
-            git.check_revision(head, applied)
-            git.export(head, candidate)
-            load_spec(candidate, cache)
+            git.check_revision(head, known.applied_revision)
+            git.export(head, layout.candidate)
+            load_spec(layout.candidate, cache)
             good = head
-            state.set_meta(META_GOOD, good)
         except SourceRejected as exc:
             problems.append(f"SourceRejected: {exc}")
         except SpecError as exc:
             lines = "; ".join(str(i) for i in exc.issues)
             problems.append(f"InvalidSpec at {head[:12]}: {lines}")
     if good is None:
-        state.set_meta(META_PROBLEMS, json.dumps(problems))
-        raise SourceError("no usable desired-state revision yet: " + " | ".join(problems))
-    if not (dest / "defaults.yaml").is_file() or state.get_meta("checkout_revision") != good:
+        raise NoGoodRevision(tuple(problems))
+    if not (dest / "defaults.yaml").is_file() or known.checkout_revision != good:
         git.export(good, dest)
-        state.set_meta("checkout_revision", good)
-    state.set_meta(META_PROBLEMS, json.dumps(problems))
+    record = replace(known, good_revision=good, checkout_revision=good, problems=tuple(problems))
     commit = git.commit(good)
-    return Source(load_spec(dest, cache), dest, good, commit.author, tuple(problems))
+    return Source(load_spec(dest, cache), dest, good, commit.author, tuple(problems), record)
 
 
 def load_against(
@@ -131,7 +128,7 @@ def load_against(
 
     if host.git is None:
         raise SourceError("--against needs the git section of the host config")
-    git = GitSource(host.git, host.state_dir / "git")
+    git = GitSource(host.git, host.layout.git)
     sha = git.fetch_ref(rev)
     dest = git.export(sha, workdir / "desired-state")
     return Source(load_spec(dest, cache), dest, sha, git.commit(sha).author)
@@ -165,16 +162,23 @@ class PassResult:
         return self.applied is None or self.applied.ok
 
 
-def make_plan(host: HostConfig, state: StateDB, source: Source) -> Plan:
+def observe_and_plan(host: HostConfig, state: StateDB, source: Source) -> tuple[Plan, Learned]:
+    """Observe (reads only) and plan (pure); returns the plan and what observing learned."""
     with Upstream(host.download, log) as up:
         observed = observe(source.spec, host, state, up)
-    return plan(source.spec, observed, source.revision, repair_drift=host.drift == "repair")
+    repair = host.drift == "repair"
+    return plan(source.spec, observed, source.revision, repair_drift=repair), observed.learned
+
+
+def make_plan(host: HostConfig, state: StateDB, source: Source) -> Plan:
+    """What a pass would do now; changes nothing."""
+    return observe_and_plan(host, state, source)[0]
 
 
 @contextmanager
 def apply_lock(host: HostConfig, wait: bool = False) -> Iterator[None]:
     host.state_dir.mkdir(parents=True, exist_ok=True)
-    lock = host.state_dir / "apply.lock"
+    lock = host.layout.apply_lock
     with waiting_lock(lock, "an apply") if wait else exclusive_lock(lock, "an apply or run"):
         yield
 
@@ -193,9 +197,14 @@ def run_pass(
 ) -> PassResult:
     """One pass. With ``saved``, refuses it when the revision or the observed world changed."""
     if apply:
-        state.mark_interrupted(datetime.now(UTC))
-    source = against or load_source(host, state, spec_dir, cache)
-    current = make_plan(host, state, source)
+        state.history.mark_interrupted(datetime.now(UTC))
+    try:
+        source = against or load_source(host, state, spec_dir, cache)
+    except NoGoodRevision as exc:
+        if apply:  # for status: why there is nothing to work from
+            state.sources.set_source(replace(state.sources.source(), problems=exc.problems))
+        raise
+    current, learned = observe_and_plan(host, state, source)
     if saved is not None:
         if saved.revision != current.revision:
             raise PlanError(
@@ -209,12 +218,15 @@ def run_pass(
         current = saved
     if not apply:
         return PassResult(source, current)
+    if source.record is not None:
+        state.sources.set_source(source.record)
+    record_learned(state, learned)
     applier = Applier(
         source.spec, source.spec_dir, host, state, Context(source.revision, source.author), reporter
     )
     if stop is not None:
         applier.stop = stop
     result = applier.apply(current)
-    if source.revision is not None:
-        state.set_meta(META_APPLIED, source.revision)
+    if source.revision is not None and source.record is not None:
+        state.sources.set_source(replace(source.record, applied_revision=source.revision))
     return PassResult(source, current, result)

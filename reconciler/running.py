@@ -22,8 +22,8 @@ from watchdog.observers import Observer
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
 from .metrics import Metrics, MetricsServer, read_secret
-from .planning import ActionKind
 from .reconciling import PassResult, apply_lock, open_state, run_pass
+from .vocabulary import ActionKind, PassOutcome, Result, Stage, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Loop:
                 result = run_pass(
                     self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop
                 )
-                statuses = [(s.sig, s.release, s.stage, s.state) for s in state.statuses()]
+                statuses = [(s.sig, s.release, s.stage, s.state) for s in state.targets.statuses()]
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
             self._record(None, [], time.monotonic() - started, str(exc))
@@ -103,13 +103,13 @@ class Loop:
     def _record(
         self,
         result: PassResult | None,
-        statuses: list[tuple[str, str, str, str]],
+        statuses: list[tuple[str, str, Stage, TargetState]],
         seconds: float,
         error: str | None,
     ) -> None:
         m = self.metrics
         ok = result is not None and result.ok
-        m.passes.labels("ok" if ok else "failed").inc()
+        m.passes.labels(PassOutcome.OK if ok else PassOutcome.FAILED).inc()
         m.pass_duration.observe(seconds)
         if ok:
             m.last_success.set(time.time())
@@ -119,7 +119,9 @@ class Loop:
             for r in result.applied.results if result.applied else ():
                 if r.action.kind is ActionKind.COMPOSE:
                     m.compose_duration.labels(r.result).observe(r.seconds)
-                elif r.action.kind is ActionKind.PUBLISH and r.result == "ok" and r.action.stage:
+                elif (
+                    r.action.kind is ActionKind.PUBLISH and r.result is Result.OK and r.action.stage
+                ):
                     m.published_bytes.labels(r.action.stage.value).inc(r.bytes)
                     m.published_files.labels(r.action.stage.value).inc(r.files)
         m.set_target_states(statuses)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Literal
 
+from .layout import Variant
 from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
 from .schema import Check, Lax, Limits, Prepare, StrictRecord
+from .vocabulary import VariantKind
 
 _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -277,3 +279,23 @@ def cross_check(
                         )
                     )
     return problems
+
+
+def variants_of(
+    release: ReleaseSpec,
+    repos: frozenset[str] | None = None,
+    arches: frozenset[str] | None = None,
+) -> list[Variant]:
+    """Every variant a release composes, optionally only some repos and arches."""
+    out: list[Variant] = []
+    for repo, repo_spec in sorted(release.repos.items()):
+        if repos is not None and repo not in repos:
+            continue
+        repo_arches = [a for a in repo_spec.arches if arches is None or a in arches]
+        for arch in repo_arches:
+            out.append(Variant(repo, arch, VariantKind.BINARY))
+            if release.compose.debug:
+                out.append(Variant(repo, arch, VariantKind.DEBUG))
+        if release.compose.source and repo_arches:
+            out.append(Variant(repo, "src", VariantKind.SOURCE))
+    return out

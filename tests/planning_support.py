@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from reconciler.composemeta import ComposeStatus
-from reconciler.facts import ComposeFact, Observed, ReleaseFacts, Stage, TargetFact, UpstreamFact
+from reconciler.facts import ComposeFact, Observed, ReleaseFacts, TargetFact, UpstreamFact
 from reconciler.names import COMPOSE_ID_RE
-from reconciler.planning import ActionKind, Plan
+from reconciler.planning import Plan
 from reconciler.spec import Defaults, SigSpec, Spec
+from reconciler.vocabulary import ActionKind, ComposeStatus, Stage
 
 PROJECT = "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14"
 

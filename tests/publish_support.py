@@ -17,6 +17,7 @@ import yaml
 
 from reconciler import sampleupstream as su
 from reconciler.cli import main
+from reconciler.vocabulary import Stage
 
 from .conftest import PROJECT_ID, REPOS, DesiredState, make_desired_state, write_host_config
 
@@ -62,7 +63,7 @@ class World:
         from reconciler.state import StateDB
 
         with StateDB.open(self.root / "state") as state:
-            t = state.target("core", "9", "staging")
+            t = state.targets.get("core", "9", Stage.STAGING)
             return t.compose_id if t else ""
 
     def update_upstream(self) -> None:
@@ -127,4 +128,4 @@ def history(world: World) -> list[dict[str, Any]]:
     from reconciler.state import StateDB
 
     with StateDB.open(world.root / "state") as state:
-        return json.loads(json.dumps(history_rows(state.history())))  # type: ignore[no-any-return]
+        return json.loads(json.dumps(history_rows(state.history.entries())))  # type: ignore[no-any-return]

@@ -201,11 +201,13 @@ def test_an_unchanged_upstream_costs_one_conditional_request_per_repo(
             f"{upstream.server.base_url}{upstream.path(r, a, 'repodata/repomd.xml')}"
             for r, a in [("core-common", "x86_64"), ("core-infra", "src")]
         ]
-        before = [state.upstream_cache(u) for u in urls]
+        before = [state.sources.upstream_cache(u) for u in urls]
     assert all(before)
     upstream.server.reset_counts()
     assert cli("plan", "--config", gitops).code == 0
     requests = upstream.server.requests
     assert len(requests) == 8 and all(p.endswith("/repodata/repomd.xml") for p in requests)
     with StateDB.open(gitops.parent / "state") as state:
-        assert [state.upstream_cache(u) for u in urls] == before, "answered 304: cache untouched"
+        assert [state.sources.upstream_cache(u) for u in urls] == before, (
+            "answered 304: cache untouched"
+        )

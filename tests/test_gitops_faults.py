@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from reconciler import sampleupstream as su
-from reconciler.applying import publish_marker
+from reconciler.facts import TargetKey
 from reconciler.state import StateDB
+from reconciler.vocabulary import Stage
 
 from .conftest import Upstream, reconciler_process, wait_until, write_host_config
 from .gitrepo import DesiredRepo
@@ -129,6 +130,9 @@ def test_unreachable_remote_keeps_working_from_the_last_good_revision(
     result = cli("plan", "--config", config)
     assert result.code == 0, result.out + result.err
     assert "SourceUnavailable" in result.out and str(repo.server) in result.out
+    assert not problems(cli, config), "plan records nothing in the state"
+    result = cli("apply", "--config", config)
+    assert result.code == 1, "a source problem fails the apply"
     assert any("SourceUnavailable" in p for p in problems(cli, config))
     assert status(cli, config)["staging"]["state"] == "Synced"
 
@@ -182,6 +186,7 @@ HOLD_LOCK = """
 import sys, time
 from pathlib import Path
 from reconciler.locking import exclusive_lock
+from reconciler.vocabulary import Stage
 with exclusive_lock(Path(sys.argv[1]), "test"):
     print("locked", flush=True)
     time.sleep(30)
@@ -224,7 +229,7 @@ def test_corrupt_state_database_is_a_clear_error_and_can_be_rebuilt(
     with StateDB.open(config.parent / "state") as state:
         # the rebuilt inventory is the tree as found (pending deletions were lost with the
         # database): the next publish there compares everything, not a compose's changes
-        assert state.get_meta(publish_marker("staging", "core", "9")) == "rebuilt"
+        assert state.targets.is_publishing(TargetKey(Stage.STAGING, "core", "9"))
     assert cli("plan", "--config", config).code == 0
 
 

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.planning import Plan, TargetState, plan
+from reconciler.planning import Plan, plan
+from reconciler.vocabulary import TargetState
 
 from .planning_support import make_observed, make_spec, simulate
 

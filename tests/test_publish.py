@@ -19,6 +19,7 @@ from reconciler.filelists import TIMELIST, TIMELIST_SIG, parse_timelist
 from reconciler.publishing import delete_due
 from reconciler.state import StateDB
 from reconciler.verifying import verify_tree
+from reconciler.vocabulary import Stage
 
 from .clients import dnf_install
 from .mounts import needs_root, remount, tmpfs
@@ -49,10 +50,10 @@ def test_promotion_adds_updates_and_drops(world: World) -> None:
     # superseded files stay until the grace has passed, then go, with empty directories
     assert {p.name for p in (world.production / SIG_REL).rglob("sig-tools-*.rpm")} == a_only
     with StateDB.open(world.root / "state") as state:
-        pending = state.pending("production")
+        pending = state.pending.all(Stage.PRODUCTION)
         assert pending and all(p.due_at > datetime.now(UTC) + timedelta(hours=23) for p in pending)
         assert delete_due(
-            state, "production", world.production, datetime.now(UTC) + timedelta(days=2)
+            state, Stage.PRODUCTION, world.production, datetime.now(UTC) + timedelta(days=2)
         )
     assert not list((world.production / SIG_REL).rglob("sig-tools-*"))
     assert verify_tree(world.production).ok
@@ -104,7 +105,7 @@ def test_dropped_repo_directory_is_removed_after_the_grace(world: World) -> None
     infra = world.production / SIG_REL / "x86_64" / "core-infra"
     assert infra.is_dir(), "kept during the grace"
     with StateDB.open(world.root / "state") as state:
-        delete_due(state, "production", world.production, datetime.now(UTC) + timedelta(days=2))
+        delete_due(state, Stage.PRODUCTION, world.production, datetime.now(UTC) + timedelta(days=2))
     assert (
         not infra.exists() and not (world.production / SIG_REL / "source" / "core-infra").exists()
     )
@@ -281,7 +282,9 @@ def test_consistency_under_a_concurrent_reader(world: World, tmp_path: Path) -> 
         )
         assert proc.returncode == 0, proc.stderr
         with StateDB.open(world.root / "state") as state:
-            delete_due(state, "production", world.production, datetime.now(UTC) + timedelta(days=2))
+            delete_due(
+                state, Stage.PRODUCTION, world.production, datetime.now(UTC) + timedelta(days=2)
+            )
         time.sleep(0.3)
     finally:
         stop.touch()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import publishing
+from reconciler.facts import TargetKey
 from reconciler.filelists import (
     FILELIST,
     TIMELIST,
@@ -37,8 +38,11 @@ from reconciler.manifest import (
 from reconciler.publishing import write_production_filelists
 from reconciler.state import InventoryEntry, StateDB
 from reconciler.verifying import verify_tree
+from reconciler.vocabulary import InventoryKind, Stage
 
 from .publish_support import CATEGORY, SIG_REL, World, build_world, tree_listing
+
+TARGET = TargetKey(Stage.PRODUCTION, "core", "9")
 
 
 @pytest.fixture
@@ -57,11 +61,11 @@ def manifest(world: World, cid: str) -> dict[str, tuple[int, int]]:
     return {f.rel: (f.size, f.mtime_ns) for f in files}
 
 
-def published(world: World, stage: str = "production") -> dict[str, tuple[int, int]]:
+def published(world: World, stage: Stage = Stage.PRODUCTION) -> dict[str, tuple[int, int]]:
     """The target's files per the inventory, without those pending deletion."""
     with StateDB.open(world.root / "state") as state:
-        pending = {p.relpath for p in state.pending(stage)}
-        inventory = state.inventory(stage, f"{SIG_REL}/")
+        pending = {p.relpath for p in state.pending.all(stage)}
+        inventory = state.inventory.entries(stage, f"{SIG_REL}/")
     return {
         k.removeprefix(f"{SIG_REL}/"): (e.size, e.mtime_ns)
         for k, e in inventory.items()
@@ -75,9 +79,9 @@ def outcome(world: World) -> tuple[object, ...]:
     with StateDB.open(world.root / "state") as state:
         inventory = {
             k: (e.kind, e.size, e.mtime_ns if e.kind != "d" else 0)
-            for k, e in state.inventory("production").items()
+            for k, e in state.inventory.entries(Stage.PRODUCTION).items()
         }
-        pending = {p.relpath for p in state.pending("production")}
+        pending = {p.relpath for p in state.pending.all(Stage.PRODUCTION)}
     lists = world.production / CATEGORY
     entries, sums = parse_timelist((lists / TIMELIST_SIG).read_text())
     contents = {
@@ -143,17 +147,17 @@ def test_an_unfinished_publish_is_followed_by_a_whole_comparison(
     with StateDB.open(world.root / "state") as state:
         st = stray.lstat()
         key = str(stray.relative_to(world.production))
-        state.apply_inventory_changes(
-            "production",
-            [InventoryEntry(key, "f", st.st_size, st.st_mtime_ns, st.st_ino, None)],
+        state.inventory.apply_changes(
+            Stage.PRODUCTION,
+            [InventoryEntry(key, InventoryKind.FILE, st.st_size, st.st_mtime_ns, st.st_ino, None)],
             [],
         )
-        state.set_meta("publishing/production/core/9", "SIG-core-9-20990101.0")
+        state.targets.mark_publishing(TARGET, "SIG-core-9-20990101.0")
     world.pin(world.b)
     assert "against the whole inventory" in apply_verbose(world, capsys)
     with StateDB.open(world.root / "state") as state:
-        assert key in {p.relpath for p in state.pending("production")}
-        assert state.get_meta("publishing/production/core/9") is None
+        assert key in {p.relpath for p in state.pending.all(Stage.PRODUCTION)}
+        assert not state.targets.is_publishing(TARGET)
     assert published(world) == manifest(world, world.b)
 
 
@@ -254,13 +258,15 @@ def test_a_promotion_patches_the_lists_to_what_listing_everything_gives(
         assert world.run("apply") == 0
     with StateDB.open(world.root / "state") as state:
         assert _lists(world.production / CATEGORY) == render_all(
-            state.listing("production", f"{CATEGORY}/")
+            state.inventory.listing(Stage.PRODUCTION, f"{CATEGORY}/")
         )
-        assert state.listing_changes("production") == frozenset()
+        assert state.inventory.listing_changes(Stage.PRODUCTION) == frozenset()
 
 
 def _inv(relpath: str, size: int = 1, checksum: str | None = None) -> InventoryEntry:
-    return InventoryEntry(relpath, "f", size, 1_700_000_000 * 10**9 + size, size, checksum)
+    return InventoryEntry(
+        relpath, InventoryKind.FILE, size, 1_700_000_000 * 10**9 + size, size, checksum
+    )
 
 
 def test_lists_are_listed_whole_when_the_state_cannot_vouch_for_them(
@@ -277,29 +283,29 @@ def test_lists_are_listed_whole_when_the_state_cannot_vouch_for_them(
         """Write the lists; True if they were listed whole. They are right either way."""
         before = len(whole)
         write_production_filelists(db, root, "cat")
-        assert _lists(top) == render_all(db.listing("production", "cat/"))
+        assert _lists(top) == render_all(db.inventory.listing(Stage.PRODUCTION, "cat/"))
         return len(whole) > before
 
     with StateDB.open(tmp_path / "state") as db:
-        db.apply_inventory_changes("production", [_inv("cat/a"), _inv("cat/b")], [])
+        db.inventory.apply_changes(Stage.PRODUCTION, [_inv("cat/a"), _inv("cat/b")], [])
         assert write(db), "no digest recorded yet"
-        db.apply_inventory_changes("production", [_inv("cat/c", 3, "f" * 40)], ["cat/a"])
-        db.apply_inventory_changes("staging", [_inv("cat/z")], [])  # not listed
+        db.inventory.apply_changes(Stage.PRODUCTION, [_inv("cat/c", 3, "f" * 40)], ["cat/a"])
+        db.inventory.apply_changes(Stage.STAGING, [_inv("cat/z")], [])  # not listed
         assert not write(db), "the changes are known: patched"
         assert not write(db), "nothing changed: patched (with nothing)"
 
         (top / TIMELIST).write_text((top / TIMELIST).read_text().replace("\tb\n", "\tB\n"))
-        db.apply_inventory_changes("production", [_inv("cat/d")], [])
+        db.inventory.apply_changes(Stage.PRODUCTION, [_inv("cat/d")], [])
         assert write(db), "the list in the tree is not the one written"
 
-        db.replace_inventory("production", "cat/", [_inv("cat/e")])
+        db.inventory.replace(Stage.PRODUCTION, "cat/", [_inv("cat/e")])
         assert write(db), "replace_inventory does not say what changed"
 
         # a crash between writing the lists and recording them: the tree's lists are
         # newer than the digest in the state
-        db.apply_inventory_changes("production", [_inv("cat/f")], [])
-        write_if_changed(top, render_all(db.listing("production", "cat/")))
-        db.apply_inventory_changes("production", [_inv("cat/g")], [])
+        db.inventory.apply_changes(Stage.PRODUCTION, [_inv("cat/f")], [])
+        write_if_changed(top, render_all(db.inventory.listing(Stage.PRODUCTION, "cat/")))
+        db.inventory.apply_changes(Stage.PRODUCTION, [_inv("cat/g")], [])
         assert write(db)
 
         (top / FILELIST).unlink()
@@ -316,4 +322,4 @@ def test_the_filelist_command_renews_the_lists_from_the_state(world: World) -> N
     assert world.run("filelist") == 0
     assert _lists(top) == expected
     with StateDB.open(world.root / "state") as state:
-        assert state.listing_changes("production") == frozenset()
+        assert state.inventory.listing_changes(Stage.PRODUCTION) == frozenset()

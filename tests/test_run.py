@@ -11,6 +11,7 @@ import yaml
 
 from reconciler.running import MAX_BACKOFF, next_delay
 from reconciler.state import StateDB
+from reconciler.vocabulary import Stage
 
 from .conftest import DesiredState, Host, reconciler_process, wait_until
 
@@ -30,7 +31,7 @@ def test_delays_have_jitter_and_back_off() -> None:
 
 def last_update(state_dir: Path) -> str:
     with StateDB.open(state_dir) as state:
-        return max((s.updated_at.isoformat() for s in state.statuses()), default="")
+        return max((s.updated_at.isoformat() for s in state.targets.statuses()), default="")
 
 
 def test_loop_wakes_on_trigger_and_stops_on_sigterm(
@@ -71,5 +72,7 @@ def test_sigterm_finishes_the_current_action_then_exits(
     (compose,) = (host.compose_root / "9").glob("SIG-core-9-*")
     assert (compose / "STATUS").read_text() == "FINISHED\n", "the running compose finished"
     with StateDB.open(Path(yaml.safe_load(host.config_path.read_text())["state_dir"])) as state:
-        assert [h.action for h in state.history()] == ["compose"], "nothing after it started"
-        assert state.target("core", "9", "staging") is None
+        assert [h.action for h in state.history.entries()] == ["compose"], (
+            "nothing after it started"
+        )
+        assert state.targets.get("core", "9", Stage.STAGING) is None

@@ -1,0 +1,114 @@
+"""Durable state: what was applied, what each target holds, what the trees contain,
+and what was last learned from outside.
+
+One SQLite file in the state directory (:mod:`.database`: WAL, checks, migrations
+from :mod:`.migrations`), read and written through one repository per concern:
+
+==========================  =============================================================
+``StateDB.history``         :class:`~.history.History`: every action, why, by whom
+``StateDB.targets``         :class:`~.targets.Targets`: what each target holds, its
+                            publishes, statuses, unfinished publishes
+``StateDB.inventory``       :class:`~.inventory.Inventory`: every published path; what the
+                            file lists were written from
+``StateDB.pending``         :class:`~.pending.PendingDeletions`: superseded paths, and when
+``StateDB.sources``         :class:`~.sources.Sources`: the desired-state source, upstream
+                            validators, drift
+==========================  =============================================================
+
+Records (:mod:`.records`) are frozen dataclasses with explicit row conversion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ..facts import DriftFinding, TargetKey, UpstreamCacheEntry
+from .database import BUSY_TIMEOUT_S, DB_NAME, REBUILD_HINT, Database
+from .history import ActionStart, History
+from .inventory import Inventory
+from .migrations import APPLICATION_ID, SCHEMA_VERSION
+from .pending import PendingDeletions
+from .records import (
+    HistoryEntry,
+    InventoryEntry,
+    ListingRow,
+    PendingDeletion,
+    SourceRecord,
+    StageEvent,
+    TargetRecord,
+    TargetStatus,
+)
+from .sources import Sources
+from .targets import Targets
+
+
+class StateDB:
+    """The reconciler's state database: one SQLite connection and its repositories.
+
+    Not shared between threads. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        """Use :meth:`open`."""
+        self._db = db
+        self.history = History(db)
+        self.targets = Targets(db)
+        self.inventory = Inventory(db)
+        self.pending = PendingDeletions(db)
+        self.sources = Sources(db)
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
+        """Open ``state_dir/state.db`` (see :meth:`Database.open`)."""
+        return cls(Database.open(state_dir, create=create, check=check))
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.schema_version
+
+    def check(self) -> None:
+        """Run ``PRAGMA quick_check`` over the whole file; raise StateError if damaged."""
+        self._db.check()
+
+    def close(self) -> None:
+        """Close the connection (the last one to close checkpoints the WAL)."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "APPLICATION_ID",
+    "BUSY_TIMEOUT_S",
+    "DB_NAME",
+    "REBUILD_HINT",
+    "SCHEMA_VERSION",
+    "ActionStart",
+    "DriftFinding",
+    "HistoryEntry",
+    "InventoryEntry",
+    "ListingRow",
+    "PendingDeletion",
+    "SourceRecord",
+    "StageEvent",
+    "StateDB",
+    "TargetKey",
+    "TargetRecord",
+    "TargetStatus",
+    "UpstreamCacheEntry",
+]

@@ -1,0 +1,204 @@
+"""The state database's connection: opening, sanity checks, migration, transactions.
+
+One SQLite file, ``<state_dir>/state.db``, in WAL mode with ``synchronous=NORMAL``:
+a committed transaction survives a ``kill -9`` of the process (a power loss may
+lose the last transactions, never the file). Every write is one transaction,
+so a crash leaves either all of it or none of it.
+
+Opening is cheap: it reads the header and the schema and checks that the file
+is as long as its header says, but does not read every page. :meth:`Database.check`
+runs SQLite's ``quick_check`` over the whole file (``open(..., check=True)`` does it
+on open); damage found later, by any query, is reported the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import StateError
+from ..layout import StateLayout
+from .migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+DB_NAME = StateLayout(Path()).database.name
+BUSY_TIMEOUT_S = 30.0
+REBUILD_HINT = (
+    "run `reconciler state rebuild` to rebuild what can be rebuilt from the trees (history is lost)"
+)
+
+
+def _damaged(path: Path, detail: str) -> StateError:
+    return StateError(f"state database {path} is damaged ({detail}); {REBUILD_HINT}")
+
+
+def _state_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """Turn an SQLite error into a message an operator can act on."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_NOTADB"):
+        return StateError(f"state database {path} is not a SQLite database ({exc}); {REBUILD_HINT}")
+    if name.startswith("SQLITE_CORRUPT"):
+        return _damaged(path, str(exc))
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StateError(
+            f"state database {path} is locked by another process"
+            f" (waited {BUSY_TIMEOUT_S:g} s): {exc}"
+        )
+    return StateError(f"state database {path}: {exc}")
+
+
+class Database:
+    """One SQLite connection to the state database: opening, checks, migration,
+    transactions. The repositories (:mod:`.history`, :mod:`.targets`, ...) share it.
+
+    Not shared between threads.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        """Use :meth:`open`."""
+        self.path = path
+        self._conn = conn
+
+    # -- opening and closing --
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> Database:
+        """Open ``state_dir/state.db``, creating the directory (0o750) and file if ``create``.
+
+        Migrates an older schema. Raises :class:`StateError` when the file is
+        missing (``create=False``), not a SQLite database, damaged, locked for
+        longer than the busy timeout, or of a newer schema than this code knows.
+        ``check=True`` also runs ``PRAGMA quick_check``, which reads the whole file.
+        """
+        path = StateLayout(Path(state_dir)).database
+        if create:
+            try:
+                Path(state_dir).mkdir(mode=0o750, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot create state directory {state_dir}: {exc}") from exc
+        elif not path.exists():
+            raise StateError(f"state database {path} does not exist")
+        if path.exists() and not path.is_file():
+            raise StateError(f"state database {path} is not a regular file")
+        mode = "rwc" if create else "rw"
+        uri = f"file:{urllib.parse.quote(os.fspath(path))}?mode={mode}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _state_error(path, exc) from exc
+        db = cls(path, conn)
+        try:
+            db._prepare()
+            if check:
+                db.check()
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _prepare(self) -> None:
+        """Connection settings, sanity checks that read no more than the header, migration."""
+        with self.read() as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"state database {self.path} cannot use WAL mode (mode {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            version = self._header_version(conn)
+            self._check_length(conn)
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _header_version(self, conn: sqlite3.Connection) -> int:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state database {self.path} has schema version {version}, this reconciler"
+                f" knows up to {SCHEMA_VERSION}; upgrade the reconciler"
+            )
+        foreign = app_id not in (0, APPLICATION_ID) or (version > 0 and app_id != APPLICATION_ID)
+        if not foreign and version == 0:
+            foreign = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        if foreign:
+            raise StateError(
+                f"{self.path} is a SQLite database but not a reconciler state database"
+                f" (application_id {app_id:#x}, user_version {version})"
+            )
+        return version
+
+    def _check_length(self, conn: sqlite3.Connection) -> None:
+        """A file shorter than its pages (and not made up by the WAL) was truncated.
+
+        A passive checkpoint first moves committed WAL frames into the file
+        (SQLite itself reports a file too short for them as corrupt); what it
+        could not move, because of readers, may still make up the difference.
+        """
+        busy, frames, moved = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        expected = pages * page_size
+        try:
+            have = self.path.stat().st_size
+        except OSError as exc:
+            raise StateError(f"state database {self.path}: {exc}") from exc
+        if busy or frames != moved:
+            have += max(int(frames), 0) * page_size
+        slack = 65536 if expected > 2**30 else 0  # the lock-byte page is never written
+        if expected > have + slack:
+            raise _damaged(self.path, f"{expected} bytes of pages, file has {have}: truncated")
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            # Read again inside the write lock: another process may have migrated meanwhile.
+            version = self._header_version(conn)
+            for number in range(version, SCHEMA_VERSION):
+                for step in MIGRATIONS[number]:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def check(self) -> None:
+        """Run ``PRAGMA quick_check`` over the whole file; raise :class:`StateError` if damaged."""
+        with self.read() as conn:
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise _damaged(self.path, "; ".join(problems))
+
+    def close(self) -> None:
+        """Close the connection (the last one to close checkpoints the WAL)."""
+        self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- transactions --
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Queries; SQLite errors become :class:`StateError` (bugs still raise as they are)."""
+        try:
+            yield self._conn
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any exception.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction that
+        reads before it writes waits for the busy timeout instead of failing
+        with SQLITE_BUSY when another process wrote meanwhile.
+        """
+        with self.read() as conn, conn:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn

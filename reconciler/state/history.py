@@ -1,0 +1,110 @@
+"""The history: every action the reconciler took, what for, from which revision, by whom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..errors import StateError
+from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, Result, Stage
+from .database import Database
+from .records import HISTORY_COLUMNS, HistoryEntry, to_text
+
+
+@dataclass(frozen=True, slots=True)
+class ActionStart:
+    """What an action is, as recorded when it starts."""
+
+    action: str
+    sig: str
+    release: str
+    stage: Stage | None
+    compose_id: str | None
+    reason: str
+    revision: str | None
+    author: str | None
+    started_at: datetime
+
+
+class History:
+    """The ``history`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def start(self, start: ActionStart) -> int:
+        """Record an action as running; returns its id for :meth:`finish`."""
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO history (action, sig, release, stage, compose_id, reason, revision,"
+                " author, started_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    start.action,
+                    start.sig,
+                    start.release,
+                    None if start.stage is None else start.stage.value,
+                    start.compose_id,
+                    start.reason,
+                    start.revision,
+                    start.author,
+                    to_text(start.started_at),
+                    Result.RUNNING.value,
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish(
+        self,
+        action_id: int,
+        *,
+        result: Result,
+        error: str | None = None,
+        bytes: int = 0,
+        files: int = 0,
+        finished_at: datetime,
+        compose_id: str | None = None,
+    ) -> None:
+        """Record how an action ended (one of :data:`FINISHED_RESULTS`).
+
+        ``compose_id`` fills in the compose an action made or published, when it was
+        not known at the start (a compose, or a publish of the compose just made).
+        """
+        if result not in FINISHED_RESULTS:
+            raise ValueError(f"result {result!r} is not one of {sorted(FINISHED_RESULTS)}")
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE history SET result = ?, error = ?, bytes = ?, files = ?, finished_at = ?,"
+                " compose_id = COALESCE(?, compose_id) WHERE id = ?",
+                (result.value, error, bytes, files, to_text(finished_at), compose_id, action_id),
+            )
+            if cursor.rowcount != 1:
+                raise StateError(f"state database {self._db.path} has no action {action_id}")
+
+    def entries(self, limit: int | None = None, *, sig: str | None = None) -> list[HistoryEntry]:
+        """Actions, newest first; at most ``limit``, only those of ``sig`` if given."""
+        where, params = ("WHERE sig = ?", [sig]) if sig is not None else ("", [])
+        sql = f"SELECT {HISTORY_COLUMNS} FROM history {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        with self._db.read() as conn:
+            rows = conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+        return [HistoryEntry.from_row(row) for row in rows]
+
+    def running(self) -> list[HistoryEntry]:
+        """Actions still marked running, oldest first.
+
+        Left by a crash only if no other process is applying: hold the apply
+        lock before treating them as interrupted.
+        """
+        sql = f"SELECT {HISTORY_COLUMNS} FROM history WHERE result = ? ORDER BY id"  # noqa: S608
+        with self._db.read() as conn:
+            rows = conn.execute(sql, (Result.RUNNING.value,)).fetchall()
+        return [HistoryEntry.from_row(row) for row in rows]
+
+    def mark_interrupted(self, finished_at: datetime) -> int:
+        """Mark every running action failed with the error "interrupted"; returns how many."""
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE history SET result = ?, error = ?, finished_at = ? WHERE result = ?",
+                (Result.FAILED.value, INTERRUPTED, to_text(finished_at), Result.RUNNING.value),
+            )
+        return cursor.rowcount

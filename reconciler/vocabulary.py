@@ -1,0 +1,123 @@
+"""The shared vocabulary: every stage, status, state, kind and result, as enums.
+
+The bottom layer: it imports nothing from the package, and every other module
+spells these values through it, never as string literals. The values are the
+strings that appear on disk, in the state database, in the JSON and markdown
+output and in the logs, so they never change (a renamed member keeps its value).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class Stage(StrEnum):
+    """Where a SIG release's content lives: a compose, then two published trees."""
+
+    COMPOSE = "compose"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+#: The stages that are published trees (under the staging and production roots).
+PUBLISHED_STAGES: Final = (Stage.STAGING, Stage.PRODUCTION)
+#: The stages whose trees carry the mirrors' file lists.
+LISTED_STAGES: Final = frozenset({Stage.PRODUCTION})
+
+
+class ComposeStatus(StrEnum):
+    """A compose's ``STATUS`` file (productmd's values)."""
+
+    STARTED = "STARTED"
+    FINISHED = "FINISHED"
+    FINISHED_INCOMPLETE = "FINISHED_INCOMPLETE"
+    DOOMED = "DOOMED"
+
+
+class TargetState(StrEnum):
+    """What ``status`` says of a target (a SIG release at one stage)."""
+
+    SYNCED = "Synced"
+    OUT_OF_SYNC = "OutOfSync"
+    PROGRESSING = "Progressing"
+    BLOCKED = "Blocked"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+#: The states that mean a target needs a person (reported after a pass).
+TROUBLE_STATES: Final = frozenset({TargetState.BLOCKED, TargetState.FAILED})
+
+
+class ActionKind(StrEnum):
+    """What an action of a plan does."""
+
+    COMPOSE = "compose"
+    PUBLISH = "publish"
+    PRUNE = "prune"
+
+
+class Result(StrEnum):
+    """How an action ended (``RUNNING`` while it runs; the state's history keeps it)."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    SKIPPED = "skipped"  # an earlier action of the same SIG release did not succeed
+
+
+#: The results a finished action can have in the history.
+FINISHED_RESULTS: Final = frozenset({Result.OK, Result.FAILED, Result.BLOCKED})
+#: The error recorded for an action that was running when the process died.
+INTERRUPTED: Final = "interrupted"
+
+
+class VariantKind(StrEnum):
+    """One repository of a compose: a binary repo, its ``-debug`` twin, or its sources."""
+
+    BINARY = "binary"
+    DEBUG = "debug"
+    SOURCE = "source"
+
+
+class InventoryKind(StrEnum):
+    """What an inventory row is: a file, a symlink or a directory."""
+
+    FILE = "f"
+    LINK = "l"
+    DIR = "d"
+
+
+class DriftKind(StrEnum):
+    """How a published path differs from what was published there."""
+
+    MISSING = "missing"
+    CHANGED = "changed"
+    UNEXPECTED = "unexpected"
+
+
+class PassOutcome(StrEnum):
+    """How a pass of the loop ended (metrics label values)."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+__all__ = [
+    "FINISHED_RESULTS",
+    "INTERRUPTED",
+    "LISTED_STAGES",
+    "PUBLISHED_STAGES",
+    "TROUBLE_STATES",
+    "ActionKind",
+    "ComposeStatus",
+    "DriftKind",
+    "InventoryKind",
+    "PassOutcome",
+    "Result",
+    "Stage",
+    "TargetState",
+    "VariantKind",
+]
