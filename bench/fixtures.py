@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.cli import main
 from reconciler.state import StateDB
 from reconciler.vocabulary import Stage

@@ -9,7 +9,7 @@ so this is enough to benchmark composing and publishing.  The metadata
 createrepo_c's Python API from hand-built ``cr.Package`` objects, so every
 checksum (``pkgId`` = sha256 of the file) and size is consistent with the files.
 
-Layout, as the build system serves it (see ``reconciler.sampleupstream``)::
+Layout, as the build system serves it (see ``reconciler.testing``)::
 
     OUT/upstream/<project_id>/repo/<repo>/<arch>/Packages/<file>, repodata/
     OUT/upstream/<project_id>/repo/<repo>/<arch>-debug/...

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from reconciler.filelists import parse_timelist  # noqa: E402
-from reconciler.sampleupstream import UpstreamServer  # noqa: E402
+from reconciler.testing import UpstreamServer  # noqa: E402
 
 import generate as gen  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import git
 import yaml
 
-from . import sampleupstream as su
+from . import testing as su
 from .hostconfig import HostConfig, load_host_config
 from .reconciling import open_state, run_pass
 from .reporting import plan_text, print_history, print_status

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.cli import main
 from reconciler.hostconfig import HostConfig, load_host_config
 from reconciler.specfile import load_spec

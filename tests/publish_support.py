@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.cli import main
 from reconciler.vocabulary import Stage
 

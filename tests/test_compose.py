@@ -11,7 +11,7 @@ import createrepo_c as cr
 import productmd.compose
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.composemeta import read_record
 from reconciler.layout import ComposeTree
 

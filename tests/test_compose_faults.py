@@ -12,7 +12,7 @@ from typing import Any
 import createrepo_c as cr
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 
 from .conftest import (
     DesiredState,

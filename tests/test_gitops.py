@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 
 from .conftest import DesiredState, Upstream, write_host_config
 from .gitrepo import DesiredRepo

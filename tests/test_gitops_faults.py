@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.facts import TargetKey
 from reconciler.state import StateDB
 from reconciler.vocabulary import Stage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.cli import main
 from reconciler.filelists import TIMELIST, TIMELIST_SIG, parse_timelist
 from reconciler.publishing import delete_due

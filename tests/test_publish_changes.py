@@ -166,7 +166,7 @@ def test_changes_are_chained_over_composes_production_skipped(
 ) -> None:
     # compose C on top of B: sig-data goes away again; staging follows, production
     # (still on A) is then promoted straight to C
-    from reconciler import sampleupstream as su
+    from reconciler import testing as su
 
     from .conftest import PROJECT_ID, REPOS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import createrepo_c as cr
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 from reconciler.verifying import Problem, VerifyReport, find_repos, verify_repo, verify_tree
 
 X86 = [p for p in su.sample_rpms("signed") if p.name.endswith((".x86_64.rpm", ".noarch.rpm"))]

@@ -14,7 +14,7 @@ import createrepo_c as cr
 import httpx
 import pytest
 
-from reconciler import sampleupstream as su
+from reconciler import testing as su
 
 from .clients import dnf_install
 
