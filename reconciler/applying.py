@@ -144,7 +144,7 @@ class Applier:
         if stage is not Stage.COMPOSE:
             target = str(self._published(action, stage).path)
         return Event(
-            name, action.sig, action.release, stage.value, compose_id, self.context.revision,
+            name, action.sig, action.release, stage, compose_id, self.context.revision,
             self.context.author, result, error,
             str(tree.sig_dir(compose_id)) if compose_id else None, target,
         )  # fmt: skip

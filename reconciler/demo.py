@@ -20,9 +20,10 @@ import git
 import yaml
 
 from . import testing as su
-from .hostconfig import HostConfig, load_host_config
+from .hostconfig import HostConfig
 from .reconciling import open_state, run_pass
 from .reporting import plan_text, print_history, print_status
+from .specfile import load_host_config
 from .vocabulary import Stage
 
 PROJECT_ID = "00000000-0000-4000-8000-000000000001"

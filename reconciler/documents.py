@@ -19,6 +19,9 @@ from pydantic_core import SchemaValidator, ValidationError
 from .errors import SpecIssue
 from .schema import Record
 
+#: pydantic's error type for a required field that is absent.
+_PYDANTIC_MISSING = "missing"
+
 if TYPE_CHECKING:
     from .recordcache import RecordCache
 
@@ -111,7 +114,7 @@ def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "unexpected_keyword_argument":  # a key the record has no field for
         return f"unknown key {loc[-1]!r}" + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
-    if kind == "missing":
+    if kind == _PYDANTIC_MISSING:
         return f"missing required key {where!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg

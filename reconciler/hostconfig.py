@@ -1,7 +1,8 @@
 """The host config: where things are on this compose host (DESIGN.md section 4).
 
 Not in git. Found at ``--config FILE``, else ``$RECONCILER_CONFIG``, else
-``/etc/reconciler/config.yaml``.
+``/etc/reconciler/config.yaml`` (:func:`reconciler.specfile.load_host_config` reads it).
+Records only: no I/O here.
 """
 
 from __future__ import annotations
@@ -9,17 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
-from .errors import ConfigError, SpecError
 from .layout import ComposeTree, PublishedTree, StateLayout
 from .schema import Limits, Record
 from .vocabulary import Stage
-
-if TYPE_CHECKING:
-    from .recordcache import RecordCache
-
-DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 
 
 def _default_workers() -> int:
@@ -121,28 +116,3 @@ class HostConfig(Record):
     def published(self, category: str, stage: Stage, sig: str, release: str) -> PublishedTree:
         """Where a SIG release is published at ``stage`` (staging or production)."""
         return PublishedTree(stage, self.roots.of(stage), category, sig, release)
-
-
-def config_path(explicit: Path | None) -> Path:
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("RECONCILER_CONFIG")
-    return Path(env) if env else DEFAULT_CONFIG
-
-
-def load_host_config(explicit: Path | None, cache: RecordCache | None = None) -> HostConfig:
-    """Load the host config; a clear :class:`ConfigError` names the file and line.
-
-    With ``cache``, a config already validated in these exact bytes is taken from it.
-    """
-    from .specfile import load_record
-
-    path = config_path(explicit)
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: host config not found (pass --config FILE or set RECONCILER_CONFIG)"
-        )
-    try:
-        return load_record(path, HostConfig, cache=cache)
-    except SpecError as exc:
-        raise ConfigError(str(exc)) from exc

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .vocabulary import Result, Stage
+
 log = logging.getLogger(__name__)
 
 _OUTPUT_LIMIT = 2000
@@ -34,11 +36,11 @@ class Event:
     event: str  # pre-staging, post-production, on-failure, ...
     sig: str
     release: str
-    stage: str  # compose | staging | production
+    stage: Stage
     compose_id: str | None
     revision: str | None
     author: str | None
-    result: str | None = None  # ok | failed (post and on-failure hooks)
+    result: Result | None = None  # post and on-failure hooks
     error: str | None = None
     compose_path: str | None = None  # compose/<release>/<sig> of the compose, when known
     target_path: str | None = None  # the published SIG directory (staging and production)
@@ -107,7 +109,7 @@ def run_hooks(directory: Path | None, event: Event, timeout: float) -> list[Hook
             event.sig,
             event.release,
             event.stage,
-            failure.reason if failure else "ok",
+            failure.reason if failure else Result.OK,
             extra={"event": "hook.failed" if failure else "hook.ok", "hook": hook.name},
         )
         if failure:

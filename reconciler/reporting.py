@@ -9,6 +9,7 @@ from typing import Any
 
 from .planning import Plan
 from .state import HistoryEntry, TargetStatus
+from .vocabulary import TROUBLE_STATES
 
 
 def plan_text(plan: Plan) -> str:
@@ -18,7 +19,7 @@ def plan_text(plan: Plan) -> str:
     for i, action in enumerate(plan.actions, 1):
         lines.append(f"  {i}. {action.describe()}")
         lines.append(f"       because {action.reason}")
-    blocked = [v for v in plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    blocked = [v for v in plan.verdicts if v.state in TROUBLE_STATES]
     if blocked:
         lines.append("Blocked or failed:")
         lines.extend(f"  {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked)
@@ -33,7 +34,7 @@ def plan_markdown(plan: Plan) -> str:
         lines += [f"| {i} | {a.describe()} | {a.reason} |" for i, a in enumerate(plan.actions, 1)]
     else:
         lines.append("No action to take.")
-    blocked = [v for v in plan.verdicts if v.state.value in {"Blocked", "Failed"}]
+    blocked = [v for v in plan.verdicts if v.state in TROUBLE_STATES]
     if not plan.actions and not blocked:
         lines[-1] = "Nothing to do: every target is in sync."
     if blocked:

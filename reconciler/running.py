@@ -44,7 +44,7 @@ class _Wake(FileSystemEventHandler):
 
 
 def trigger_file(host: HostConfig) -> Path:
-    return host.state_dir / "trigger"
+    return host.layout.trigger
 
 
 def next_delay(interval: float, failures: int, rng: random.Random) -> float:
@@ -95,7 +95,7 @@ class Loop:
         self._record(result, statuses, time.monotonic() - started, None)
         log.info(
             "pass done: %d action(s), %s", len(result.plan.actions),
-            "ok" if result.ok else "not ok",
+            PassOutcome.OK if result.ok else PassOutcome.FAILED,
             extra={"event": "pass.done", "ok": result.ok, "revision": result.source.revision},
         )  # fmt: skip
         return result.ok

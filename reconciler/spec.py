@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from .layout import Variant
 from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
 from .schema import Check, Lax, Limits, Prepare, StrictRecord
-from .vocabulary import VariantKind
+from .vocabulary import PUBLISHED_STAGES, VariantKind
 
 _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -266,14 +266,14 @@ def cross_check(
                         "check_signatures is on but gpg_keys is empty",
                     )
                 )
-            for stage in ("staging", "production"):
-                ref = getattr(rel, stage)
+            for stage in PUBLISHED_STAGES:
+                ref = getattr(rel, stage.value)
                 m = COMPOSE_ID_RE.fullmatch(ref) if ref else None
                 if m and (m["sig"] != name or m["release"] != rel_name):
                     problems.append(
                         Problem(
                             name,
-                            (*loc_rel, stage),
+                            (*loc_rel, stage.value),
                             f"{stage} compose {ref!r} is not a compose of "
                             f"SIG {name} release {rel_name}",
                         )

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .errors import SpecError, SpecIssue
+from .errors import ConfigError, SpecError, SpecIssue
+from .hostconfig import HostConfig
 from .schema import Record
 from .spec import Defaults, SigSpec, Spec, cross_check
 
@@ -158,3 +159,31 @@ def load_record(
     # a default may depend on the machine (download workers: two per CPU)
     parts = {"file": raw, "cpus": str(os.cpu_count()).encode()}
     return cache.get_or_build(record.__name__.lower(), parts, record, build)
+
+
+# --- the host config ------------------------------------------------------------
+
+DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
+
+
+def config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("RECONCILER_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_host_config(explicit: Path | None, cache: RecordCache | None = None) -> HostConfig:
+    """Load the host config; a clear :class:`ConfigError` names the file and line.
+
+    With ``cache``, a config already validated in these exact bytes is taken from it.
+    """
+    path = config_path(explicit)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: host config not found (pass --config FILE or set RECONCILER_CONFIG)"
+        )
+    try:
+        return load_record(path, HostConfig, cache=cache)
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from exc

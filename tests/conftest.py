@@ -20,8 +20,8 @@ import yaml
 
 from reconciler import testing as su
 from reconciler.cli import main
-from reconciler.hostconfig import HostConfig, load_host_config
-from reconciler.specfile import load_spec
+from reconciler.hostconfig import HostConfig
+from reconciler.specfile import load_host_config, load_spec
 
 PROJECT_ID = "47e0b4a8-84ba-43a9-bb94-eb99dde4cf14"
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.hostconfig import HostConfig, load_host_config
+from reconciler.hostconfig import HostConfig
+from reconciler.specfile import load_host_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "config.example.yaml"

@@ -17,9 +17,9 @@ import pytest
 
 from reconciler import recordcache
 from reconciler.errors import SpecError
-from reconciler.hostconfig import HostConfig, load_host_config
+from reconciler.hostconfig import HostConfig
 from reconciler.recordcache import RecordCache, decode, digest, encode
-from reconciler.specfile import load_spec
+from reconciler.specfile import load_host_config, load_spec
 
 from .conftest import DesiredState, Host
 

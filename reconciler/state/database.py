@@ -26,6 +26,8 @@ from .migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = StateLayout(Path()).database.name
 BUSY_TIMEOUT_S = 30.0
+#: What ``PRAGMA quick_check`` says of a sound file (SQLite's word, not a result of ours).
+_QUICK_CHECK_SOUND = "ok"
 REBUILD_HINT = (
     "run `reconciler state rebuild` to rebuild what can be rebuilt from the trees (history is lost)"
 )
@@ -167,7 +169,7 @@ class Database:
         """Run ``PRAGMA quick_check`` over the whole file; raise :class:`StateError` if damaged."""
         with self.read() as conn:
             problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
+        if problems != [_QUICK_CHECK_SOUND]:
             raise _damaged(self.path, "; ".join(problems))
 
     def close(self) -> None:

@@ -1,0 +1,321 @@
+"""The commands behind the command line: each parses nothing, calls its step, prints,
+and returns the exit code (:mod:`reconciler.cli` holds the parser and ``main``).
+
+Heavy modules are imported inside each command, so a command pays only for what it
+uses (``plan`` on unchanged files imports neither PyYAML nor pydantic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, SpecError
+from .logs import setup_logging
+from .vocabulary import TROUBLE_STATES, Result
+
+if TYPE_CHECKING:
+    from .composing import ComposeResult
+    from .hostconfig import HostConfig
+    from .recordcache import RecordCache
+    from .state import StateDB
+
+#: How ``apply`` prints each action's result.
+_RESULT_MARKS = {
+    Result.OK: "done",
+    Result.FAILED: "FAILED",
+    Result.BLOCKED: "BLOCKED",
+    Result.SKIPPED: "skipped",
+    Result.RUNNING: "running",
+}
+
+
+def _record_cache() -> RecordCache:
+    """Validated records from earlier runs (see :mod:`reconciler.recordcache`)."""
+    from .recordcache import RecordCache
+
+    return RecordCache.from_environment()
+
+
+def _host(args: argparse.Namespace) -> HostConfig:
+    from .specfile import load_host_config
+
+    return load_host_config(args.config, _record_cache())
+
+
+def _spec_dir(args: argparse.Namespace) -> Path:
+    if args.desired_state is not None:
+        return Path(args.desired_state)
+
+    host = _host(args)
+    if host.git is None:
+        raise ConfigError("no --desired-state given and the host config has no git section")
+    return host.layout.checkout
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .specfile import load_spec
+
+    try:
+        spec = load_spec(args.directory)
+    except SpecError as exc:
+        for issue in exc.issues:
+            print(f"{args.directory}/{issue}" if not Path(issue.file).is_absolute() else issue)
+        print(f"{len(exc.issues)} problem(s) in {args.directory}", file=sys.stderr)
+        return 1
+    n = sum(len(s.releases) for s in spec.sigs.values())
+    print(f"{args.directory}: valid ({len(spec.sigs)} SIGs, {n} SIG releases)")
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from .composing import ComposeRequest, compose
+    from .progress import reporter_for_terminal
+    from .specfile import load_spec
+
+    host = _host(args)
+    spec_dir = _spec_dir(args)
+    spec = load_spec(spec_dir, _record_cache())
+    request = ComposeRequest(
+        sig=args.sig,
+        release=args.release,
+        repos=frozenset(args.repos) if args.repos else None,
+        arches=frozenset(args.arches) if args.arches else None,
+        check_signatures=args.check_signatures,
+    )
+    result = compose(spec, spec_dir, host, request, reporter_for_terminal())
+    print(describe_result(result))
+    return 0 if result.ok else 1
+
+
+def describe_result(result: ComposeResult) -> str:
+    line = (
+        f"{result.status.value} {result.compose_id} ({result.path}): {result.packages} packages, "
+        f"{result.downloaded} downloaded ({result.downloaded_bytes} bytes), "
+        f"{result.linked} hardlinked from the previous compose; "
+        f"{result.requests} HTTP requests in {result.seconds:.2f}s"
+    )
+    if result.missing:
+        line += f"\n  not composed and not in the previous compose: {', '.join(result.missing)}"
+    if result.error:
+        line += f"\n  error: {result.error}"
+    return line
+
+
+def _settle_imports() -> None:
+    """What the imports made (classes, and pydantic's schemas when a file had to be
+    validated) lives until exit: freeze it, so that the collections during the work do
+    not walk it again and again (gc.freeze)."""
+    gc.freeze()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .reconciling import load_against, open_state, run_pass
+    from .reporting import plan_json, plan_markdown, plan_text
+
+    _settle_imports()
+    host = _host(args)
+    with open_state(host) as state, tempfile.TemporaryDirectory(prefix="reconciler-plan-") as tmp:
+        cache = _record_cache()
+        against = load_against(host, args.against, Path(tmp), cache) if args.against else None
+        result = run_pass(
+            host, state, apply=False, spec_dir=args.desired_state, against=against, cache=cache
+        )
+    p = result.plan
+    if result.source.problems:
+        from .planning import with_errors
+
+        p = with_errors(p, *result.source.problems)
+    if args.out:
+        from .fsutil import atomic_write
+
+        atomic_write(args.out, p.to_json())
+    render = {"text": plan_text, "json": plan_json, "markdown": plan_markdown}[args.format]
+    print(render(p), end="" if args.format != "text" else "\n")
+    return 2 if p.has_changes else 0
+
+
+def _confirm(text: str) -> bool:
+    if not sys.stdin.isatty():
+        return True
+    print(text)
+    return input("Apply this plan? [y/N] ").strip().lower() in {"y", "yes"}
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .errors import PlanError
+    from .planning import Plan
+    from .progress import reporter_for_terminal
+    from .reconciling import apply_lock, open_state, run_pass
+    from .reporting import plan_text
+
+    _settle_imports()
+    host = _host(args)
+    saved = None
+    if args.planfile is not None:
+        try:
+            saved = Plan.from_json(args.planfile.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PlanError(f"{args.planfile}: not a readable plan ({exc})") from exc
+    cache = _record_cache()
+    with apply_lock(host, wait=args.wait), open_state(host) as state:
+        if not args.yes and sys.stdin.isatty():
+            preview = run_pass(
+                host, state, apply=False, spec_dir=args.desired_state, saved=saved, cache=cache
+            )
+            if not _confirm(plan_text(preview.plan)):
+                print("not applied")
+                return 1
+            saved = preview.plan
+        result = run_pass(
+            host,
+            state,
+            apply=True,
+            spec_dir=args.desired_state,
+            saved=saved,
+            reporter=reporter_for_terminal(),
+            cache=cache,
+        )
+    assert result.applied is not None
+    for r in result.applied.results:
+        mark = _RESULT_MARKS[r.result]
+        print(f"{mark}: {r.action.describe()}" + (f": {r.error}" if r.error else ""))
+    if not result.plan.actions:
+        print("nothing to do")
+    blocked = [v for v in result.plan.verdicts if v.state in TROUBLE_STATES]
+    for v in blocked:
+        print(f"{v.state}: {v.sig} {v.release} {v.stage}: {v.reason}")
+    for problem in result.source.problems:
+        print(f"not applied: {problem}")
+    return 0 if result.ok and not blocked and not result.source.problems else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .running import Loop
+
+    _settle_imports()
+    host = _host(args)
+    setup_logging(True, host.log_format)
+    return Loop(host, args.desired_state).run(once=args.once)
+
+
+def _source_summary(state: StateDB) -> dict[str, object]:
+    source = state.sources.source()
+    return {"revision": source.good_revision, "problems": list(source.problems)}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .reconciling import open_state
+    from .reporting import print_status
+
+    host = _host(args)
+    with open_state(host) as state:
+        print_status(state.targets.statuses(), _source_summary(state), args.format)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .reconciling import open_state
+    from .reporting import print_history
+
+    host = _host(args)
+    with open_state(host) as state:
+        print_history(state.history.entries(args.limit, sig=args.sig), args.format)
+    return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from .rebuilding import check_state, rebuild_state
+
+    host = _host(args)
+    if args.action == "check":
+        print(check_state(host))
+        return 0
+    for line in rebuild_state(host, args.desired_state):
+        print(line)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    if args.drift:
+        return _verify_drift(args)
+    if args.path is None:
+        raise ConfigError("verify needs a PATH (or --drift)")
+    from .verifying import verify_tree
+
+    report = verify_tree(args.path, quick=args.quick)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "repos": report.repos,
+                    "packages": report.packages,
+                    "ok": report.ok,
+                    "problems": [{"path": p.path, "message": p.message} for p in report.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in report.problems:
+            print(problem)
+        verdict = "consistent" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"{args.path}: {report.repos} repos, {report.packages} packages: {verdict}")
+    return 0 if report.ok else 1
+
+
+def _verify_drift(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .applying import record_learned
+    from .facts import Learned
+    from .observing import check_drift
+    from .reconciling import load_source, open_state
+
+    host = _host(args)
+    with open_state(host) as state:
+        source = load_source(host, state, args.desired_state, _record_cache())
+        found = check_drift(source.spec, host, state)
+        record_learned(state, Learned(drift=found, drift_checked_at=datetime.now(UTC)))
+    total = 0
+    for key in sorted(found, key=lambda k: (k.sig, k.release, k.stage)):
+        n = len(found[key])
+        total += n
+        what = "no drift" if not n else f"{n} path(s) drifted"
+        print(f"{key.sig} {key.release} {key.stage}: {what}")
+        for finding in found[key]:
+            print(f"  {finding}")
+    return 0 if total == 0 else 1
+
+
+def cmd_filelist(args: argparse.Namespace) -> int:
+    from .filelists import render_all, scan, write_if_changed
+
+    if args.root is not None:
+        written = write_if_changed(args.root, render_all(scan(args.root)))
+    else:
+        from .publishing import write_production_filelists
+        from .reconciling import apply_lock, load_source, open_state
+
+        host = _host(args)
+        # the lists and the state's record of them change together: not during a pass
+        with apply_lock(host, wait=True), open_state(host) as state:
+            spec = load_source(host, state, args.desired_state, _record_cache()).spec
+            written = write_production_filelists(
+                state, host.roots.production, spec.defaults.publish.category
+            )
+    print("written: " + ", ".join(written) if written else "file lists unchanged")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.dir)
