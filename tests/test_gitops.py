@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from reconciler import testing as su
 
-from .conftest import DesiredState, Upstream, write_host_config
+from .conftest import DesiredState, Upstream, tree_digest, write_host_config
 from .gitrepo import DesiredRepo
 
 SIG_DIR = "mirror/pub/sig/9/core"
@@ -211,3 +213,58 @@ def test_an_unchanged_upstream_costs_one_conditional_request_per_repo(
         assert [state.sources.upstream_cache(u) for u in urls] == before, (
             "answered 304: cache untouched"
         )
+
+
+def _state_bytes(config: Path) -> dict[str, str]:
+    state_dir = config.parent / "state"
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(state_dir.glob("state.db*"))
+    }
+
+
+def test_plan_changes_nothing_even_when_drift_is_due_and_the_upstream_changed(
+    cli: Any, tmp_path: Path, repo: DesiredRepo, upstream: Upstream
+) -> None:
+    """Observing is read-only: ``plan`` leaves the state database and every root as they
+    were, byte for byte, while what it saw (a new upstream revision, drift) is real and
+    recorded by the next ``apply``."""
+    from reconciler.state import StateDB
+
+    root = tmp_path / "host"
+    root.mkdir()
+    config = write_host_config(
+        root,
+        upstream.server.base_url,
+        git={"url": str(repo.server), "branch": "main", "path": "desired-state"},
+        drift_interval=1,
+        drift="report",
+    )
+    assert cli("apply", "--config", config).code == 0
+    url = upstream.server.base_url + upstream.path("core-common", "x86_64", "repodata/repomd.xml")
+    with StateDB.open(root / "state") as state:
+        checked = state.sources.drift_checked_at()
+        validators = state.sources.upstream_cache(url)
+    assert checked is not None and validators is not None
+    # the world changes: a new package upstream, a stray file in the staging tree
+    su.add_packages(
+        upstream.repo_dir("core-common", "x86_64"), [su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")]
+    )
+    (root / "staging" / SIG_DIR / "stray.txt").write_text("not published by the reconciler\n")
+    time.sleep(1.1)  # the drift interval has passed
+    before_state = _state_bytes(config)
+    before_roots = {name: tree_digest(root / name) for name in ("compose", "staging", "production")}
+
+    result = cli("plan", "--config", config)
+    assert result.code == 2, result.out + result.err
+    assert "compose core 9" in result.out, "it saw the upstream change"
+
+    assert _state_bytes(config) == before_state, "plan wrote to the state database"
+    for name, digest in before_roots.items():
+        assert tree_digest(root / name) == digest, f"plan changed the {name} tree"
+    # what plan saw, the next apply records: a drift check, the upstream's new validators
+    assert cli("apply", "--config", config).code in (0, 1)
+    with StateDB.open(root / "state") as state:
+        assert (state.sources.drift_checked_at() or checked) > checked
+        renewed = state.sources.upstream_cache(url)
+        assert renewed is not None and renewed.sha256 != validators.sha256
