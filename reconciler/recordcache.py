@@ -18,13 +18,6 @@ of :class:`~reconciler.schema.Record` can be rebuilt, so an entry cannot make th
 process build anything else. The directory must belong to this user and be writable
 by nobody else (like ``~/.ssh``): an entry is trusted as if it had been validated.
 
-A changed file must be validated, and most of that cost is pydantic building its
-validators. So the validators are cached too (``validator-*.pickle``, pydantic_core's
-own pickling, keyed by the code and the pydantic versions). They are read with an
-unpickler that resolves nothing but the record classes, the functions of their
-rules (:mod:`reconciler.schema`), ``timedelta`` and pydantic_core's
-``SchemaValidator``: an entry cannot name any other code.
-
 Where: ``$RECONCILER_CACHE_DIR`` (empty turns the cache off), else systemd's
 ``$CACHE_DIRECTORY`` (``CacheDirectory=`` in the unit), else
 ``$XDG_CACHE_HOME/reconciler``, else ``~/.cache/reconciler``. Any problem with the
@@ -36,26 +29,19 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
-import importlib.util
-import io
 import json
 import logging
 import os
-import pickle
 import re
 import stat
-import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import cache
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from .fsutil import tmp_name
-from .schema import Record, Rule
-
-if TYPE_CHECKING:
-    from pydantic_core import SchemaValidator
+from .schema import Record
 
 log = logging.getLogger(__name__)
 
@@ -274,64 +260,6 @@ def decode(data: Any, classes: Mapping[str, type[Record]]) -> Any:
     raise ValueError(f"not a cached value: {str(data)[:60]!r}")
 
 
-# --- validators: pickled, and unpickled with an allowlist ----------------------------
-
-
-def _rule_functions(hint: Any) -> Iterator[Callable[[Any], Any]]:
-    if typing.get_origin(hint) is typing.Annotated:
-        for meta in hint.__metadata__:
-            if isinstance(meta, Rule):
-                yield meta.func
-    for arg in typing.get_args(hint):
-        yield from _rule_functions(arg)
-
-
-@cache
-def _allowed_globals() -> frozenset[tuple[str, str]]:
-    """What a cached validator may refer to (module, name)."""
-    allowed = {("datetime", "timedelta"), ("pydantic_core._pydantic_core", "SchemaValidator")}
-    for cls in _record_classes().values():
-        allowed.add((cls.__module__, cls.__qualname__))
-        for hint in typing.get_type_hints(cls, include_extras=True).values():
-            allowed.update((f.__module__, f.__qualname__) for f in _rule_functions(hint))
-    return frozenset(allowed)
-
-
-class _Unpickler(pickle.Unpickler):
-    """Resolves only the names in ``allowed`` (see "Restricting Globals" in pickle's docs)."""
-
-    def __init__(self, raw: bytes, allowed: frozenset[tuple[str, str]]) -> None:
-        super().__init__(io.BytesIO(raw))
-        self._allowed = allowed
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._allowed:
-            raise pickle.UnpicklingError(f"{module}.{name} may not appear in a cached validator")
-        return super().find_class(module, name)
-
-
-@cache
-def _pydantic_version() -> bytes:
-    """pydantic's ``version.py``, read rather than imported (importing takes milliseconds)."""
-    spec = importlib.util.find_spec("pydantic")
-    if spec is None or spec.origin is None:
-        return b""
-    return (Path(spec.origin).parent / "version.py").read_bytes()
-
-
-def _validator_key(record: type[Record]) -> str:
-    import pydantic_core
-
-    return digest(
-        "validator",
-        {
-            "record": f"{record.__module__}.{record.__qualname__}".encode(),
-            "pydantic": _pydantic_version(),
-            "pydantic_core": pydantic_core.__version__.encode(),
-        },
-    )
-
-
 # --- the store ------------------------------------------------------------------------
 
 
@@ -416,32 +344,6 @@ class RecordCache:
         """Store ``record`` under ``key``; a cache that cannot be written is skipped."""
         self._write(kind, self._entry(kind, key), json.dumps(encode(record)).encode())
 
-    def get_validator(self, record: type[Record]) -> SchemaValidator | None:
-        """pydantic_core's validator of ``record``, as built by an earlier process."""
-        if not self._ready(create=False):
-            return None
-        try:
-            raw = self._entry("validator", _validator_key(record), ".pickle").read_bytes()
-        except OSError:
-            return None
-        from pydantic_core import SchemaValidator
-
-        try:
-            validator = _Unpickler(raw, _allowed_globals()).load()
-        except Exception as exc:  # any fault of an entry is a miss
-            log.debug("cached validator of %s unreadable: %s", record.__qualname__, exc)
-            return None
-        return validator if isinstance(validator, SchemaValidator) else None
-
-    def put_validator(self, record: type[Record], validator: SchemaValidator) -> None:
-        """Keep ``validator`` for the next process; one that cannot be pickled is skipped."""
-        try:
-            raw = pickle.dumps(validator, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            log.debug("validator of %s not cached: %s", record.__qualname__, exc)
-            return
-        self._write("validator", self._entry("validator", _validator_key(record), ".pickle"), raw)
-
     def _write(self, kind: str, entry: Path, raw: bytes) -> None:
         if not self._ready(create=True):
             return
@@ -459,7 +361,6 @@ class RecordCache:
 
     def _prune(self, kind: str) -> None:
         assert self.directory is not None
-        # every entry of the kind, records (.json) and validators (.pickle) alike
         entries = sorted(self.directory.glob(f"{kind}-*"), key=lambda p: p.stat().st_mtime_ns)
         for old in entries[:-KEEP]:
             old.unlink(missing_ok=True)

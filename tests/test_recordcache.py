@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -324,9 +323,8 @@ def test_a_pass_on_cached_input_imports_neither_yaml_nor_pydantic(
     assert len(_entries(cache_dir, "spec")) == len(_entries(cache_dir, "hostconfig")) == 1
     assert probe() == "[]"
     desired_state.write(staging=None)
-    # a changed file is validated, by the validators the first pass kept
-    assert probe() == "['pydantic_core', 'yaml']"
-    assert len(list(cache_dir.glob("validator-*.pickle"))) == 2  # Defaults, SigSpec
+    assert probe() == "['pydantic.type_adapter', 'pydantic_core', 'yaml']"  # validated again
+    assert len(_entries(cache_dir, "spec")) == 2
 
 
 def test_host_config_from_the_cache_equals_the_loaded_one(
@@ -341,78 +339,18 @@ def test_host_config_from_the_cache_equals_the_loaded_one(
     assert isinstance(again.roots.compose, Path)
 
 
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        ("hashed: true", "hashed: 'yes'"),
-        ("keep_versions: 1", "keep_versions: -1"),
-        ("staging: latest", "staging: latest\n    colour: red"),
-        ("core-infra:", "Core_Infra:"),
-        ("repos:", "repos: {}\n    old_repos:"),
-    ],
-)
-def test_cached_validators_report_what_fresh_ones_do(
-    desired_state: DesiredState, cache_dir: Path, old: str, new: str
-) -> None:
-    from reconciler import documents
-
-    load_spec(desired_state.path, RecordCache(cache_dir))  # keeps the validators
-    sig = desired_state.path / "sigs" / "core.yaml"
-    sig.write_text(sig.read_text().replace(old, new, 1))
-    reports = []
-    for cache in (None, RecordCache(cache_dir)):
-        documents._VALIDATORS.clear()  # as in a new process
-        with pytest.raises(SpecError) as err:
-            load_spec(desired_state.path, cache)
-        reports.append([str(i) for i in err.value.issues])
-    assert reports[0] == reports[1]
-    assert reports[0]
-
-
-def test_a_validator_entry_naming_other_code_is_not_run(
-    desired_state: DesiredState, cache_dir: Path, tmp_path: Path
-) -> None:
-    from reconciler import documents
-    from reconciler.spec import SigSpec
-
-    load_spec(desired_state.path, RecordCache(cache_dir))
-    canary = tmp_path / "canary"
-    evil = pickle.dumps(_Touch(str(canary)))
-    for entry in cache_dir.glob("validator-*.pickle"):
-        entry.write_bytes(evil)
-    desired_state.write(staging=None)  # a miss for the records, so validators are needed
-    documents._VALIDATORS.clear()
-    assert RecordCache(cache_dir).get_validator(SigSpec) is None
-    assert (
-        load_spec(desired_state.path, RecordCache(cache_dir)).release("core", "9").staging is None
-    )
-    assert not canary.exists()
-
-
-class _Touch:
-    """Unpickling this would create a file (via pathlib.Path.touch)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (Path.touch, (Path(self.path),))
-
-
-def test_old_entries_are_pruned_validators_too(
-    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_old_entries_are_pruned_by_kind(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recordcache, "KEEP", 2)
     cache = RecordCache(cache_dir)
     cache_dir.mkdir(mode=0o700)
-    for i, suffix in enumerate([".pickle", ".pickle", ".pickle", ".json"]):
-        entry = cache_dir / f"validator-{i}{suffix}"
-        entry.write_bytes(b"x")
+    for i in range(3):
+        entry = cache_dir / f"spec-{i}.json"
+        entry.write_bytes(b"{}")
         os.utime(entry, ns=(i * 10**9, i * 10**9))
-    (cache_dir / "spec-0.json").write_bytes(b"{}")
-    cache._prune("validator")
+    (cache_dir / "hostconfig-0.json").write_bytes(b"{}")
+    cache._prune("spec")
     assert sorted(p.name for p in cache_dir.iterdir()) == [
-        "spec-0.json",
-        "validator-2.pickle",
-        "validator-3.json",
+        "hostconfig-0.json",
+        "spec-1.json",
+        "spec-2.json",
     ]
