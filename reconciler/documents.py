@@ -1,17 +1,16 @@
 """YAML documents into validated records, with the file and line of every problem.
 
 The slow path of :mod:`reconciler.specfile`: it imports PyYAML and pydantic_core,
-which a pass whose files are in the record cache never needs. pydantic itself is
-imported only to build a record's validator, which the record cache keeps for the
-next process. Every problem is collected,
-not only the first: YAML syntax errors, duplicate keys (PyYAML would silently keep
-the last), and the rules of the records (:mod:`reconciler.schema`).
+which a pass whose files are in the record cache never needs, and pydantic to build
+each record's validator (once per process). Every problem is collected, not only the
+first: YAML syntax errors, duplicate keys (PyYAML would silently keep the last), and
+the rules of the records (:mod:`reconciler.schema`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic_core import SchemaValidator, ValidationError
@@ -21,9 +20,6 @@ from .schema import Record
 
 #: pydantic's error type for a required field that is absent.
 _PYDANTIC_MISSING = "missing"
-
-if TYPE_CHECKING:
-    from .recordcache import RecordCache
 
 Loc = tuple[str | int, ...]
 R = TypeVar("R", bound=Record)
@@ -123,31 +119,20 @@ def _message(err: Any) -> str:
 _VALIDATORS: dict[type[Record], SchemaValidator] = {}
 
 
-def _validator(record: type[Record], cache: RecordCache | None) -> SchemaValidator:
-    """A record's validator: built once per process, or taken from the cache."""
+def _validator(record: type[Record]) -> SchemaValidator:
+    """A record's validator, built once per process."""
     validator = _VALIDATORS.get(record)
-    if validator is None and cache is not None:
-        validator = cache.get_validator(record)
     if validator is None:
         from pydantic import TypeAdapter  # tens of milliseconds of imports and building
 
-        validator = cast("SchemaValidator", TypeAdapter(record).validator)
-        if cache is not None:
-            cache.put_validator(record, validator)
-    _VALIDATORS[record] = validator
+        validator = _VALIDATORS[record] = cast("SchemaValidator", TypeAdapter(record).validator)
     return validator
 
 
-def validate(
-    record: type[R],
-    doc: Document,
-    name: str,
-    issues: list[SpecIssue],
-    cache: RecordCache | None = None,
-) -> R | None:
+def validate(record: type[R], doc: Document, name: str, issues: list[SpecIssue]) -> R | None:
     """``doc`` as a ``record``, or ``None`` with every problem in ``issues``."""
     try:
-        value = _validator(record, cache).validate_python(doc.data)
+        value = _validator(record).validate_python(doc.data)
     except ValidationError as exc:
         for err in exc.errors():
             loc: Loc = tuple(p for p in err["loc"] if p != "[key]")

@@ -4,21 +4,19 @@ Validating the desired state and the host config needs PyYAML and pydantic, whic
 take longer to import than a publish after a small change takes to do. A pass whose
 files did not change since the last pass takes the records from here instead: the
 key is a digest of the input files and of the code that validates them
-(:data:`CODE_FILES`), so an entry is either exactly what validation would return or
+(:func:`code_digest`), so an entry is either exactly what validation would return or
 absent. Only valid inputs are stored; an invalid file is validated, and reported,
 every time.
+
+The code in the key is derived, not listed: the modules that decide what a valid
+record is (:data:`ENTRY_MODULES`) and every module of the package they import, at
+any depth, found by parsing their import statements (:func:`validation_files`). A
+module that joins validation is in the key as soon as one of them imports it.
 
 Entries are JSON. Each record is written with its class name, and only subclasses
 of :class:`~reconciler.schema.Record` can be rebuilt, so an entry cannot make this
 process build anything else. The directory must belong to this user and be writable
 by nobody else (like ``~/.ssh``): an entry is trusted as if it had been validated.
-
-A changed file must be validated, and most of that cost is pydantic building its
-validators. So the validators are cached too (``validator-*.pickle``, pydantic_core's
-own pickling, keyed by the code and the pydantic versions). They are read with an
-unpickler that resolves nothing but the record classes, the functions of their
-rules (:mod:`reconciler.schema`), ``timedelta`` and pydantic_core's
-``SchemaValidator``: an entry cannot name any other code.
 
 Where: ``$RECONCILER_CACHE_DIR`` (empty turns the cache off), else systemd's
 ``$CACHE_DIRECTORY`` (``CacheDirectory=`` in the unit), else
@@ -28,40 +26,35 @@ cache (unwritable, corrupt entry, a foreign owner) only means a miss.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
-import importlib.util
-import io
 import json
 import logging
 import os
-import pickle
+import re
 import stat
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import cache
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from . import __version__
 from .fsutil import tmp_name
-from .schema import Record, Rule
-
-if TYPE_CHECKING:
-    from pydantic_core import SchemaValidator
+from .schema import Record
 
 log = logging.getLogger(__name__)
 
-#: The modules whose code decides what a record is and what is valid: part of every key.
-CODE_FILES: Final = (
-    "names.py",
-    "schema.py",
-    "spec.py",
-    "hostconfig.py",
-    "specfile.py",
-    "documents.py",
-    "recordcache.py",
+#: The modules whose code decides what a record is and what is valid (names relative to
+#: the package). They, and every module of the package they import, are in every key.
+ENTRY_MODULES: Final = (
+    "names",
+    "schema",
+    "spec",
+    "hostconfig",
+    "specfile",
+    "documents",
+    "recordcache",
 )
 #: Entries kept per kind; the oldest beyond this are removed when one is added.
 KEEP: Final = 16
@@ -69,13 +62,124 @@ KEEP: Final = 16
 R = TypeVar("R", bound=Record)
 
 
+# --- the key: the input bytes and the validating code ---------------------------------
+
+#: Where an import statement may be, and all of it: at the start of a line (the source is
+#: searched with a newline before it) or after a ``;`` or ``:`` on that line, with its
+#: continuation (a parenthesized list of names, or backslashed lines). Prose is left out:
+#: after ``from x`` a statement has ``import``; after ``import x`` only ``as``, a comma,
+#: ``;``, ``#`` or a backslash.
+_IMPORT_STATEMENT: Final = re.compile(
+    rb"""
+    [\n;:] [ \t]*
+    (?! from [ \t]+ (?![\w.]*\bimport\b) [\w.]+ [ \t]+ (?!import\b) [^\s\\] )
+    (?! import [ \t]+ [\w.]+ [ \t]+ (?!as\b) [^\s\\\#;,] )
+    (
+        (?:from|import) [ \t.\\]
+        (?: [^\n(\\] | \\\r?\n )*
+        (?: \( [^)]* \) )?
+        [^\n]*
+    )
+    """,
+    re.VERBOSE,
+)
+
+
+def _imports(source: bytes) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of a module, wherever it is: at the top, in a function,
+    under ``if TYPE_CHECKING:``.
+
+    Parsing whole modules would cost milliseconds on every pass, so only the statements
+    :data:`_IMPORT_STATEMENT` finds are parsed, as one small module. If they are not all
+    Python (a docstring line such as "import x, y and z"), the module is parsed whole.
+    """
+    statements = b"\n".join(m[1] for m in _IMPORT_STATEMENT.finditer(b"\n" + source))
+    try:
+        nodes: Iterable[ast.AST] = ast.parse(statements).body
+    except (SyntaxError, ValueError):
+        try:
+            nodes = ast.walk(ast.parse(source))
+        except (SyntaxError, ValueError):  # a module Python cannot import imports nothing
+            return []
+    return [node for node in nodes if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+def _module_file(package_dir: Path, module: tuple[str, ...]) -> str | None:
+    """The path, relative to ``package_dir``, of a module (``()`` is the package)."""
+    base = "/".join(module)
+    for rel in (f"{base}.py", f"{base}/__init__.py") if module else ("__init__.py",):
+        if (package_dir / rel).is_file():
+            return rel
+    return None
+
+
+def _imported(
+    node: ast.Import | ast.ImportFrom, package: str, current: tuple[str, ...]
+) -> Iterable[tuple[str, ...]]:
+    """The modules of ``package`` that ``node`` may import (some may not exist), in the
+    module whose package is ``current``."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            top, *rest = alias.name.split(".")
+            if top == package:
+                yield tuple(rest)
+        return
+    if node.level == 0:  # from reconciler.x import y
+        top, *rest = (node.module or "").split(".")
+        if top != package:
+            return
+        module = tuple(rest)
+    elif node.level - 1 > len(current):  # above the package
+        return
+    else:  # from .x import y, from . import x, from ..x.y import z
+        base = current[: len(current) - (node.level - 1)]
+        module = base + tuple(node.module.split(".")) if node.module else base
+    yield module
+    for alias in node.names:  # each may be a submodule rather than a name
+        if alias.name != "*":
+            yield (*module, alias.name)
+
+
+def validation_files(package_dir: Path, entries: Iterable[str] = ENTRY_MODULES) -> dict[str, bytes]:
+    """The modules ``entries`` and every module of the package they import, transitively:
+    their paths relative to ``package_dir`` (``spec.py``, ``foo/__init__.py``) and bytes.
+
+    The imports are read from the source, never run; every import counts, wherever it
+    is, including those only a type checker sees. Importing a module runs its packages'
+    ``__init__.py``, so those count too.
+    """
+    package = package_dir.name
+    found: dict[str, bytes] = {}
+    seen: set[tuple[str, ...]] = set()
+    todo = [tuple(name.split(".")) for name in entries]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        rel = _module_file(package_dir, module)
+        if rel is None:  # a name, not a module, or outside the package
+            continue
+        source = found[rel] = (package_dir / rel).read_bytes()
+        todo.extend(module[:i] for i in range(len(module)))  # the enclosing packages
+        current = module if rel.split("/")[-1] == "__init__.py" else module[:-1]
+        for node in _imports(source):
+            todo.extend(_imported(node, package, current))
+    return found
+
+
+def code_digest(package_dir: Path) -> bytes:
+    """The digest of the validating code in ``package_dir`` (:func:`validation_files`)."""
+    h = hashlib.sha256()
+    for rel, content in sorted(validation_files(package_dir).items()):
+        h.update(f"{len(rel)}:{rel}:{len(content)}:".encode())
+        h.update(content)
+    return h.digest()
+
+
 @cache
 def _code_digest() -> bytes:
-    h = hashlib.sha256(__version__.encode())
-    here = Path(__file__).parent
-    for name in CODE_FILES:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return h.digest()
+    return code_digest(Path(__file__).parent)
 
 
 def digest(kind: str, parts: Mapping[str, bytes]) -> str:
@@ -154,64 +258,6 @@ def decode(data: Any, classes: Mapping[str, type[Record]]) -> Any:
         if tag == "@seconds" and isinstance(value, int | float):
             return timedelta(seconds=value)
     raise ValueError(f"not a cached value: {str(data)[:60]!r}")
-
-
-# --- validators: pickled, and unpickled with an allowlist ----------------------------
-
-
-def _rule_functions(hint: Any) -> Iterator[Callable[[Any], Any]]:
-    if typing.get_origin(hint) is typing.Annotated:
-        for meta in hint.__metadata__:
-            if isinstance(meta, Rule):
-                yield meta.func
-    for arg in typing.get_args(hint):
-        yield from _rule_functions(arg)
-
-
-@cache
-def _allowed_globals() -> frozenset[tuple[str, str]]:
-    """What a cached validator may refer to (module, name)."""
-    allowed = {("datetime", "timedelta"), ("pydantic_core._pydantic_core", "SchemaValidator")}
-    for cls in _record_classes().values():
-        allowed.add((cls.__module__, cls.__qualname__))
-        for hint in typing.get_type_hints(cls, include_extras=True).values():
-            allowed.update((f.__module__, f.__qualname__) for f in _rule_functions(hint))
-    return frozenset(allowed)
-
-
-class _Unpickler(pickle.Unpickler):
-    """Resolves only the names in ``allowed`` (see "Restricting Globals" in pickle's docs)."""
-
-    def __init__(self, raw: bytes, allowed: frozenset[tuple[str, str]]) -> None:
-        super().__init__(io.BytesIO(raw))
-        self._allowed = allowed
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._allowed:
-            raise pickle.UnpicklingError(f"{module}.{name} may not appear in a cached validator")
-        return super().find_class(module, name)
-
-
-@cache
-def _pydantic_version() -> bytes:
-    """pydantic's ``version.py``, read rather than imported (importing takes milliseconds)."""
-    spec = importlib.util.find_spec("pydantic")
-    if spec is None or spec.origin is None:
-        return b""
-    return (Path(spec.origin).parent / "version.py").read_bytes()
-
-
-def _validator_key(record: type[Record]) -> str:
-    import pydantic_core
-
-    return digest(
-        "validator",
-        {
-            "record": f"{record.__module__}.{record.__qualname__}".encode(),
-            "pydantic": _pydantic_version(),
-            "pydantic_core": pydantic_core.__version__.encode(),
-        },
-    )
 
 
 # --- the store ------------------------------------------------------------------------
@@ -298,32 +344,6 @@ class RecordCache:
         """Store ``record`` under ``key``; a cache that cannot be written is skipped."""
         self._write(kind, self._entry(kind, key), json.dumps(encode(record)).encode())
 
-    def get_validator(self, record: type[Record]) -> SchemaValidator | None:
-        """pydantic_core's validator of ``record``, as built by an earlier process."""
-        if not self._ready(create=False):
-            return None
-        try:
-            raw = self._entry("validator", _validator_key(record), ".pickle").read_bytes()
-        except OSError:
-            return None
-        from pydantic_core import SchemaValidator
-
-        try:
-            validator = _Unpickler(raw, _allowed_globals()).load()
-        except Exception as exc:  # any fault of an entry is a miss
-            log.debug("cached validator of %s unreadable: %s", record.__qualname__, exc)
-            return None
-        return validator if isinstance(validator, SchemaValidator) else None
-
-    def put_validator(self, record: type[Record], validator: SchemaValidator) -> None:
-        """Keep ``validator`` for the next process; one that cannot be pickled is skipped."""
-        try:
-            raw = pickle.dumps(validator, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            log.debug("validator of %s not cached: %s", record.__qualname__, exc)
-            return
-        self._write("validator", self._entry("validator", _validator_key(record), ".pickle"), raw)
-
     def _write(self, kind: str, entry: Path, raw: bytes) -> None:
         if not self._ready(create=True):
             return
@@ -341,7 +361,6 @@ class RecordCache:
 
     def _prune(self, kind: str) -> None:
         assert self.directory is not None
-        # every entry of the kind, records (.json) and validators (.pickle) alike
         entries = sorted(self.directory.glob(f"{kind}-*"), key=lambda p: p.stat().st_mtime_ns)
         for old in entries[:-KEEP]:
             old.unlink(missing_ok=True)

@@ -3,10 +3,9 @@ file (the host config) into its record.
 
 Each file is read once. With a :class:`~reconciler.recordcache.RecordCache`, the
 digest of those bytes finds records validated before, and neither PyYAML nor
-pydantic is imported. Otherwise :mod:`reconciler.documents` validates them (with
-validators the cache kept, when it has them), reporting every problem with its file
-and line, and :func:`reconciler.spec.cross_check` adds the checks that span files;
-a valid result is then cached.
+pydantic is imported. Otherwise :mod:`reconciler.documents` validates them, reporting
+every problem with its file and line, and :func:`reconciler.spec.cross_check` adds
+the checks that span files; a valid result is then cached.
 """
 
 from __future__ import annotations
@@ -85,20 +84,15 @@ def read_folder(directory: Path, issues: list[SpecIssue]) -> SpecFiles:
     return SpecFiles(defaults, tuple(sigs), key_files)
 
 
-def validate_folder(
-    files: SpecFiles, issues: list[SpecIssue], cache: RecordCache | None = None
-) -> Spec:
-    """Validate what :func:`read_folder` read; raise :class:`SpecError` listing every issue.
-
-    ``cache`` lends the validators built by an earlier process (not the records).
-    """
+def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
+    """Validate what :func:`read_folder` read; raise :class:`SpecError` listing every issue."""
     from . import documents
 
     defaults: Defaults | None = None
     if files.defaults is not None:
         doc = documents.read_yaml(files.defaults, "defaults.yaml", issues)
         if doc is not None:
-            defaults = documents.validate(Defaults, doc, "defaults.yaml", issues, cache)
+            defaults = documents.validate(Defaults, doc, "defaults.yaml", issues)
 
     sigs: dict[str, SigSpec] = {}
     sig_docs: dict[str, tuple[str, documents.Document]] = {}
@@ -107,7 +101,7 @@ def validate_folder(
         sig_doc = documents.read_yaml(raw, rel, issues)
         if sig_doc is None:
             continue
-        sig = documents.validate(SigSpec, sig_doc, rel, issues, cache)
+        sig = documents.validate(SigSpec, sig_doc, rel, issues)
         if sig is not None:
             sigs[stem] = sig
             sig_docs[stem] = (rel, sig_doc)
@@ -129,10 +123,8 @@ def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
     issues: list[SpecIssue] = []
     files = read_folder(directory, issues)
     if cache is None or issues:  # an unreadable file is not in the key: never a hit
-        return validate_folder(files, issues, cache)
-    return cache.get_or_build(
-        "spec", files.parts(), Spec, lambda: validate_folder(files, issues, cache)
-    )
+        return validate_folder(files, issues)
+    return cache.get_or_build("spec", files.parts(), Spec, lambda: validate_folder(files, issues))
 
 
 def load_record(
@@ -149,7 +141,7 @@ def load_record(
         from . import documents
 
         doc = documents.read_yaml(raw, name, issues)
-        result = documents.validate(record, doc, name, issues, cache) if doc is not None else None
+        result = documents.validate(record, doc, name, issues) if doc is not None else None
         if issues or result is None:
             raise SpecError(issues or [SpecIssue(name, None, "invalid")])
         return result

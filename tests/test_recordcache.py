@@ -5,11 +5,13 @@ PyYAML nor pydantic."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-import pickle
+import shutil
 import subprocess
 import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,10 +20,20 @@ import pytest
 from reconciler import recordcache
 from reconciler.errors import SpecError
 from reconciler.hostconfig import HostConfig
-from reconciler.recordcache import RecordCache, decode, digest, encode
+from reconciler.recordcache import (
+    ENTRY_MODULES,
+    RecordCache,
+    code_digest,
+    decode,
+    digest,
+    encode,
+    validation_files,
+)
 from reconciler.specfile import load_host_config, load_spec
 
-from .conftest import DesiredState, Host
+from .conftest import DesiredState, Host, write_host_config
+
+PACKAGE = Path(recordcache.__file__).parent
 
 
 def _entries(cache_dir: Path, kind: str) -> list[Path]:
@@ -139,8 +151,127 @@ def test_the_key_covers_names_bytes_and_code() -> None:
     assert digest("spec", {"a": b"x", "b": b"y"}) != base  # bytes moved between files
     assert digest("spec", {"a": b"xy", "c": b""}) != base  # a file renamed
     assert digest("hostconfig", {"a": b"xy", "b": b""}) != base
-    here = Path(recordcache.__file__).parent
-    assert all((here / name).is_file() for name in recordcache.CODE_FILES)
+
+
+_IMPORTED = """
+import importlib, sys
+from pathlib import Path
+from reconciler.specfile import load_host_config
+from reconciler.recordcache import ENTRY_MODULES, RecordCache
+from reconciler.specfile import load_spec
+for name in ENTRY_MODULES:
+    importlib.import_module(f"reconciler.{name}")
+desired, config, cache = map(Path, sys.argv[1:])
+for c in (None, RecordCache(cache), RecordCache(cache)):  # validated, cached, from the cache
+    load_spec(desired, c)
+    load_host_config(config, c)
+package = Path(sys.modules["reconciler"].__file__).parent
+for name, module in sys.modules.items():
+    if name.split(".")[0] == "reconciler":
+        print(Path(module.__file__).relative_to(package).as_posix())
+"""
+
+
+def test_the_key_covers_every_module_validation_imports(
+    desired_state: DesiredState, tmp_path: Path
+) -> None:
+    """What the import statements say is at least what a process that validates (and
+    uses the cache) really imports; modules that only act on the records are not in it."""
+    (tmp_path / "host").mkdir()
+    config = write_host_config(tmp_path / "host", "http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, desired_state.path, config, tmp_path / "cache"],
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = set(done.stdout.split())
+    derived = set(validation_files(PACKAGE))
+    assert {"spec.py", "hostconfig.py", "errors.py", "__init__.py"} <= imported
+    assert imported <= derived, f"imported by validation, not in the key: {imported - derived}"
+    assert derived.isdisjoint({"cli.py", "planning.py", "applying.py", "state.py"})
+    assert all(name.replace(".", "/") + ".py" in derived for name in ENTRY_MODULES)
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    copy = tmp_path / "pkg" / "reconciler"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "samples"))
+    return copy
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + textwrap.dedent(text))
+
+
+def test_a_module_that_joins_validation_joins_the_key(tmp_path: Path) -> None:
+    package = _copy_package(tmp_path)
+    assert code_digest(package) == code_digest(PACKAGE)
+    base = code_digest(package)
+    (package / "wording.py").write_text(
+        "import enum\n\nclass Stage(enum.StrEnum):\n    A = 'a'\n"
+    )
+    assert code_digest(package) == base  # imported by nothing yet: not validation's code
+    _append(package / "spec.py", "\nfrom .wording import Stage\n")
+    with_import = code_digest(package)
+    assert with_import != base
+    assert "wording.py" in validation_files(package)
+    _append(package / "wording.py", "    B = 'b'\n")
+    assert code_digest(package) != with_import  # its bytes are in the key
+
+
+@pytest.mark.parametrize(
+    "importer",
+    [
+        "from .rules import LIMIT\n",
+        "from . import rules\n",
+        "import reconciler.rules\n",
+        "from reconciler import rules\n",
+        "def later() -> None:\n    from .rules import LIMIT\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .rules import LIMIT\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING: from .rules import LIMIT\n",
+        "x = 1; from .rules import (\n    LIMIT,  # the limit\n    OTHER,\n)\n",
+        "from .rules \\\n    import LIMIT\n",
+    ],
+)
+def test_every_form_of_import_is_followed(tmp_path: Path, importer: str) -> None:
+    package = _copy_package(tmp_path)
+    (package / "rules.py").write_text("LIMIT = 1\n")
+    _append(package / "schema.py", importer)
+    assert "rules.py" in validation_files(package)
+
+
+def test_a_module_that_becomes_a_package_stays_in_the_key(tmp_path: Path) -> None:
+    package = _copy_package(tmp_path)
+    (package / "names").mkdir()
+    (package / "names.py").rename(package / "names" / "__init__.py")
+    (package / "names" / "patterns.py").write_text("X = 1\n")
+    (package / "names" / "unused.py").write_text("Y = 1\n")
+    _append(package / "names" / "__init__.py", "\nfrom .patterns import X\n")
+    files = validation_files(package)
+    assert {"names/__init__.py", "names/patterns.py"} <= set(files)
+    assert "names/unused.py" not in files
+    base = code_digest(package)
+    _append(package / "names" / "patterns.py", "Z = 2\n")
+    assert code_digest(package) != base
+
+
+def _all_imports(source: bytes) -> list[str]:
+    nodes = ast.walk(ast.parse(source))
+    return sorted(ast.dump(n) for n in nodes if isinstance(n, ast.Import | ast.ImportFrom))
+
+
+def test_import_statements_are_read_without_parsing_whole_modules() -> None:
+    """The quick reading finds what parsing the whole module finds, in every module here;
+    prose that looks like an import is skipped, or makes it parse the module whole."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_bytes()
+        found = sorted(ast.dump(n) for n in recordcache._imports(source))
+        assert found == _all_imports(source), path
+    prose = b'"""Taken from the cache, or built.\nimport is slow: from them all\n"""\nimport os\n'
+    assert [ast.dump(n) for n in recordcache._imports(prose)] == _all_imports(prose)
+    odd = b'"""\nimport x, y and z\n"""\nfrom .a import (b)\n'
+    assert [ast.dump(n) for n in recordcache._imports(odd)] == _all_imports(odd)
 
 
 @pytest.mark.parametrize(
@@ -192,9 +323,8 @@ def test_a_pass_on_cached_input_imports_neither_yaml_nor_pydantic(
     assert len(_entries(cache_dir, "spec")) == len(_entries(cache_dir, "hostconfig")) == 1
     assert probe() == "[]"
     desired_state.write(staging=None)
-    # a changed file is validated, by the validators the first pass kept
-    assert probe() == "['pydantic_core', 'yaml']"
-    assert len(list(cache_dir.glob("validator-*.pickle"))) == 2  # Defaults, SigSpec
+    assert probe() == "['pydantic.type_adapter', 'pydantic_core', 'yaml']"  # validated again
+    assert len(_entries(cache_dir, "spec")) == 2
 
 
 def test_host_config_from_the_cache_equals_the_loaded_one(
@@ -209,78 +339,18 @@ def test_host_config_from_the_cache_equals_the_loaded_one(
     assert isinstance(again.roots.compose, Path)
 
 
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        ("hashed: true", "hashed: 'yes'"),
-        ("keep_versions: 1", "keep_versions: -1"),
-        ("staging: latest", "staging: latest\n    colour: red"),
-        ("core-infra:", "Core_Infra:"),
-        ("repos:", "repos: {}\n    old_repos:"),
-    ],
-)
-def test_cached_validators_report_what_fresh_ones_do(
-    desired_state: DesiredState, cache_dir: Path, old: str, new: str
-) -> None:
-    from reconciler import documents
-
-    load_spec(desired_state.path, RecordCache(cache_dir))  # keeps the validators
-    sig = desired_state.path / "sigs" / "core.yaml"
-    sig.write_text(sig.read_text().replace(old, new, 1))
-    reports = []
-    for cache in (None, RecordCache(cache_dir)):
-        documents._VALIDATORS.clear()  # as in a new process
-        with pytest.raises(SpecError) as err:
-            load_spec(desired_state.path, cache)
-        reports.append([str(i) for i in err.value.issues])
-    assert reports[0] == reports[1]
-    assert reports[0]
-
-
-def test_a_validator_entry_naming_other_code_is_not_run(
-    desired_state: DesiredState, cache_dir: Path, tmp_path: Path
-) -> None:
-    from reconciler import documents
-    from reconciler.spec import SigSpec
-
-    load_spec(desired_state.path, RecordCache(cache_dir))
-    canary = tmp_path / "canary"
-    evil = pickle.dumps(_Touch(str(canary)))
-    for entry in cache_dir.glob("validator-*.pickle"):
-        entry.write_bytes(evil)
-    desired_state.write(staging=None)  # a miss for the records, so validators are needed
-    documents._VALIDATORS.clear()
-    assert RecordCache(cache_dir).get_validator(SigSpec) is None
-    assert (
-        load_spec(desired_state.path, RecordCache(cache_dir)).release("core", "9").staging is None
-    )
-    assert not canary.exists()
-
-
-class _Touch:
-    """Unpickling this would create a file (via pathlib.Path.touch)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (Path.touch, (Path(self.path),))
-
-
-def test_old_entries_are_pruned_validators_too(
-    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_old_entries_are_pruned_by_kind(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recordcache, "KEEP", 2)
     cache = RecordCache(cache_dir)
     cache_dir.mkdir(mode=0o700)
-    for i, suffix in enumerate([".pickle", ".pickle", ".pickle", ".json"]):
-        entry = cache_dir / f"validator-{i}{suffix}"
-        entry.write_bytes(b"x")
+    for i in range(3):
+        entry = cache_dir / f"spec-{i}.json"
+        entry.write_bytes(b"{}")
         os.utime(entry, ns=(i * 10**9, i * 10**9))
-    (cache_dir / "spec-0.json").write_bytes(b"{}")
-    cache._prune("validator")
+    (cache_dir / "hostconfig-0.json").write_bytes(b"{}")
+    cache._prune("spec")
     assert sorted(p.name for p in cache_dir.iterdir()) == [
-        "spec-0.json",
-        "validator-2.pickle",
-        "validator-3.json",
+        "hostconfig-0.json",
+        "spec-1.json",
+        "spec-2.json",
     ]
