@@ -29,7 +29,15 @@ from .planning import Action, Plan, Verdict
 from .publishing import Publisher, delete_due, write_production_filelists
 from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
-from .vocabulary import PUBLISHED_STAGES, ActionKind, ComposeStatus, Result, Stage, TargetState
+from .vocabulary import (
+    PUBLISHED_STAGES,
+    ActionKind,
+    ComposeStatus,
+    Result,
+    Stage,
+    TargetState,
+    Trigger,
+)
 
 if TYPE_CHECKING:
     from .progress import Reporter
@@ -56,7 +64,19 @@ class Context:
     """Who and what an apply runs for (recorded with every action)."""
 
     revision: str | None = None
-    author: str | None = None
+    author: str | None = None  # of the desired-state revision
+
+    def actor(self, trigger: Trigger) -> str | None:
+        """Who an action started by ``trigger`` is credited to."""
+        if trigger is Trigger.COMMIT:
+            return self.author
+        return UPSTREAM_ACTOR if trigger is Trigger.UPSTREAM else RECONCILER_ACTOR
+
+
+#: The actor of an action the upstream started (the build system published packages).
+UPSTREAM_ACTOR = "upstream build system"
+#: The actor of an action the reconciler started on its own (drift repair, policy).
+RECONCILER_ACTOR = "reconciler"
 
 
 @dataclass(frozen=True)
@@ -174,6 +194,8 @@ class Applier:
                 revision=self.context.revision,
                 author=self.context.author,
                 started_at=now,
+                trigger=action.trigger,
+                actor=self.context.actor(action.trigger),
             )
         )
         stage = (action.stage or Stage.COMPOSE).value
@@ -370,7 +392,7 @@ class Applier:
             done = outcome.get((v.sig, v.release, v.stage))
             if done is not None and done.result is Result.OK:
                 state, actual = TargetState.SYNCED, done.compose_id or actual
-                reason = f"applied: {done.action.reason}"
+                reason = _settled(v, done)
             elif done is not None and done.result is Result.BLOCKED:
                 state, reason = TargetState.BLOCKED, f"blocked: {done.error}"
             elif done is not None:
@@ -380,3 +402,11 @@ class Applier:
                 TargetStatus(v.sig, v.release, v.stage, state, desired, actual, reason, now)
             )
         self.state.targets.set_statuses(statuses)
+
+
+def _settled(verdict: Verdict, done: ActionResult) -> str:
+    """A target's reason once its action succeeded: the facts now, not the plan's."""
+    if done.action.kind is ActionKind.COMPOSE:
+        return f"{done.compose_id} composed ({done.action.reason})"
+    note = " (drift repaired)" if done.action.repair else ""
+    return f"{verdict.why}; {done.compose_id} is published{note}"

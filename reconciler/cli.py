@@ -139,7 +139,10 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "plan",
         help="what a pass would do, each action with its reason",
         description="Fetch the desired state, observe the trees and the upstream, and print "
-        "the plan. Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.",
+        "the plan; change nothing. Exit 0 when there is nothing to do, 2 when changes are "
+        "pending, 1 on an error: also when an observation failed (the upstream or the git "
+        "source could not be read), a target is Failed or Blocked, or the newest revision "
+        "of the desired state was refused. apply exits 1 in the same cases.",
     )
     p.add_argument("--out", type=Path, help="also save the plan (JSON) for `apply PLANFILE`")
     p.add_argument("--format", choices=["text", "json", "markdown"], default="text")

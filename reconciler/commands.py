@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, SpecError
 from .logs import setup_logging
-from .vocabulary import TROUBLE_STATES, Result
+from .vocabulary import TROUBLE_STATES, PlanOutcome, Result
 
 if TYPE_CHECKING:
     from .composing import ComposeResult
     from .hostconfig import HostConfig
     from .recordcache import RecordCache
     from .state import StateDB
+
+#: How ``plan`` exits for each outcome (``apply`` exits 1 for trouble too).
+PLAN_EXIT = {PlanOutcome.IN_SYNC: 0, PlanOutcome.CHANGES: 2, PlanOutcome.TROUBLE: 1}
 
 #: How ``apply`` prints each action's result.
 _RESULT_MARKS = {
@@ -46,16 +50,6 @@ def _host(args: argparse.Namespace) -> HostConfig:
     return load_host_config(args.config, _record_cache())
 
 
-def _spec_dir(args: argparse.Namespace) -> Path:
-    if args.desired_state is not None:
-        return Path(args.desired_state)
-
-    host = _host(args)
-    if host.git is None:
-        raise ConfigError("no --desired-state given and the host config has no git section")
-    return host.layout.checkout
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from .specfile import load_spec
 
@@ -72,13 +66,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
+    """One compose now, by hand: from ``--desired-state``, else from the git source
+    (fetched and checked out here, so it works on a host where no pass has run yet).
+    The history records it as a manual action of the person who ran it."""
+    from datetime import UTC, datetime
+
     from .composing import ComposeRequest, compose
     from .progress import reporter_for_terminal
-    from .specfile import load_spec
+    from .reconciling import load_source, open_state
+    from .state import ActionStart
+    from .vocabulary import ActionKind, Trigger
 
     host = _host(args)
-    spec_dir = _spec_dir(args)
-    spec = load_spec(spec_dir, _record_cache())
     request = ComposeRequest(
         sig=args.sig,
         release=args.release,
@@ -86,9 +85,42 @@ def cmd_compose(args: argparse.Namespace) -> int:
         arches=frozenset(args.arches) if args.arches else None,
         check_signatures=args.check_signatures,
     )
-    result = compose(spec, spec_dir, host, request, reporter_for_terminal())
+    with open_state(host) as state:
+        source = load_source(host, state, args.desired_state, _record_cache())
+        action_id = state.history.start(
+            ActionStart(
+                action=ActionKind.COMPOSE.value,
+                sig=args.sig,
+                release=args.release,
+                stage=None,
+                compose_id=None,
+                reason="reconciler compose (by hand)",
+                revision=source.revision,
+                author=source.author,
+                started_at=datetime.now(UTC),
+                trigger=Trigger.MANUAL,
+                actor=_who(),
+            )
+        )
+        result = compose(source.spec, source.spec_dir, host, request, reporter_for_terminal())
+        state.history.finish(
+            action_id,
+            result=Result.OK if result.ok else Result.FAILED,
+            error=result.error,
+            bytes=result.downloaded_bytes,
+            files=result.packages,
+            finished_at=datetime.now(UTC),
+            compose_id=result.compose_id,
+        )
     print(describe_result(result))
     return 0 if result.ok else 1
+
+
+def _who() -> str:
+    """The person running a command (behind sudo, the one who ran sudo)."""
+    import getpass
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 def describe_result(result: ComposeResult) -> str:
@@ -137,7 +169,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         atomic_write(args.out, p.to_json())
     render = {"text": plan_text, "json": plan_json, "markdown": plan_markdown}[args.format]
     print(render(p), end="" if args.format != "text" else "\n")
-    return 2 if p.has_changes else 0
+    return PLAN_EXIT[p.outcome]
 
 
 def _confirm(text: str) -> bool:

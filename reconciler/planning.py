@@ -28,7 +28,15 @@ from typing import Any
 
 from .facts import ComposeFact, Observed, ReleaseFacts
 from .spec import ReleaseSpec, Spec
-from .vocabulary import ActionKind, ComposeStatus, Stage, TargetState
+from .vocabulary import (
+    TROUBLE_STATES,
+    ActionKind,
+    ComposeStatus,
+    PlanOutcome,
+    Stage,
+    TargetState,
+    Trigger,
+)
 
 PLAN_FORMAT = 1
 
@@ -48,6 +56,7 @@ class Action:
     stage: Stage | None = None
     compose_id: str | None = None
     repair: bool = False  # publish again what the target holds, comparing with the tree
+    trigger: Trigger = Trigger.COMMIT
 
     def describe(self) -> str:
         target = f"{self.sig} {self.release}"
@@ -71,6 +80,9 @@ class Verdict:
     desired: str | None
     actual: str | None
     reason: str
+    #: Why the target wants what it wants, without what it holds now (for the status
+    #: once the planned action has succeeded: "production pinned to X").
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,19 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.actions)
+
+    @property
+    def troubled(self) -> tuple[Verdict, ...]:
+        """The targets that failed or are blocked."""
+        return tuple(v for v in self.verdicts if v.state in TROUBLE_STATES)
+
+    @property
+    def outcome(self) -> PlanOutcome:
+        """Trouble (a failed or blocked target, a source problem) outweighs pending changes:
+        ``plan`` and ``apply`` exit 1 for it, and the text and markdown plans say so."""
+        if self.errors or self.troubled:
+            return PlanOutcome.TROUBLE
+        return PlanOutcome.CHANGES if self.actions else PlanOutcome.IN_SYNC
 
     def to_json(self) -> str:
         body = {"format": PLAN_FORMAT, **asdict(self)}
@@ -103,6 +128,7 @@ class Plan:
                 stage=Stage(a["stage"]) if a["stage"] else None,
                 compose_id=a["compose_id"],
                 repair=bool(a.get("repair", False)),
+                trigger=Trigger(a.get("trigger", Trigger.COMMIT)),
             )
             for a in raw["actions"]
         )
@@ -128,6 +154,8 @@ class _ReleasePlanner:
     now: datetime
     repair_drift: bool = True
     actions: list[Action] = field(default_factory=list)
+    #: What started the compose this plan makes (a staging that follows it inherits it).
+    _compose_trigger: Trigger = Trigger.COMMIT
     verdicts: list[Verdict] = field(default_factory=list)
 
     def _act(
@@ -137,15 +165,24 @@ class _ReleasePlanner:
         stage: Stage | None = None,
         compose_id: str | None = None,
         repair: bool = False,
+        trigger: Trigger = Trigger.COMMIT,
     ) -> None:
         f = self.facts
-        self.actions.append(Action(kind, f.sig, f.release, reason, stage, compose_id, repair))
+        action = Action(kind, f.sig, f.release, reason, stage, compose_id, repair, trigger)
+        self.actions.append(action)
 
     def _say(
-        self, stage: Stage, state: TargetState, desired: str | None, actual: str | None, reason: str
+        self,
+        stage: Stage,
+        state: TargetState,
+        desired: str | None,
+        actual: str | None,
+        reason: str,
+        why: str = "",
     ) -> None:
         f = self.facts
-        self.verdicts.append(Verdict(f.sig, f.release, stage, state, desired, actual, reason))
+        verdict = Verdict(f.sig, f.release, stage, state, desired, actual, reason, why or reason)
+        self.verdicts.append(verdict)
 
     def run(self) -> None:
         if self.rel.suspend:
@@ -183,10 +220,11 @@ class _ReleasePlanner:
             return False
         newest_refresh = (newest.refresh or 0) if newest else -1
         if opts.refresh > newest_refresh and newest is not None:
-            return self._compose_due(actual, f"refresh bumped to {opts.refresh}")
+            return self._compose_due(actual, f"refresh bumped to {opts.refresh}", Trigger.COMMIT)
         if opts.trigger == "manual":
             if newest is None and opts.refresh > 0:
-                return self._compose_due(actual, f"refresh is {opts.refresh} and no compose exists")
+                why = f"refresh is {opts.refresh} and no compose exists"
+                return self._compose_due(actual, why, Trigger.COMMIT)
             state = TargetState.SYNCED if newest else TargetState.OUT_OF_SYNC
             why = "trigger is manual" + ("" if newest else "; no compose yet (bump refresh)")
             self._say(Stage.COMPOSE, state, actual, actual, why)
@@ -201,7 +239,7 @@ class _ReleasePlanner:
             )
             return False
         if newest is None:
-            return self._compose_due(actual, "no finished compose yet")
+            return self._compose_due(actual, "no finished compose yet", Trigger.COMMIT)
         if newest.upstream_revision == f.upstream.revision:
             self._say(
                 Stage.COMPOSE,
@@ -212,9 +250,9 @@ class _ReleasePlanner:
             )
             return False
         rev = (f.upstream.revision or "?")[:12]
-        return self._compose_due(actual, f"upstream changed (revision {rev})")
+        return self._compose_due(actual, f"upstream changed (revision {rev})", Trigger.UPSTREAM)
 
-    def _compose_due(self, actual: str | None, reason: str) -> bool:
+    def _compose_due(self, actual: str | None, reason: str, trigger: Trigger) -> bool:
         doomed = self._doomed_attempt()
         if doomed is not None:
             self._say(
@@ -226,8 +264,9 @@ class _ReleasePlanner:
                 "fix the upstream or bump refresh to retry",
             )
             return False
-        self._act(ActionKind.COMPOSE, reason)
+        self._act(ActionKind.COMPOSE, reason, trigger=trigger)
         self._say(Stage.COMPOSE, TargetState.OUT_OF_SYNC, NEW_COMPOSE, actual, reason)
+        self._compose_trigger = trigger
         return True
 
     def _doomed_attempt(self) -> ComposeFact | None:
@@ -276,12 +315,21 @@ class _ReleasePlanner:
         if problem:
             self._say(Stage.STAGING, TargetState.BLOCKED, want or ref, actual, problem)
             return actual
-        why = (
-            "staging follows the latest compose" if ref == "latest" else f"staging pinned to {ref}"
-        )
-        return self._publish(Stage.STAGING, want, actual, why)
+        if ref == "latest":
+            # following the newest compose: what made that compose is what moves staging
+            why, trigger = "staging follows the latest compose", self._compose_trigger
+        else:
+            why, trigger = f"staging pinned to {ref}", Trigger.COMMIT
+        return self._publish(Stage.STAGING, want, actual, why, trigger)
 
-    def _publish(self, stage: Stage, want: str | None, actual: str | None, why: str) -> str:
+    def _publish(
+        self,
+        stage: Stage,
+        want: str | None,
+        actual: str | None,
+        why: str,
+        trigger: Trigger = Trigger.COMMIT,
+    ) -> str:
         drift = self.facts.target(stage).drift
         if want is not None and want == actual and not drift:
             self._say(stage, TargetState.SYNCED, want, actual, f"{why}; {want} is published")
@@ -294,14 +342,16 @@ class _ReleasePlanner:
                 want,
                 actual,
                 f"drift in {len(drift)} path(s) (drift: report): {', '.join(drift[:5])}",
+                why,
             )
             return want or NEW_COMPOSE
         if repair:
             reason = f"repair drift in {len(drift)} path(s): {', '.join(drift[:3])}"
+            trigger = Trigger.DRIFT
         else:
             reason = f"{why}; it holds {actual or 'nothing'}"
-        self._act(ActionKind.PUBLISH, reason, stage, want, repair)
-        self._say(stage, TargetState.OUT_OF_SYNC, want or NEW_COMPOSE, actual, reason)
+        self._act(ActionKind.PUBLISH, reason, stage, want, repair, trigger)
+        self._say(stage, TargetState.OUT_OF_SYNC, want or NEW_COMPOSE, actual, reason, why)
         return want or NEW_COMPOSE
 
     # -- production --------------------------------------------------------------
@@ -366,7 +416,8 @@ class _ReleasePlanner:
             if not c.finished and c.compose_id == newest and not composing:
                 continue  # the latest failed attempt stays for inspection until the next one
             why = "beyond keep_composes" if c.finished else f"{c.status or 'unfinished'} compose"
-            self._act(ActionKind.PRUNE, f"{why}; not used by any stage", None, c.compose_id)
+            reason = f"{why}; not used by any stage"
+            self._act(ActionKind.PRUNE, reason, None, c.compose_id, trigger=Trigger.POLICY)
 
 
 def plan(

@@ -341,12 +341,12 @@ class RecordCache:
         return record
 
     def put(self, kind: str, key: str, record: Record) -> None:
-        """Store ``record`` under ``key``; a cache that cannot be written is skipped."""
+        """Store ``record`` under ``key``; a cache that is off or cannot be written is skipped."""
+        if not self._ready(create=True):  # also when off (no directory): nothing to write
+            return
         self._write(kind, self._entry(kind, key), json.dumps(encode(record)).encode())
 
     def _write(self, kind: str, entry: Path, raw: bytes) -> None:
-        if not self._ready(create=True):
-            return
         tmp = tmp_name(entry)
         try:
             # no fsync: an entry lost or torn in a crash is a miss, not a wrong answer

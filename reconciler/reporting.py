@@ -9,7 +9,7 @@ from typing import Any
 
 from .planning import Plan
 from .state import HistoryEntry, TargetStatus
-from .vocabulary import TROUBLE_STATES
+from .vocabulary import PlanOutcome
 
 
 def plan_text(plan: Plan) -> str:
@@ -19,12 +19,23 @@ def plan_text(plan: Plan) -> str:
     for i, action in enumerate(plan.actions, 1):
         lines.append(f"  {i}. {action.describe()}")
         lines.append(f"       because {action.reason}")
-    blocked = [v for v in plan.verdicts if v.state in TROUBLE_STATES]
-    if blocked:
+    if plan.troubled:
         lines.append("Blocked or failed:")
-        lines.extend(f"  {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked)
+        lines.extend(
+            f"  {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in plan.troubled
+        )
     lines.extend(f"Source problem: {e}" for e in plan.errors)
+    lines.append(OUTCOME_LINES[plan.outcome])
     return "\n".join(lines)
+
+
+#: The last line of a plan: what it means, and so how ``plan`` exits.
+OUTCOME_LINES = {
+    PlanOutcome.IN_SYNC: "Result: in sync (exit 0)",
+    PlanOutcome.CHANGES: "Result: changes pending (exit 2)",
+    PlanOutcome.TROUBLE: "Result: a target failed or is blocked, or the source has a problem "
+    "(exit 1)",
+}
 
 
 def plan_markdown(plan: Plan) -> str:
@@ -34,12 +45,15 @@ def plan_markdown(plan: Plan) -> str:
         lines += [f"| {i} | {a.describe()} | {a.reason} |" for i, a in enumerate(plan.actions, 1)]
     else:
         lines.append("No action to take.")
-    blocked = [v for v in plan.verdicts if v.state in TROUBLE_STATES]
-    if not plan.actions and not blocked:
+    if plan.outcome is PlanOutcome.IN_SYNC:
         lines[-1] = "Nothing to do: every target is in sync."
-    if blocked:
+    if plan.troubled:
         lines += ["", "**Blocked or failed**", ""]
-        lines += [f"- {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in blocked]
+        lines += [f"- {v.sig} {v.release} {v.stage}: {v.state} - {v.reason}" for v in plan.troubled]
+    if plan.errors:
+        lines += ["", "**Source problems**", ""]
+        lines += [f"- {e}" for e in plan.errors]
+    lines += ["", f"_{OUTCOME_LINES[plan.outcome]}_"]
     return "\n".join(lines) + "\n"
 
 
@@ -98,6 +112,8 @@ def history_rows(entries: Sequence[HistoryEntry]) -> list[dict[str, Any]]:
             "reason": e.reason,
             "revision": e.revision,
             "author": e.author,
+            "trigger": e.trigger,
+            "actor": e.actor,
             "started_at": e.started_at.isoformat(),
             "finished_at": e.finished_at.isoformat() if e.finished_at else None,
             "result": e.result,
@@ -117,7 +133,7 @@ def print_history(entries: Sequence[HistoryEntry], fmt: str) -> None:
     from rich.table import Table
 
     console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
-    table = Table("when", "action", "target", "compose", "result", "revision", "author")
+    table = Table("when", "action", "target", "compose", "result", "why", "revision", "by")
     for e in entries:
         target = f"{e.sig} {e.release}" + (f" {e.stage}" if e.stage else "")
         result = e.result + (f": {e.error}" if e.error else "")
@@ -127,7 +143,8 @@ def print_history(entries: Sequence[HistoryEntry], fmt: str) -> None:
             target,
             e.compose_id or "-",
             result,
+            e.trigger or "-",
             (e.revision or "-")[:12],
-            e.author or "-",
+            e.actor or e.author or "-",
         )
     console.print(table if entries else "no history yet")

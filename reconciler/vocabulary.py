@@ -50,12 +50,30 @@ class TargetState(StrEnum):
 TROUBLE_STATES: Final = frozenset({TargetState.BLOCKED, TargetState.FAILED})
 
 
+class PlanOutcome(StrEnum):
+    """What a plan says of the whole world (``plan`` exits 0, 2 or 1 for these)."""
+
+    IN_SYNC = "in-sync"  # nothing to do, nothing wrong
+    CHANGES = "changes"  # actions pending, every target can get there
+    TROUBLE = "trouble"  # a target failed or is blocked, or the newest desired state is unusable
+
+
 class ActionKind(StrEnum):
     """What an action of a plan does."""
 
     COMPOSE = "compose"
     PUBLISH = "publish"
     PRUNE = "prune"
+
+
+class Trigger(StrEnum):
+    """What started an action (the history keeps it, with who the actor was)."""
+
+    COMMIT = "commit"  # a change of the desired state in git
+    UPSTREAM = "upstream"  # the build system published new packages
+    DRIFT = "drift"  # a published tree differed from what was published (repair)
+    POLICY = "policy"  # housekeeping the desired state asks for (keep_composes)
+    MANUAL = "manual"  # a person ran a command (``reconciler compose``)
 
 
 class Result(StrEnum):
@@ -116,8 +134,10 @@ __all__ = [
     "DriftKind",
     "InventoryKind",
     "PassOutcome",
+    "PlanOutcome",
     "Result",
     "Stage",
     "TargetState",
+    "Trigger",
     "VariantKind",
 ]

@@ -97,7 +97,10 @@ def test_end_to_end(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstrea
     repo.set_release(production=second)
     pin2 = repo.commit(f"Promote {second}", author="Carol Checker")
     assert cli("apply", "--config", gitops).code == 0
-    assert status(cli, gitops)["production"]["actual"] == second
+    production = status(cli, gitops)["production"]
+    assert production["actual"] == second
+    # the reason says what is true now, not what the plan saw before the promotion
+    assert production["reason"] == f"production pinned to {second}; {second} is published"
     assert published_repomd(gitops, "production") == compose_repomd(gitops, second)
 
     history = json.loads(cli("history", "--format", "json", "--config", gitops).out)
@@ -108,6 +111,17 @@ def test_end_to_end(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstrea
     ]
     assert all(h["result"] == "ok" for h in history)
     assert any(h["author"] == "Alice Admin <alice@example.org>" for h in history)
+    # who and what started each action: the promotions are commits of their authors; the
+    # second compose (and staging it) was the upstream's doing, not Bob's (HEAD's author)
+    assert [(h["trigger"], h["actor"]) for h in promotions] == [
+        ("commit", "Carol Checker <carol@example.org>"),
+        ("commit", "Bob Builder <bob@example.org>"),
+    ]
+    by_upstream = [h for h in history if h["compose_id"] == second and h["stage"] != "production"]
+    assert {(h["action"], h["trigger"], h["actor"]) for h in by_upstream} == {
+        ("compose", "upstream", "upstream build system"),
+        ("publish", "upstream", "upstream build system"),
+    }
 
     # revert Carol's pin: the first compose is promoted back (rollback)
     revert = repo.revert(pin2, author="Dave Ops")
@@ -159,7 +173,7 @@ def test_pull_request_plan_against_a_branch(
     repo.git("commit", "-q", "-m", "Pin a missing compose", author="Bob Builder")
     repo.git("push", "-q", "origin", "promote", author="Bob Builder")
     result = cli("plan", "--against", "origin/promote", "--format", "markdown", "--config", gitops)
-    assert result.code == 0
+    assert result.code == 1, "a blocked promotion fails the gate"
     assert "**Blocked or failed**" in result.out and "does not exist" in result.out
 
 
@@ -268,3 +282,18 @@ def test_plan_changes_nothing_even_when_drift_is_due_and_the_upstream_changed(
         assert (state.sources.drift_checked_at() or checked) > checked
         renewed = state.sources.upstream_cache(url)
         assert renewed is not None and renewed.sha256 != validators.sha256
+
+
+def test_compose_by_hand_on_a_host_where_no_pass_has_run(cli: Any, gitops: Path) -> None:
+    """``reconciler compose`` fetched nothing itself and failed with "state/checkout: not
+    a directory" before the first pass; it checks out the desired state on its own now,
+    and the history says a person did it."""
+    import getpass
+
+    result = cli("compose", "core", "9", "--config", gitops)
+    assert result.code == 0, result.out + result.err
+    assert result.out.startswith("FINISHED SIG-core-9-")
+    (entry,) = json.loads(cli("history", "--format", "json", "--config", gitops).out)
+    assert (entry["action"], entry["result"], entry["trigger"]) == ("compose", "ok", "manual")
+    assert entry["actor"] == getpass.getuser()
+    assert entry["compose_id"] == result.out.split()[1]

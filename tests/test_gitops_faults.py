@@ -128,7 +128,7 @@ def test_unreachable_remote_keeps_working_from_the_last_good_revision(
     assert cli("apply", "--config", config).code == 0
     repo.server.rename(repo.server.with_name("moved.git"))
     result = cli("plan", "--config", config)
-    assert result.code == 0, result.out + result.err
+    assert result.code == 1, "the newest desired state is unknown: an error"
     assert "SourceUnavailable" in result.out and str(repo.server) in result.out
     assert not problems(cli, config), "plan records nothing in the state"
     result = cli("apply", "--config", config)
@@ -265,3 +265,22 @@ def test_kill_9_mid_apply_then_the_next_pass_completes(
     history = json.loads(cli("history", "--format", "json", "--config", config).out)
     assert any(h["result"] == "failed" and h["error"] == "interrupted" for h in history)
     assert cli("plan", "--config", config).code == 0
+
+
+def test_plan_exits_1_when_an_observation_failed(
+    cli: Any, config: Path, repo: DesiredRepo, upstream: Upstream
+) -> None:
+    """With the upstream unreachable, ``plan`` printed "nothing to do" and a Failed
+    target, and exited 0: a CI gate on the plan passed. plan, apply and the markdown
+    plan agree now: an error."""
+    assert cli("apply", "--config", config).code == 0
+    upstream.server.stop()
+    result = cli("plan", "--config", config)
+    assert result.code == 1, result.out
+    assert "Failed - cannot read the upstream" in result.out
+    assert result.out.rstrip().endswith("(exit 1)")
+    markdown = cli("plan", "--format", "markdown", "--config", config)
+    assert markdown.code == 1
+    assert "**Blocked or failed**" in markdown.out and "cannot read the upstream" in markdown.out
+    assert "(exit 1)" in markdown.out
+    assert cli("apply", "--config", config).code == 1

@@ -208,9 +208,7 @@ def test_a_module_that_joins_validation_joins_the_key(tmp_path: Path) -> None:
     package = _copy_package(tmp_path)
     assert code_digest(package) == code_digest(PACKAGE)
     base = code_digest(package)
-    (package / "wording.py").write_text(
-        "import enum\n\nclass Stage(enum.StrEnum):\n    A = 'a'\n"
-    )
+    (package / "wording.py").write_text("import enum\n\nclass Stage(enum.StrEnum):\n    A = 'a'\n")
     assert code_digest(package) == base  # imported by nothing yet: not validation's code
     _append(package / "spec.py", "\nfrom .wording import Stage\n")
     with_import = code_digest(package)
@@ -354,3 +352,19 @@ def test_old_entries_are_pruned_by_kind(cache_dir: Path, monkeypatch: pytest.Mon
         "spec-1.json",
         "spec-2.json",
     ]
+
+
+def test_an_empty_cache_dir_variable_turns_the_cache_off(
+    desired_state: DesiredState, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RECONCILER_CACHE_DIR=`` (documented: empty turns the cache off) crashed with an
+    AssertionError when a record was stored."""
+    from reconciler.cli import main
+
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", "")
+    off = RecordCache.from_environment()
+    assert off.directory is None
+    spec = load_spec(desired_state.path, off)  # validated, then "stored": nothing happens
+    assert load_spec(desired_state.path, off) == spec
+    args = ["plan", "--config", str(host.config_path), "--desired-state", str(desired_state.path)]
+    assert main(args) == 2

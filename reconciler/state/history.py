@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import StateError
-from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, Result, Stage
+from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, Result, Stage, Trigger
 from .database import Database
 from .records import HISTORY_COLUMNS, HistoryEntry, to_text
 
@@ -22,8 +22,10 @@ class ActionStart:
     compose_id: str | None
     reason: str
     revision: str | None
-    author: str | None
+    author: str | None  # the author of the desired-state revision in force
     started_at: datetime
+    trigger: Trigger | None = None
+    actor: str | None = None
 
 
 class History:
@@ -37,7 +39,8 @@ class History:
         with self._db.write() as conn:
             cursor = conn.execute(
                 "INSERT INTO history (action, sig, release, stage, compose_id, reason, revision,"
-                " author, started_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " author, started_at, result, trigger, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.action,
                     start.sig,
@@ -49,6 +52,8 @@ class History:
                     start.author,
                     to_text(start.started_at),
                     Result.RUNNING.value,
+                    None if start.trigger is None else start.trigger.value,
+                    start.actor,
                 ),
             )
         assert cursor.lastrowid is not None

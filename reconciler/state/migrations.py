@@ -198,6 +198,9 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         ) WITHOUT ROWID""",
         _meta_to_tables,
         "DROP TABLE meta",
+        # what started each action (a commit, the upstream, drift, policy, a person), and who
+        "ALTER TABLE history ADD COLUMN trigger TEXT",
+        "ALTER TABLE history ADD COLUMN actor TEXT",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

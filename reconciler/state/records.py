@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from ..vocabulary import InventoryKind, Result, Stage, TargetState
+from ..vocabulary import InventoryKind, Result, Stage, TargetState, Trigger
 
 Row = Sequence[Any]
 
@@ -54,11 +54,13 @@ class HistoryEntry:
     error: str | None
     bytes: int
     files: int
+    trigger: Trigger | None = None  # None: recorded before schema 4
+    actor: str | None = None  # who: the commit's author, the build system, a person
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         (id_, action, sig, release, stage, compose_id, reason, revision, author) = row[:9]
-        (started_at, finished_at, result, error, nbytes, files) = row[9:]
+        (started_at, finished_at, result, error, nbytes, files, trigger, actor) = row[9:]
         return cls(
             id=id_,
             action=action,
@@ -75,12 +77,14 @@ class HistoryEntry:
             error=error,
             bytes=nbytes,
             files=files,
+            trigger=None if trigger is None else Trigger(trigger),
+            actor=actor,
         )
 
 
 HISTORY_COLUMNS = (
     "id, action, sig, release, stage, compose_id, reason, revision, author,"
-    " started_at, finished_at, result, error, bytes, files"
+    " started_at, finished_at, result, error, bytes, files, trigger, actor"
 )
 
 
