@@ -1,4 +1,4 @@
-"""The command line (DESIGN.md section 8). Thin: parse, call a step, print, exit.
+"""The command line (docs/architecture.md, "The command line"). Thin: parse, call a step, print, exit.
 
 Exit codes: 0 success, 1 failure or invalid input; ``plan`` uses 2 for
 "changes pending". Every expected failure is a :class:`ReconcilerError`
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 EPILOG = """\
 The host config (--config, $RECONCILER_CONFIG, /etc/reconciler/config.yaml) says
 where the compose, staging and production roots and the state directory are.
-See DESIGN.md and the README for the desired-state schema."""
+See docs/architecture.md and desired-state/README.md for the schema."""
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

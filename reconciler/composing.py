@@ -1,4 +1,4 @@
-"""Composing: a dated, immutable snapshot of one SIG release (DESIGN.md section 7).
+"""Composing: a dated, immutable snapshot of one SIG release (docs/architecture.md).
 
 One compose, in order:
 

@@ -26,6 +26,9 @@ from .reporting import plan_text, print_history, print_status
 from .specfile import load_host_config
 from .vocabulary import Stage
 
+#: Where the demo publishes under the staging and production roots (the real default).
+CATEGORY = "mirror/pub/sig"
+
 PROJECT_ID = "00000000-0000-4000-8000-000000000001"
 REPOS = {"demo-common": ["x86_64", "aarch64"], "demo-extras": ["x86_64"]}
 PEOPLE = {
@@ -68,7 +71,7 @@ def _write_desired_state(folder: Path) -> None:
     shutil.copy(su.SAMPLE_KEY, folder / "keys" / su.SAMPLE_KEY.name)
     defaults = {
         "upstream": {"base_url": "https://build.invalid/v1/projects"},
-        "publish": {"category": "mirror/pub/sig", "delete_grace": "24h"},
+        "publish": {"category": CATEGORY, "delete_grace": "24h"},
         "compose": {"keep_composes": 5},
         "promotion": {"require_staged": True, "min_soak": "0h"},
         "releases": {"9": {"arches": ["x86_64", "aarch64"]}},
@@ -171,16 +174,18 @@ def run_demo(directory: Path | None) -> int:
 
 
 def _epilogue(work: Path, host: HostConfig) -> None:
-    prod = host.roots.production / "mirror/pub/sig/9/demo"
+    production = host.published(CATEGORY, Stage.PRODUCTION, "demo", "9")
+    prod = production.path
     repo = prod / "x86_64" / "demo-common"
+    composes = host.compose_tree("demo", "9").release_dir
     print(
         textwrap.dedent(f"""
         Where to look:
           desired state (git):   {work / "git" / "desired-state.git"}
-          composes:              {host.roots.compose / "9"}  (latest-SIG-demo-9 -> newest)
-          staging:               {host.roots.staging / "mirror/pub/sig/9/demo"}
+          composes:              {composes}  (latest-SIG-demo-9 -> newest)
+          staging:               {host.published(CATEGORY, Stage.STAGING, "demo", "9").path}
           production:            {prod}
-          mirror file lists:     {host.roots.production / "mirror/pub/sig"}/fullfiletimelist-sig
+          mirror file lists:     {production.category_dir}/fullfiletimelist-sig
           state database:        {host.layout.database}
 
         Try:

@@ -1,4 +1,4 @@
-"""The host config: where things are on this compose host (DESIGN.md section 4).
+"""The host config: where things are on this compose host (docs/architecture.md).
 
 Not in git. Found at ``--config FILE``, else ``$RECONCILER_CONFIG``, else
 ``/etc/reconciler/config.yaml`` (:func:`reconciler.specfile.load_host_config` reads it).

@@ -1,6 +1,6 @@
 """Publishing a compose into a staging or production tree without breaking a mirror.
 
-DESIGN.md section 6, in this order:
+docs/architecture.md ("Publishing without breaking a mirror"), in this order:
 
 1. add the packages and other files the new metadata needs (hardlink from the
    compose when on the same filesystem, else copy to a ``.~tmp~`` name and

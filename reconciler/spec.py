@@ -1,4 +1,4 @@
-"""The desired state, schema v1 (DESIGN.md section 4), as frozen records.
+"""The desired state, schema v1 (desired-state/README.md), as frozen records.
 
 Pure: no I/O, and no pydantic. The records are dataclasses whose fields carry their
 validation rules (:mod:`reconciler.schema`); pydantic applies them when a document is
