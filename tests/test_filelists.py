@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import UnsafePathError
+from reconciler.filelistformat import _check_entry
 from reconciler.filelists import (
     FILELIST,
     TIMELIST,
     TIMELIST_SIG,
     Entry,
-    _check_entry,
     parse_timelist,
     patch_all,
     render_all,
