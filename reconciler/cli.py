@@ -1,4 +1,4 @@
-"""The command line (docs/architecture.md, "The command line"). Thin: parse, call a step, print, exit.
+"""The command line (docs/architecture.md). Thin: parse, call a step, print, exit.
 
 Exit codes: 0 success, 1 failure or invalid input; ``plan`` uses 2 for
 "changes pending". Every expected failure is a :class:`ReconcilerError`

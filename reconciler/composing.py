@@ -6,11 +6,15 @@ One compose, in order:
    ``COMPOSE_ID`` and ``STATUS`` = STARTED;
 2. for every variant (repo x arch, its -debug twin, its sources): fetch and
    verify ``repomd.xml`` and the metadata it names, choose the packages
-   (``keep_versions``), refuse hrefs that leave the repo;
-3. place every package: hardlink it from the previous compose when that holds
-   the same checksum, else download it (concurrently, retried, verified);
+   (``keep_versions``), refuse hrefs that leave the repo
+   (:mod:`.fetching`, deciding with :func:`.placement.choose`);
+3. plan where every package comes from (:func:`.placement.plan`, pure: hardlink
+   it from the previous compose when that holds the same checksum, else
+   download it), then carry the plan out (:mod:`.placing`: concurrently,
+   retried, verified);
 4. check RPM signatures when asked; write new metadata with createrepo_c
-   (hrefs rewritten for the hashed layout), carry comps/modules/updateinfo;
+   (:mod:`.repodata`; hrefs rewritten for the hashed layout), carry
+   comps/modules/updateinfo;
 5. write productmd metadata, ``STATUS`` = FINISHED, swap ``latest-*``.
 
 Any failure marks the compose DOOMED and leaves ``latest-*`` and every
@@ -24,45 +28,40 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import repodata
+from .composedir import allocate, compose_log, make_release_dir, previous_finished
+from .composefiles import SourceFile, diff
 from .composemeta import (
     RECORD_NAME,
     ComposeOnDisk,
     ComposeRecord,
-    list_composes,
     read_record,
     upstream_revision,
     write_productmd,
     write_status,
 )
 from .errors import ComposeError, ReconcilerError, UpstreamError
+from .fetching import FetchedVariant, fetch_variant
 from .fsutil import atomic_write, link_or_copy, swap_symlink
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant
 from .locking import exclusive_lock
-from .manifest import (
-    SourceFile,
-    diff,
-    read_manifest,
-    scan_source,
-    write_changes,
-    write_manifest,
-)
-from .names import safe_relpath
+from .manifest import read_manifest, scan_source, write_changes, write_manifest
+from .names import TMP_SUFFIX
+from .placement import Previous, plan, previous_index
+from .placing import Counters, Placed, Placer
 from .progress import NullReporter, Reporter
-from .selection import PackageFact, check_href, duplicate_targets, select, target_href
+from .selection import PackageFact
 from .signatures import Keyring
 from .spec import ReleaseSpec, Spec, variants_of
-from .upstream import Expected, Upstream
+from .upstream import Upstream
 from .vocabulary import ComposeStatus
 
 log = logging.getLogger(__name__)
@@ -99,46 +98,6 @@ class ComposeResult:
         return self.status is ComposeStatus.FINISHED
 
 
-@dataclass
-class _VariantWork:
-    """One variant after its metadata was fetched and its packages chosen."""
-
-    variant: Variant
-    url: str
-    repomd_sha256: str
-    meta: dict[str, Path]
-    extras: list[tuple[str, Path]]
-    chosen: list[PackageFact] = field(default_factory=list)
-
-    def hrefs(self, hashed: bool) -> dict[str, str]:
-        return {f.pkgid: target_href(f.filename, hashed) for f in self.chosen}
-
-
-@dataclass
-class _Placement:
-    """One distinct package (by checksum) and every place in the compose it goes."""
-
-    fact: PackageFact
-    url: str
-    targets: list[Path]
-    reuse: Path | None = None
-    mtime_ns: int | None = None  # of the placed file (for the manifest), once placed
-
-
-@dataclass
-class _Counters:
-    downloaded: int = 0
-    downloaded_bytes: int = 0
-    linked: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, downloaded: int = 0, nbytes: int = 0, linked: int = 0) -> None:
-        with self.lock:
-            self.downloaded += downloaded
-            self.downloaded_bytes += nbytes
-            self.linked += linked
-
-
 class Composer:
     """Runs one compose. Use :func:`compose` unless you need the pieces."""
 
@@ -161,13 +120,13 @@ class Composer:
         self.tree = ComposeTree(host.roots.compose, request.sig, request.release)
         self.all_variants = variants_of(self.rel)
         self.variants = self._requested_variants()
-        self.counters = _Counters()
+        self.counters = Counters()
 
     # -- entry point -------------------------------------------------------------
 
     def run(self) -> ComposeResult:
         started = time.monotonic()
-        self._make_release_dir()
+        make_release_dir(self.tree)
         what = f"a compose of SIG {self.request.sig} release {self.request.release}"
         try:
             lock = exclusive_lock(self.tree.lock_file, what)
@@ -176,10 +135,10 @@ class Composer:
                 f"{self.tree.lock_file}: cannot create lock: {exc.strerror}"
             ) from exc
         with lock:
-            previous = self._previous()
-            cid, date, respin = self._allocate()
+            previous = previous_finished(self.tree)
+            cid, date, respin = allocate(self.tree, self.now)
             cdir = self.tree.compose_dir(cid)
-            with self._compose_log(cdir / "logs" / "compose.log"):
+            with compose_log(cdir / "logs" / "compose.log"):
                 log.info("compose %s started (previous: %s)", cid, previous and previous.compose_id)
                 with Upstream(self.host.download, log) as up:
                     try:
@@ -213,53 +172,6 @@ class Composer:
             raise ComposeError("nothing to compose: no variant matches --repo/--arch")
         return chosen
 
-    def _make_release_dir(self) -> None:
-        try:
-            self.tree.release_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ComposeError(
-                f"{self.tree.release_dir}: cannot create compose directory: {exc.strerror}"
-            ) from exc
-
-    def _previous(self) -> ComposeOnDisk | None:
-        finished = [c for c in list_composes(self.tree) if c.status is ComposeStatus.FINISHED]
-        return finished[-1] if finished else None
-
-    def _allocate(self) -> tuple[str, str, int]:
-        date = self.now.strftime("%Y%m%d")
-        same_day = [c.respin for c in list_composes(self.tree) if c.date == date]
-        respin = max(same_day) + 1 if same_day else 0
-        while True:
-            cid = self.tree.compose_id(date, respin)
-            cdir = self.tree.compose_dir(cid)
-            try:
-                cdir.mkdir()
-            except FileExistsError:
-                respin += 1
-                continue
-            except OSError as exc:
-                raise ComposeError(f"{cdir}: cannot create compose: {exc.strerror}") from exc
-            (cdir / "logs").mkdir()
-            atomic_write(cdir / "COMPOSE_ID", f"{cid}\n")
-            write_status(cdir, ComposeStatus.STARTED)
-            return cid, date, respin
-
-    @contextmanager
-    def _compose_log(self, path: Path) -> Iterator[None]:
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger = logging.getLogger("reconciler")
-        logger.addHandler(handler)
-        old_level = logger.level
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(old_level)
-            handler.close()
-
     # -- the compose itself ------------------------------------------------------------
 
     def _compose(
@@ -267,14 +179,18 @@ class Composer:
     ) -> tuple[ComposeStatus, tuple[str, ...]]:
         cdir = self.tree.compose_dir(cid)
         before = self._previous_files(previous)
-        with tempfile.TemporaryDirectory(prefix=".work-", suffix=".~tmp~", dir=cdir) as work:
+        with tempfile.TemporaryDirectory(prefix=".work-", suffix=TMP_SUFFIX, dir=cdir) as work:
             works = self._fetch_all(up, Path(work))
-            placements = self._placements(cid, works, previous)
-            self._place_all(up, placements, before or [])
-            self._check_signatures(placements, previous)
+            the_plan = plan([w.selection for w in works], self._previous_index(previous, before))
+            if the_plan.problem is not None:  # fetching stops at a refusal already
+                raise UpstreamError(the_plan.problem)
+            placer = Placer(up, self.tree, cid, previous.compose_id if previous else None,
+                            self.host.download.workers, self.reporter, self.counters)  # fmt: skip
+            placed = placer.place(the_plan, f"compose {self.request.sig} {self.request.release}")
+            self._check_signatures(placed, previous)
             for w in works:
                 self._write_variant(cid, w)
-        contents = {w.variant: self._final_facts(w) for w in works}
+        contents = {w.variant: w.selection.composed for w in works}
         missing = self._carry_over(cid, previous, contents)
         carried = [v for v in contents if v not in self.variants]
         self._copy_keys(self.tree.sig_dir(cid) / "metadata")
@@ -287,7 +203,7 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
-        files = self._manifest(cid, placements, carried)
+        files = self._manifest(cid, placed, carried)
         write_manifest(self.tree.manifest(cid), files)
         if previous is not None and before is not None:
             write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
@@ -297,60 +213,25 @@ class Composer:
             swap_symlink(self.tree.latest_link, cid)
         return status, missing
 
-    def _fetch_all(self, up: Upstream, work: Path) -> list[_VariantWork]:
-        with ThreadPoolExecutor(self.host.download.workers) as pool:
-            return list(pool.map(lambda v: self._fetch_variant(up, work, v), self.variants))
+    def _fetch_all(self, up: Upstream, work: Path) -> list[FetchedVariant]:
+        keep, hashed = self.rel.compose.keep_versions, self.rel.compose.hashed
 
-    def _fetch_variant(self, up: Upstream, work: Path, variant: Variant) -> _VariantWork:
-        """Fetch one variant's metadata into ``work`` and choose its packages."""
-        url = self.spec.upstream_url(
-            self.rel, variant.repo, variant.upstream_arch, self.host.upstream_base_url
-        )
-        vdir = work / f"{variant.repo}.{variant.upstream_arch}"
-        (vdir / "repodata").mkdir(parents=True)
-        raw = up.get(f"{url}/repodata/repomd.xml")
-        (vdir / "repodata" / "repomd.xml").write_bytes(raw)
-        records = repodata.parse_repomd(
-            vdir / "repodata" / "repomd.xml", f"{url}/repodata/repomd.xml"
-        )
-        vw = _VariantWork(variant, url, hashlib.sha256(raw).hexdigest(), {}, [])
-        for rec in records:
-            wanted = (
-                rec.type in {"primary", "filelists", "other"} or rec.type in repodata.CARRIED_TYPES
+        def fetch(variant: Variant) -> FetchedVariant:
+            url = self.spec.upstream_url(
+                self.rel, variant.repo, variant.upstream_arch, self.host.upstream_base_url
             )
-            if not wanted:
-                log.info("%s: not carrying metadata record %r", url, rec.type)
-                continue
-            href = safe_relpath(rec.href)
-            local = vdir / f"{rec.type}-{PurePosixPath(href).name}"
-            up.download(f"{url}/{href}", local, Expected(rec.checksum_type, rec.checksum, rec.size))
-            if rec.type in repodata.CARRIED_TYPES:
-                named = vdir / "extras" / rec.type / rec.plain_name
-                named.parent.mkdir(parents=True)
-                local.rename(named)
-                vw.extras.append((rec.type, named))
-            else:
-                vw.meta[rec.type] = local
-        facts = repodata.scan_primary(vw.meta["primary"], f"{url}/{records[0].href}")
-        for fact in facts:
-            try:
-                check_href(fact)
-            except ReconcilerError as exc:
-                raise UpstreamError(
-                    f"{url}/repodata/repomd.xml: package {fact.nevra}: {exc}"
-                ) from exc
-        vw.chosen = select(facts, self.rel.compose.keep_versions)
-        dups = duplicate_targets(vw.chosen, self.rel.compose.hashed)
-        if dups:
-            raise UpstreamError(f"{url}: different packages share the file names {dups}")
-        log.info("%s: %d packages upstream, %d chosen", url, len(facts), len(vw.chosen))
-        return vw
+            return fetch_variant(up, url, work, variant, keep, hashed)
 
-    def _previous_index(self, previous: ComposeOnDisk | None) -> dict[str, tuple[Path, int]]:
-        """``pkgid -> (file, size)`` of every package of the previous compose (any variant)."""
+        with ThreadPoolExecutor(self.host.download.workers) as pool:
+            return list(pool.map(fetch, self.variants))
+
+    def _previous_index(
+        self, previous: ComposeOnDisk | None, manifest: Sequence[SourceFile] | None
+    ) -> Previous | None:
+        """The packages of the previous compose (any variant), from its metadata."""
         if previous is None:
-            return {}
-        index: dict[str, tuple[Path, int]] = {}
+            return None
+        repos: list[tuple[Variant, list[PackageFact]]] = []
         for variant in self.all_variants:
             vdir = self.tree.variant_dir(previous.compose_id, variant)
             try:
@@ -360,55 +241,8 @@ class Composer:
                     "previous compose %s unreadable at %s: %s", previous.compose_id, vdir, exc
                 )
                 continue
-            for pkgid, fact in facts.items():
-                index.setdefault(pkgid, (vdir.joinpath(*safe_relpath(fact.href).parts), fact.size))
-        return index
-
-    def _placements(
-        self, cid: str, works: Sequence[_VariantWork], previous: ComposeOnDisk | None
-    ) -> list[_Placement]:
-        prev = self._previous_index(previous)
-        by_id: dict[str, _Placement] = {}
-        for w in works:
-            vdir = self.tree.variant_dir(cid, w.variant)
-            for fact in w.chosen:
-                target = vdir.joinpath(
-                    *PurePosixPath(target_href(fact.filename, self.rel.compose.hashed)).parts
-                )
-                placement = by_id.get(fact.pkgid)
-                if placement is None:
-                    known = prev.get(fact.pkgid)
-                    reuse = known[0] if known is not None and known[1] == fact.size else None
-                    placement = _Placement(fact, f"{w.url}/{fact.href}", [], reuse)
-                    by_id[fact.pkgid] = placement
-                placement.targets.append(target)
-        return list(by_id.values())
-
-    def _place_all(
-        self, up: Upstream, placements: Sequence[_Placement], before: Sequence[SourceFile]
-    ) -> None:
-        """Hardlink what the previous compose has (here, in order), download the rest (pool).
-
-        Downloads start largest first, so that a big package does not begin last and
-        keep one thread busy after the others have finished. ``before`` is the
-        previous compose's manifest: the mtimes of what is linked.
-        """
-        for directory in sorted({t.parent for p in placements for t in p.targets}):
-            directory.mkdir(parents=True, exist_ok=True)
-        prev_times = {f.path: f.mtime_ns for f in before}
-        downloads = []
-        for p in placements:
-            if p.reuse is None or not self._link(p, prev_times):
-                downloads.append(p)
-        downloads.sort(key=lambda p: p.fact.size, reverse=True)
-        self.reporter.start(f"compose {self.request.sig} {self.request.release}",
-                            sum(p.fact.size for p in downloads))  # fmt: skip
-        try:
-            with ThreadPoolExecutor(self.host.download.workers) as pool:
-                for _ in pool.map(lambda p: self._download(up, p), downloads):
-                    pass
-        finally:
-            self.reporter.stop()
+            repos.append((variant, list(facts.values())))
+        return previous_index(previous.compose_id, repos, manifest)
 
     def _previous_files(self, previous: ComposeOnDisk | None) -> list[SourceFile] | None:
         """The previous compose's manifest, or None without one."""
@@ -417,41 +251,15 @@ class Composer:
         sig_dir = self.tree.sig_dir(previous.compose_id)
         return read_manifest(self.tree.manifest(previous.compose_id), sig_dir)
 
-    def _link(self, p: _Placement, prev_times: dict[Path, int]) -> bool:
-        assert p.reuse is not None
-        first, *rest = p.targets
-        try:
-            link_or_copy(p.reuse, first)
-        except FileNotFoundError:
-            log.warning("%s is gone from the previous compose; downloading it", p.reuse)
-            p.reuse = None
-            return False
-        for target in rest:
-            link_or_copy(first, target)
-        p.mtime_ns = prev_times.get(p.reuse)
-        if p.mtime_ns is None:
-            p.mtime_ns = first.stat().st_mtime_ns
-        self.counters.add(linked=1)
-        return True
-
-    def _download(self, up: Upstream, p: _Placement) -> None:
-        first, *rest = p.targets
-        got = up.download(p.url, first, Expected(p.fact.checksum_type, p.fact.pkgid, p.fact.size))
-        p.mtime_ns = got.mtime_ns
-        self.counters.add(downloaded=1, nbytes=got.nbytes)
-        self.reporter.advance(got.nbytes)
-        for target in rest:
-            link_or_copy(first, target)
-
     def _manifest(
-        self, cid: str, placements: Sequence[_Placement], carried: Sequence[Variant]
+        self, cid: str, placed: Sequence[Placed], carried: Sequence[Variant]
     ) -> list[SourceFile]:
         """The compose's files, mostly from what was placed (no walk of the packages)."""
         sig_dir = self.tree.sig_dir(cid)
         files = [
-            SourceFile(str(t.relative_to(sig_dir)), sig_dir, p.fact.size, p.mtime_ns or 0)
-            for p in placements
-            for t in p.targets
+            SourceFile(str(path.relative_to(sig_dir)), sig_dir, p.step.fact.size, p.mtime_ns)
+            for p in placed
+            for path in p.paths
         ]
         for variant in self.variants:
             vdir = self.tree.variant_dir(cid, variant)
@@ -468,9 +276,7 @@ class Composer:
     def _keys_digest(self) -> tuple[str, ...]:
         return tuple(sorted(hashlib.sha256(k.read_bytes()).hexdigest() for k in self._key_files()))
 
-    def _check_signatures(
-        self, placements: Sequence[_Placement], previous: ComposeOnDisk | None
-    ) -> None:
+    def _check_signatures(self, placed: Sequence[Placed], previous: ComposeOnDisk | None) -> None:
         wanted = self.request.check_signatures
         if not (self.rel.compose.check_signatures if wanted is None else wanted):
             return
@@ -478,15 +284,15 @@ class Composer:
         trusted_reuse = (
             prev_record is not None and prev_record.signature_keys == self._keys_digest()
         )
-        to_check = [p.targets[0] for p in placements if p.reuse is None or not trusted_reuse]
+        to_check = [p.paths[0] for p in placed if not (p.linked and trusted_reuse)]
         log.info("checking signatures of %d packages", len(to_check))
         with Keyring(self._key_files()) as keyring:
             keyring.check(to_check)
 
-    def _write_variant(self, cid: str, w: _VariantWork) -> None:
+    def _write_variant(self, cid: str, w: FetchedVariant) -> None:
         vdir = self.tree.variant_dir(cid, w.variant)
         vdir.mkdir(parents=True, exist_ok=True)
-        hrefs = w.hrefs(self.rel.compose.hashed)
+        hrefs = w.selection.hrefs
         packages = repodata.iter_packages(
             w.meta["primary"], w.meta.get("filelists"), w.meta.get("other")
         )
@@ -502,10 +308,6 @@ class Composer:
         dest.mkdir(parents=True, exist_ok=True)
         for key in self._key_files():
             atomic_write(dest / key.name, key.read_bytes())
-
-    def _final_facts(self, w: _VariantWork) -> list[PackageFact]:
-        hashed = self.rel.compose.hashed
-        return [replace(f, href=target_href(f.filename, hashed)) for f in w.chosen]
 
     def _carry_over(
         self, cid: str, previous: ComposeOnDisk | None, contents: dict[Variant, list[PackageFact]]
@@ -528,7 +330,7 @@ class Composer:
     def _write_record(
         self,
         cid: str,
-        works: Sequence[_VariantWork],
+        works: Sequence[FetchedVariant],
         previous: ComposeOnDisk | None,
         missing: tuple[str, ...],
     ) -> None:

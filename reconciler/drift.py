@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 from .facts import DriftFinding
-from .fsutil import TMP_SUFFIX
 from .layout import PublishedTree, Variant
+from .names import TMP_SUFFIX
 from .state import InventoryEntry
 from .vocabulary import DriftKind, InventoryKind
 

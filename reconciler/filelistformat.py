@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import NamedTuple
 
-from .fsutil import TMP_SUFFIX
+from .names import TMP_SUFFIX
 
 FILELIST = "fullfilelist"
 TIMELIST_SIG = "fullfiletimelist-sig"

@@ -34,7 +34,8 @@ from .filelistformat import (
     render_filelist,
     render_timelist,
 )
-from .fsutil import TMP_SUFFIX, atomic_write
+from .fsutil import atomic_write
+from .names import TMP_SUFFIX
 
 __all__ = [
     "CHECKSUMMED",

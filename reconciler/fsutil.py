@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-TMP_SUFFIX = ".~tmp~"
+from .names import TMP_SUFFIX
 
 
 def tmp_name(path: Path) -> Path:

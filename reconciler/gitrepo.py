@@ -22,8 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from .errors import SourceRejected, SourceUnavailable
-from .fsutil import TMP_SUFFIX, fsync_dir
+from .fsutil import fsync_dir
 from .hostconfig import GitConfig
+from .names import TMP_SUFFIX
 
 SHA_RE = re.compile(r"^[0-9a-f]{4,64}$")
 #: The field separator of the ``--format`` strings below and of :mod:`reconciler.gittrust`.

@@ -29,10 +29,10 @@ import git
 from git.objects import Blob, Tree
 
 from .errors import SourceRejected, SourceUnavailable
-from .fsutil import TMP_SUFFIX
 from .gitrepo import SHA_RE, Commit, GitRepo, remove, replace_dir, short, useful_line
 from .gittrust import SignatureCheck, SourceTrust
 from .hostconfig import GitConfig
+from .names import TMP_SUFFIX
 
 __all__ = ["Commit", "GitSource", "SignatureCheck", "short"]
 

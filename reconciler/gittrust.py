@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SourceRejected
-from .fsutil import TMP_SUFFIX
 from .gitrepo import FIELD_SEP, GitRepo, replace_dir, short
+from .names import TMP_SUFFIX
 
 #: %GT (trust level) is deliberately absent: git 2.39 aborts on it for some commits.
 _SIG_FORMAT = "%G?%x1f%GS%x1f%GK%x1f%GF%x1f%GP%x1f%GG"

@@ -10,50 +10,43 @@ added or changed (size or mtime) and the files gone, relative to that
 compose's manifest. Publishing a compose over a target that holds an earlier
 compose of the same chain then reads only the changes, not the manifest and
 the target's whole inventory.
+
+This module reads and writes them; the records and the pure operations on them
+are in :mod:`reconciler.composefiles`.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .fsutil import TMP_SUFFIX, atomic_write
-from .names import COMPOSE_ID_RE
+from .composefiles import REPOMD, Changes, SourceFile, combine, diff
+from .fsutil import atomic_write
+from .names import COMPOSE_ID_RE, TMP_SUFFIX
 
 HEADER = "# reconciler compose manifest v1: relpath<TAB>size<TAB>mtime_ns\n"
 CHANGES_HEADER = (
     "# reconciler compose changes v1: +<TAB>relpath<TAB>size<TAB>mtime_ns | -<TAB>relpath\n"
 )
 CHANGES_BASE = "base\t"
-REPOMD = "repodata/repomd.xml"
 
-
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    """One file of a compose's SIG directory (``root``); ``rel`` is relative to it."""
-
-    rel: str
-    root: Path
-    size: int
-    mtime_ns: int
-
-    @property
-    def path(self) -> Path:
-        return self.root / self.rel
-
-    @property
-    def is_repomd(self) -> bool:
-        return self.rel == REPOMD or self.rel.endswith(f"/{REPOMD}")
-
-    @property
-    def phase(self) -> int:
-        """Publication order: 1 packages and other files, 2 metadata files, 3 repomd.xml."""
-        if self.is_repomd:
-            return 3
-        return 2 if "/repodata/" in f"/{self.rel}" else 1
+#: The records live in :mod:`reconciler.composefiles` (pure); here for the readers.
+__all__ = [
+    "CHANGES_HEADER",
+    "HEADER",
+    "REPOMD",
+    "Changes",
+    "SourceFile",
+    "combine",
+    "diff",
+    "read_changes",
+    "read_manifest",
+    "scan_source",
+    "write_changes",
+    "write_manifest",
+]
 
 
 def scan_source(top: Path, root: Path | None = None) -> Iterator[SourceFile]:
@@ -103,24 +96,6 @@ def _safe_rel(rel: str) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What a compose changed relative to ``base`` (the compose it was made on top of)."""
-
-    base: str
-    added: tuple[SourceFile, ...]  # new, or a different size or mtime than in ``base``
-    removed: tuple[str, ...]  # relpaths ``base`` has and this compose does not
-
-
-def diff(base: str, old: Iterable[SourceFile], new: Iterable[SourceFile]) -> Changes:
-    """The changes from the files ``old`` (of compose ``base``) to ``new``."""
-    before = {f.rel: (f.size, f.mtime_ns) for f in old}
-    after = list(new)
-    added = tuple(f for f in after if before.get(f.rel) != (f.size, f.mtime_ns))
-    now = {f.rel for f in after}
-    return Changes(base, added, tuple(sorted(rel for rel in before if rel not in now)))
-
-
 def write_changes(path: Path, changes: Changes) -> None:
     lines = [CHANGES_HEADER, f"{CHANGES_BASE}{changes.base}\n"]
     lines += [f"+\t{f.rel}\t{f.size}\t{f.mtime_ns}\n" for f in changes.added]
@@ -157,20 +132,3 @@ def read_changes(path: Path, root: Path) -> Changes | None:
     if not COMPOSE_ID_RE.fullmatch(base):
         return None
     return Changes(base, tuple(added), tuple(removed))
-
-
-def combine(chain: Sequence[Changes]) -> tuple[list[SourceFile], list[str]]:
-    """Changes applied one after the other, oldest first: (files to place, relpaths gone).
-
-    Read every link of the chain with the last compose's directory as ``root``: the
-    files to place are taken from there.
-    """
-    final: dict[str, SourceFile | None] = {}
-    for changes in chain:
-        for rel in changes.removed:
-            final[rel] = None
-        for f in changes.added:
-            final[f.rel] = f
-    place = [f for f in final.values() if f is not None]
-    gone = [rel for rel, f in final.items() if f is None]
-    return sorted(place, key=lambda f: f.rel), sorted(gone)

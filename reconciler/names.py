@@ -12,6 +12,8 @@ from typing import Final
 
 from .errors import UnsafePathError
 
+#: The suffix of every temporary file the reconciler writes (mirror clients skip these).
+TMP_SUFFIX: Final = ".~tmp~"
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 RELEASE_RE: Final = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 #: The binary architectures a SIG repo may be built for.
@@ -59,6 +61,6 @@ def safe_filename(name: str) -> str:
     """A single path component that is not empty, ``.``/``..``, hidden-temp or separated."""
     if not name or name in {".", ".."} or "/" in name or "\x00" in name or "\\" in name:
         raise UnsafePathError(f"unsafe file name {name!r}")
-    if name.endswith(".~tmp~"):
+    if name.endswith(TMP_SUFFIX):
         raise UnsafePathError(f"file name {name!r} uses the reserved temporary suffix")
     return name

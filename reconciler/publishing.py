@@ -16,8 +16,11 @@ to the tree. When the target holds an earlier compose of the new compose's
 chain, the composes' changes files say what differs (nothing else is read);
 otherwise the compose's manifest is compared with the state's inventory of the
 target. A *repair* publish (after drift was found) compares with the tree
-itself. New files are linked straight to their name (one ``link(2)``, atomic);
-a name that exists is replaced through a ``.~tmp~`` link and a rename.
+itself. :meth:`Publisher.decide` gathers those facts (reads only) and decides
+with :func:`reconciler.changeset.change_set` (pure); :meth:`Publisher.act`
+carries the change set out. New files are linked straight to their name (one
+``link(2)``, atomic); a name that exists is replaced through a ``.~tmp~`` link
+and a rename.
 """
 
 from __future__ import annotations
@@ -34,13 +37,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from .changeset import (
+    Basis,
+    Change,
+    ChangeSet,
+    FromChanges,
+    FromInventory,
+    FromTree,
+    TreeFacts,
+    change_set,
+)
+from .composefiles import Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
-from .fsutil import TMP_SUFFIX, copy_file, fsync_dir, inside, tmp_name
+from .fsutil import copy_file, fsync_dir, inside, tmp_name
 from .layout import PublishedTree
-from .manifest import Changes, SourceFile, combine, read_manifest, scan_source
+from .manifest import read_manifest, scan_source
+from .names import TMP_SUFFIX
 from .state import InventoryEntry, StateDB
-from .vocabulary import InventoryKind, Stage
+from .vocabulary import ChangeKind, InventoryKind, PublishPhase, Stage
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +99,7 @@ class Publisher:
 
     def __init__(self, state: StateDB, tree: PublishedTree) -> None:
         self.state, self.stage, self.stage_root = state, tree.stage, tree.root
-        self.prefix = tree.prefix  # e.g. mirror/pub/sig/9/core, relative to stage_root
+        self.prefix_key = tree.inventory_prefix  # "mirror/pub/sig/9/core/": inventory paths
         self.target = tree.path
         self.stats = PublishStats()
         self._dirs_seen: set[Path] = set()
@@ -92,9 +107,6 @@ class Publisher:
         self._sweep = True  # remove leftover temporary files in the directories written to
         self._cross_fs = False  # hardlinks failed once: the compose is on another filesystem
         self._unsynced = False
-
-    def _key(self, rel: str) -> str:
-        return f"{self.prefix}/{rel}"
 
     def _safe_dir(self, directory: Path) -> None:
         """Create ``directory`` (once per publish); refuse one that resolves outside the root.
@@ -128,10 +140,15 @@ class Publisher:
                         Path(entry.path).unlink(missing_ok=True)
         self._dirs_seen.add(directory)
 
-    def _place(self, src: SourceFile) -> InventoryEntry:
+    def _place(self, change: Change) -> InventoryEntry:
+        """Put a compose file at its name: PLACE links it straight there when the name is
+        free; REPLACE (and PLACE over a taken name) goes through a ``.~tmp~`` name."""
+        assert change.file is not None
+        src = change.file
         dst = self.target / src.rel
         self._safe_dir(dst.parent)
-        if not src.is_repomd and not self._cross_fs:
+        new_name = change.kind is ChangeKind.PLACE
+        if new_name and not src.is_repomd and not self._cross_fs:
             try:  # a new name: one link(2) is atomic, no temporary name needed
                 os.link(src.path, dst, follow_symlinks=False)
             except FileExistsError:
@@ -141,7 +158,7 @@ class Publisher:
                     raise
                 self._cross_fs = True
             else:
-                return self._placed(src, dst, None)
+                return self._placed(change.path, dst, None)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
         if not self._cross_fs and _same_inode(src.path, dst):
@@ -149,7 +166,7 @@ class Publisher:
             # renaming a second link of the same inode over it would do nothing at all.
             # Once links do not work here (_cross_fs) the next step is a copy, a new
             # inode, so the check is not needed (and across devices it cannot hold).
-            return entry_for(self._key(src.rel), dst.lstat(), _sha1(dst) if src.is_repomd else None)
+            return entry_for(change.path, dst.lstat(), _sha1(dst) if src.is_repomd else None)
         tmp = tmp_name(dst)
         checksum = None
         if src.is_repomd:
@@ -165,13 +182,13 @@ class Publisher:
         tmp.replace(dst)
         if src.is_repomd:
             fsync_dir(dst.parent)
-        return self._placed(src, dst, checksum)
+        return self._placed(change.path, dst, checksum)
 
-    def _placed(self, src: SourceFile, dst: Path, checksum: str | None) -> InventoryEntry:
+    def _placed(self, key: str, dst: Path, checksum: str | None) -> InventoryEntry:
         st = dst.lstat()
         self.stats.files += 1
         self.stats.bytes += st.st_size
-        return entry_for(self._key(src.rel), st, checksum)
+        return entry_for(key, st, checksum)
 
     def _dir_entries(self) -> list[InventoryEntry]:
         """Inventory entries of the directories written to, and their parents up to the root."""
@@ -202,57 +219,58 @@ class Publisher:
         self._sweep = chain is None
         with root_lock(self.stage_root):
             self._safe_dir(self.target)
-            if chain is not None:
-                how = f"from the changes of {len(chain)} compose(s)"
-                place, gone = combine(chain)
-                wanted = {self._key(f.rel) for f in place}
-                retire = {self._key(rel) for rel in gone} - wanted
-            else:
-                how = "against the tree" if repair else "against the whole inventory"
-                place, wanted, retire = self._compare(source, manifest, repair)
-            pending = {p.relpath for p in self.state.pending.all(self.stage)}
-            self.state.pending.cancel(self.stage, sorted(pending & wanted))
-            for phase in (1, 2, 3):
-                if phase == 3 and self._unsynced:
-                    _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
-                batch = [self._place(f) for f in place if f.phase == phase]
-                self.state.inventory.apply_changes(self.stage, batch, [])
-            self.state.inventory.apply_changes(self.stage, self._dir_entries(), [])
-            if retire:
-                self.state.pending.add(self.stage, sorted(retire), now + grace, "superseded")
-                self.stats.pending = len(retire)
+            changes_to_make = self.decide(source, manifest, repair, chain)
+            self.act(changes_to_make, grace, now)
         log.info(
             "published %s to %s %s: %d files changed, %d to delete after the grace",
-            source, self.target, how, self.stats.files, self.stats.pending,
+            source, self.target, changes_to_make.how, self.stats.files, self.stats.pending,
         )  # fmt: skip
         return self.stats
 
-    def _compare(
-        self, source: Path, manifest: Path | None, repair: bool
-    ) -> tuple[list[SourceFile], set[str], set[str]]:
-        """(files to place, keys wanted, keys to retire) from the whole inventory (or tree)."""
-        listed = read_manifest(manifest, source) if manifest is not None else None
-        files = listed if listed is not None else list(scan_source(source))
-        wanted = {self._key(f.rel) for f in files}
-        inventory = self.state.inventory.entries(self.stage, f"{self.prefix}/")
-        if repair:
-            place = [f for f in files if not _same_file(self.target / f.rel, f)]
+    def decide(
+        self,
+        source: Path,
+        manifest: Path | None,
+        repair: bool,
+        chain: Sequence[Changes] | None,
+    ) -> ChangeSet:
+        """Gather what the change set is decided from (reads only), and decide it."""
+        basis: Basis
+        if chain is not None:
+            basis = FromChanges(tuple(chain))
         else:
-            place = [f for f in files if not _current(inventory.get(self._key(f.rel)), f)]
-        retire = {
-            k for k, e in inventory.items() if e.kind is not InventoryKind.DIR and k not in wanted
-        }
-        if repair:
-            unexpected = set(_walk_files(self.stage_root, self.target)) - wanted - set(inventory)
-            self.state.inventory.apply_changes(
-                self.stage, [entry_for(k, (self.stage_root / k).lstat()) for k in unexpected], []
-            )
-            retire |= unexpected
-        return place, wanted, retire
+            listed = read_manifest(manifest, source) if manifest is not None else None
+            files = tuple(listed if listed is not None else scan_source(source))
+            inventory = self.state.inventory.entries(self.stage, self.prefix_key)
+            if repair:
+                basis = FromTree(files, inventory, self._tree_facts(files))
+            else:
+                basis = FromInventory(files, inventory)
+        pending = {p.relpath for p in self.state.pending.all(self.stage)}
+        return change_set(self.prefix_key, basis, pending)
 
+    def _tree_facts(self, files: Sequence[SourceFile]) -> TreeFacts:
+        """Which compose files the tree holds with the same bytes; every file in the tree."""
+        return TreeFacts(
+            frozenset(f.rel for f in files if _same_file(self.target / f.rel, f)),
+            frozenset(_walk_files(self.stage_root, self.target)),
+        )
 
-def _current(entry: InventoryEntry | None, src: SourceFile) -> bool:
-    return entry is not None and entry.size == src.size and entry.mtime_ns == src.mtime_ns
+    def act(self, changes: ChangeSet, grace: timedelta, now: datetime) -> None:
+        """Carry out ``changes`` in the mirror-safe order (under the root lock)."""
+        if changes.adopt:  # found in the tree (a repair): owned from now on, then pended
+            adopted = [entry_for(k, (self.stage_root / k).lstat()) for k in changes.adopt]
+            self.state.inventory.apply_changes(self.stage, adopted, [])
+        self.state.pending.cancel(self.stage, list(changes.cancel))
+        for phase in PublishPhase:
+            if phase is PublishPhase.REPOMD and self._unsynced:
+                _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
+            batch = [self._place(c) for c in changes.phase(phase)]
+            self.state.inventory.apply_changes(self.stage, batch, [])
+        self.state.inventory.apply_changes(self.stage, self._dir_entries(), [])
+        if changes.pend:
+            self.state.pending.add(self.stage, list(changes.pend), now + grace, "superseded")
+            self.stats.pending = len(changes.pend)
 
 
 def _same_file(dst: Path, src: SourceFile) -> bool:

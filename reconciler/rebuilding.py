@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .composemeta import list_composes
 from .facts import TargetKey
-from .fsutil import TMP_SUFFIX
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
+from .names import TMP_SUFFIX
 from .spec import variants_of
 from .specfile import load_spec
 from .state import InventoryEntry, StateDB, TargetRecord

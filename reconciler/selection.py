@@ -6,6 +6,7 @@ all), ordered by RPM's own version comparison.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ from pathlib import PurePosixPath
 
 from .errors import UnsafePathError
 from .names import safe_filename, safe_relpath
+
+#: Control characters (C0, DEL, C1) and the line and paragraph separators: a file name
+#: with one cannot be a line of a manifest or a file list.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +108,40 @@ def compare_evr(a: PackageFact, b: PackageFact) -> int:
 
 
 def check_href(fact: PackageFact) -> PurePosixPath:
-    """Refuse a location_href that leaves the repo or does not name an RPM."""
+    """Refuse a location_href that leaves the repo, holds a control character or a line
+    separator, or does not name an RPM; every refusal names the href."""
     path = safe_relpath(fact.href)
-    safe_filename(path.name)
+    unprintable = _CONTROL.search(fact.href)
+    if unprintable:
+        raise UnsafePathError(
+            f"location {fact.href!r} has the unprintable character {unprintable.group()!r}"
+        )
+    try:
+        safe_filename(path.name)
+    except UnsafePathError as exc:
+        raise UnsafePathError(f"location {fact.href!r}: {exc}") from None
     if not path.name.endswith(".rpm"):
         raise UnsafePathError(f"location {fact.href!r} does not name an .rpm file")
     return path
+
+
+def newest_first(facts: Iterable[PackageFact]) -> list[list[PackageFact]]:
+    """The distinct packages (by pkgid) of each name.arch, newest first (RPM's order).
+
+    Groups come in the order their first package came; a package listed twice is
+    taken once (its first record).
+    """
+    groups: dict[tuple[str, str], dict[str, PackageFact]] = defaultdict(dict)
+    for fact in facts:
+        groups[(fact.name, fact.arch)].setdefault(fact.pkgid, fact)
+    return [
+        sorted(versions.values(), key=cmp_to_key(compare_evr), reverse=True)
+        for versions in groups.values()
+    ]
+
+
+def by_file_name(facts: Iterable[PackageFact]) -> list[PackageFact]:
+    return sorted(facts, key=lambda f: (f.filename, f.pkgid))
 
 
 def select(facts: Iterable[PackageFact], keep_versions: int) -> list[PackageFact]:
@@ -116,14 +149,10 @@ def select(facts: Iterable[PackageFact], keep_versions: int) -> list[PackageFact
 
     Duplicate records of the same package (same pkgid) are taken once.
     """
-    groups: dict[tuple[str, str], dict[str, PackageFact]] = defaultdict(dict)
-    for fact in facts:
-        groups[(fact.name, fact.arch)].setdefault(fact.pkgid, fact)
     chosen: list[PackageFact] = []
-    for versions in groups.values():
-        ordered = sorted(versions.values(), key=cmp_to_key(compare_evr), reverse=True)
+    for ordered in newest_first(facts):
         chosen.extend(ordered if keep_versions == 0 else ordered[:keep_versions])
-    return sorted(chosen, key=lambda f: (f.filename, f.pkgid))
+    return by_file_name(chosen)
 
 
 def target_href(filename: str, hashed: bool) -> str:

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 import createrepo_c as cr
 
 from .errors import IntegrityError
-from .fsutil import TMP_SUFFIX, inside
+from .fsutil import inside
+from .names import TMP_SUFFIX
 from .upstream import new_hash
 
 _CHUNK = 1 << 20

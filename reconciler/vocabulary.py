@@ -8,7 +8,7 @@ output and in the logs, so they never change (a renamed member keeps its value).
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Final
 
 
@@ -116,6 +116,41 @@ class DriftKind(StrEnum):
     UNEXPECTED = "unexpected"
 
 
+class PlacementKind(StrEnum):
+    """What a compose does with one upstream package (a step of a placement plan)."""
+
+    LINK = "link"  # hardlink the previous compose's copy (same checksum and size)
+    DOWNLOAD = "download"  # fetch it from the build system and verify it
+    DROP = "drop"  # not taken: older than the newest ``keep_versions`` of its name.arch
+    REFUSE = "refuse"  # its location is unsafe, or another package claims its file name
+
+
+class ChangeKind(StrEnum):
+    """What a publish does with one path of a target (a step of a change set)."""
+
+    PLACE = "place"  # link (or copy) the compose's file to its name
+    REPLACE = "replace"  # the target holds other bytes under that name: swap them by rename
+    ADOPT = "adopt"  # a file found in the tree that no publish made: inventoried, then pended
+    PEND = "pend"  # superseded: deleted once the grace has passed
+    CANCEL = "cancel"  # wanted again: its pending deletion is cancelled
+
+
+class PublishPhase(IntEnum):
+    """The mirror-safe order of a publish (DESIGN.md section 6): each phase before the next."""
+
+    PACKAGES = 1  # packages and every other file the metadata may name
+    METADATA = 2  # the files under repodata/ (their names carry their checksums)
+    REPOMD = 3  # repodata/repomd.xml, which names the metadata: last
+
+
+class PublishBasis(StrEnum):
+    """What a publish compares the compose with to find what changed."""
+
+    CHANGES = "changes"  # the composes' changes files (the target holds an earlier compose)
+    INVENTORY = "inventory"  # the state's whole inventory of the target
+    TREE = "tree"  # the files in the target's tree (a repair)
+
+
 class PassOutcome(StrEnum):
     """How a pass of the loop ended (metrics label values)."""
 
@@ -130,11 +165,15 @@ __all__ = [
     "PUBLISHED_STAGES",
     "TROUBLE_STATES",
     "ActionKind",
+    "ChangeKind",
     "ComposeStatus",
     "DriftKind",
     "InventoryKind",
     "PassOutcome",
+    "PlacementKind",
     "PlanOutcome",
+    "PublishBasis",
+    "PublishPhase",
     "Result",
     "Stage",
     "TargetState",

@@ -151,15 +151,22 @@ def rewrite_hrefs(repo: Path, bad_href: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "href", ["../../../../etc/passwd.rpm", "/abs/path/x.rpm", "Packages/../../../x.rpm"]
+    "href",
+    [
+        "../../../../etc/passwd.rpm",
+        "/abs/path/x.rpm",
+        "Packages/../../../x.rpm",
+        "Packages/sig\thello.rpm",  # would break the manifest's and file lists' lines
+    ],
 )
 def test_href_leaving_the_repo_is_refused(
     cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any, href: str
 ) -> None:
     rewrite_hrefs(upstream.repo_dir("core-infra", "x86_64"), href)
     result = run_compose(cli, host, desired_state)
-    assert_failed_safely(result, host, earlier, href, "repomd.xml")
+    assert_failed_safely(result, host, earlier, repr(href), "repomd.xml")
     assert not any(".." in p or p.startswith("/abs") for p in upstream.server.requests)
+    assert not any("sig\thello" in p or "sig%09hello" in p for p in upstream.server.requests)
 
 
 @needs_root

@@ -1,0 +1,192 @@
+"""What a publish changes in a target: the change set. Pure: no I/O, no clock.
+
+A publish is a pipeline too (DESIGN.md section 6): the compose's files and
+what the target holds -> :func:`change_set` -> a :class:`ChangeSet` ->
+:class:`reconciler.publishing.Publisher` acts on it. What the target holds is
+known one of three ways (:class:`~reconciler.vocabulary.PublishBasis`):
+
+- :class:`FromChanges`: the target holds an earlier compose of the chain and
+  its last publish finished; the composes' changes files say what differs
+  (nothing else is read);
+- :class:`FromInventory`: the compose's files against the state's inventory of
+  the target (size and mtime);
+- :class:`FromTree`: a repair; the compose's files against what the tree holds
+  (the publisher looked: :class:`TreeFacts`).
+
+Every path is an inventory path (relative to the stage root, under the target's
+prefix). The change set says which compose files to PLACE (a new name) or
+REPLACE (the target holds other bytes under the name), in the mirror-safe
+phases (packages, metadata, ``repomd.xml`` last); which files found in the tree
+to ADOPT (a repair: inventoried, then pended); which paths to PEND for deletion
+after the grace (superseded files; directories never); and which pending
+deletions to CANCEL (the path is wanted again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .composefiles import Changes, SourceFile, combine
+from .vocabulary import ChangeKind, InventoryKind, PublishBasis, PublishPhase
+
+
+class Held(Protocol):
+    """What the change set needs of an inventory entry (the state's ``InventoryEntry``)."""
+
+    @property
+    def kind(self) -> InventoryKind: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime_ns(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FromChanges:
+    """The composes' changes, oldest first, from the compose the target holds."""
+
+    chain: tuple[Changes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FromInventory:
+    """The compose's files, and the inventory of the target (path -> entry)."""
+
+    files: tuple[SourceFile, ...]
+    inventory: Mapping[str, Held]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeFacts:
+    """What a repair found in the target's tree."""
+
+    matching: frozenset[str]  # compose relpaths whose file in the tree has the same bytes
+    present: frozenset[str]  # inventory paths of every file in the tree
+
+
+@dataclass(frozen=True, slots=True)
+class FromTree:
+    """A repair: the compose's files, the target's inventory, and what the tree holds."""
+
+    files: tuple[SourceFile, ...]
+    inventory: Mapping[str, Held]
+    tree: TreeFacts
+
+
+Basis = FromChanges | FromInventory | FromTree
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One step of a change set on the inventory path ``path``."""
+
+    kind: ChangeKind
+    path: str
+    file: SourceFile | None = None  # PLACE and REPLACE: the compose's file
+
+    @property
+    def phase(self) -> PublishPhase | None:
+        return None if self.file is None else self.file.phase
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """What a publish does to one target, in the order it does it."""
+
+    basis: PublishBasis
+    prefix: str  # every path starts with it (``mirror/pub/sig/9/core/``)
+    places: tuple[Change, ...]  # PLACE and REPLACE, in the compose's file order
+    adopt: tuple[str, ...] = ()
+    pend: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
+    composes: int = 0  # FromChanges: how many composes' changes were read
+
+    def phase(self, phase: PublishPhase) -> tuple[Change, ...]:
+        return tuple(c for c in self.places if c.phase is phase)
+
+    @property
+    def steps(self) -> tuple[Change, ...]:
+        """Every change in the order a publish makes it."""
+        return (
+            *(Change(ChangeKind.ADOPT, p) for p in self.adopt),
+            *(Change(ChangeKind.CANCEL, p) for p in self.cancel),
+            *(c for phase in PublishPhase for c in self.phase(phase)),
+            *(Change(ChangeKind.PEND, p) for p in self.pend),
+        )
+
+    @property
+    def how(self) -> str:
+        """For the log: what the compose was compared with."""
+        if self.basis is PublishBasis.CHANGES:
+            return f"from the changes of {self.composes} compose(s)"
+        if self.basis is PublishBasis.TREE:
+            return "against the tree"
+        return "against the whole inventory"
+
+    def describe(self) -> list[str]:
+        """One line a step: ``<kind> [<phase>] <path after the prefix>``."""
+        lines = []
+        for c in self.steps:
+            path = c.path.removeprefix(self.prefix)
+            phase = f" [{c.phase.name.lower()}]" if c.phase is not None else ""
+            lines.append(f"{c.kind.value}{phase} {path}")
+        return lines
+
+
+def change_set(prefix: str, basis: Basis, pending: Collection[str]) -> ChangeSet:
+    """What publishing a compose under ``prefix`` (``category/release/sig/``) changes.
+
+    ``pending`` are the stage's pending deletions (inventory paths).
+    """
+    if isinstance(basis, FromChanges):
+        return _from_changes(prefix, basis.chain, pending)
+    files, inventory = basis.files, basis.inventory
+    wanted = {prefix + f.rel for f in files}
+    pend = {k for k, e in inventory.items() if e.kind is not InventoryKind.DIR and k not in wanted}
+    if isinstance(basis, FromTree):
+        tree = basis.tree
+        changed = [f for f in files if f.rel not in tree.matching]
+        places = _places(prefix, changed, tree.present)
+        adopt = tree.present - wanted - inventory.keys()
+        return ChangeSet(
+            PublishBasis.TREE, prefix, places, tuple(sorted(adopt)),
+            tuple(sorted(pend | adopt)), _cancel(pending, wanted),
+        )  # fmt: skip
+    changed = [f for f in files if not _current(inventory.get(prefix + f.rel), f)]
+    places = _places(prefix, changed, inventory.keys())
+    return ChangeSet(
+        PublishBasis.INVENTORY, prefix, places, (), tuple(sorted(pend)), _cancel(pending, wanted)
+    )
+
+
+def _from_changes(prefix: str, chain: Sequence[Changes], pending: Collection[str]) -> ChangeSet:
+    place, gone = combine(chain)
+    wanted = {prefix + f.rel for f in place}
+    pend = {prefix + rel for rel in gone} - wanted
+    places = tuple(Change(ChangeKind.PLACE, prefix + f.rel, f) for f in place)
+    return ChangeSet(
+        PublishBasis.CHANGES, prefix, places, (), tuple(sorted(pend)), _cancel(pending, wanted),
+        composes=len(chain),
+    )  # fmt: skip
+
+
+def _places(prefix: str, files: Sequence[SourceFile], held: Collection[str]) -> tuple[Change, ...]:
+    """PLACE a new name; REPLACE one the target is known to hold (with other bytes)."""
+    return tuple(
+        Change(
+            ChangeKind.REPLACE if prefix + f.rel in held else ChangeKind.PLACE, prefix + f.rel, f
+        )
+        for f in files
+    )
+
+
+def _current(entry: Held | None, src: SourceFile) -> bool:
+    return entry is not None and entry.size == src.size and entry.mtime_ns == src.mtime_ns
+
+
+def _cancel(pending: Collection[str], wanted: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(wanted.intersection(pending)))

@@ -1,0 +1,78 @@
+"""The files of a compose as records, and what changed between two composes. Pure: no I/O.
+
+A :class:`SourceFile` is one file of a compose's SIG directory with the size
+and mtime it has there; :class:`Changes` is what a compose changed relative to
+the compose it was made on top of. :mod:`reconciler.manifest` reads and writes
+both; composing computes them (:func:`diff`), and a publish's change set
+(:mod:`reconciler.changeset`) folds a chain of them (:func:`combine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .vocabulary import PublishPhase
+
+REPOMD = "repodata/repomd.xml"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file of a compose's SIG directory (``root``); ``rel`` is relative to it."""
+
+    rel: str
+    root: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.rel
+
+    @property
+    def is_repomd(self) -> bool:
+        return self.rel == REPOMD or self.rel.endswith(f"/{REPOMD}")
+
+    @property
+    def phase(self) -> PublishPhase:
+        """When a publish places it: packages and other files, metadata, repomd.xml last."""
+        if self.is_repomd:
+            return PublishPhase.REPOMD
+        return PublishPhase.METADATA if "/repodata/" in f"/{self.rel}" else PublishPhase.PACKAGES
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a compose changed relative to ``base`` (the compose it was made on top of)."""
+
+    base: str
+    added: tuple[SourceFile, ...]  # new, or a different size or mtime than in ``base``
+    removed: tuple[str, ...]  # relpaths ``base`` has and this compose does not
+
+
+def diff(base: str, old: Iterable[SourceFile], new: Iterable[SourceFile]) -> Changes:
+    """The changes from the files ``old`` (of compose ``base``) to ``new``."""
+    before = {f.rel: (f.size, f.mtime_ns) for f in old}
+    after = list(new)
+    added = tuple(f for f in after if before.get(f.rel) != (f.size, f.mtime_ns))
+    now = {f.rel for f in after}
+    return Changes(base, added, tuple(sorted(rel for rel in before if rel not in now)))
+
+
+def combine(chain: Sequence[Changes]) -> tuple[list[SourceFile], list[str]]:
+    """Changes applied one after the other, oldest first: (files to place, relpaths gone).
+
+    Read every link of the chain with the last compose's directory as ``root``: the
+    files to place are taken from there.
+    """
+    final: dict[str, SourceFile | None] = {}
+    for changes in chain:
+        for rel in changes.removed:
+            final[rel] = None
+        for f in changes.added:
+            final[f.rel] = f
+    place = [f for f in final.values() if f is not None]
+    gone = [rel for rel, f in final.items() if f is None]
+    return sorted(place, key=lambda f: f.rel), sorted(gone)

@@ -1,0 +1,124 @@
+"""Carrying out a compose's placement plan: hardlinks from the previous compose, downloads.
+
+The decisions are :mod:`reconciler.placement`'s; this module only acts on them:
+every LINK, in order, here (a copy of a file the previous compose lost since is
+downloaded instead); then every DOWNLOAD concurrently, largest first, each
+verified against the checksum and size of the metadata. A package that goes to
+several places is placed once and linked to the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .fsutil import link_or_copy
+from .layout import ComposeTree
+from .placement import PlacementPlan, PlacementStep, Target, largest_first
+from .progress import Reporter
+from .upstream import Expected, Upstream
+from .vocabulary import PlacementKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A package in place: its paths (first one placed, the rest linked to it) and mtime."""
+
+    step: PlacementStep
+    paths: tuple[Path, ...]
+    mtime_ns: int
+    linked: bool  # from the previous compose (False: downloaded)
+
+
+@dataclass
+class Counters:
+    """What the placing did (threads add to it)."""
+
+    downloaded: int = 0
+    downloaded_bytes: int = 0
+    linked: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, downloaded: int = 0, nbytes: int = 0, linked: int = 0) -> None:
+        with self.lock:
+            self.downloaded += downloaded
+            self.downloaded_bytes += nbytes
+            self.linked += linked
+
+
+@dataclass
+class Placer:
+    """Places the packages of compose ``cid`` (and links from ``previous``, a compose ID)."""
+
+    up: Upstream
+    tree: ComposeTree
+    cid: str
+    previous: str | None
+    workers: int
+    reporter: Reporter
+    counters: Counters
+
+    def place(self, plan: PlacementPlan, label: str) -> list[Placed]:
+        """Carry out ``plan``; the result is in the order of ``plan.placements``."""
+        paths = {s.fact.pkgid: tuple(self._path(t) for t in s.targets) for s in plan.placements}
+        for directory in sorted({p.parent for group in paths.values() for p in group}):
+            directory.mkdir(parents=True, exist_ok=True)
+        done: dict[str, Placed] = {}
+        fetch: list[PlacementStep] = []
+        for step in plan.placements:
+            linked = None
+            if step.kind is PlacementKind.LINK:
+                linked = self._link(step, paths[step.fact.pkgid])
+            if linked is None:
+                fetch.append(step)
+            else:
+                done[step.fact.pkgid] = linked
+        downloads = largest_first(fetch)
+        self.reporter.start(label, sum(s.fact.size for s in downloads))
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for got in pool.map(lambda s: self._download(s, paths[s.fact.pkgid]), downloads):
+                    done[got.step.fact.pkgid] = got
+        finally:
+            self.reporter.stop()
+        return [done[s.fact.pkgid] for s in plan.placements]
+
+    def _path(self, target: Target) -> Path:
+        vdir = self.tree.variant_dir(self.cid, target.variant)
+        return vdir.joinpath(*PurePosixPath(target.href).parts)
+
+    def _link(self, step: PlacementStep, paths: Sequence[Path]) -> Placed | None:
+        """Hardlink the previous compose's copy; None when it is gone (then download it)."""
+        assert step.source is not None and self.previous is not None
+        source = self.tree.variant_dir(self.previous, step.source.variant).joinpath(
+            *PurePosixPath(step.source.href).parts
+        )
+        first, *rest = paths
+        try:
+            link_or_copy(source, first)
+        except FileNotFoundError:
+            log.warning("%s is gone from the previous compose; downloading it", source)
+            return None
+        for target in rest:
+            link_or_copy(first, target)
+        mtime_ns = step.source.mtime_ns
+        if mtime_ns is None:
+            mtime_ns = first.stat().st_mtime_ns
+        self.counters.add(linked=1)
+        return Placed(step, tuple(paths), mtime_ns, linked=True)
+
+    def _download(self, step: PlacementStep, paths: Sequence[Path]) -> Placed:
+        first, *rest = paths
+        fact = step.fact
+        got = self.up.download(step.url, first, Expected(fact.checksum_type, fact.pkgid, fact.size))
+        self.counters.add(downloaded=1, nbytes=got.nbytes)
+        self.reporter.advance(got.nbytes)
+        for target in rest:
+            link_or_copy(first, target)
+        return Placed(step, tuple(paths), got.mtime_ns, linked=False)
