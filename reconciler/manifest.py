@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .composefiles import REPOMD, Changes, SourceFile, combine, diff
+from .errors import PublishError
 from .fsutil import atomic_write
 from .names import COMPOSE_ID_RE, TMP_SUFFIX
 
@@ -71,19 +72,36 @@ def write_manifest(path: Path, files: Iterable[SourceFile]) -> None:
 
 
 def read_manifest(path: Path, root: Path) -> list[SourceFile] | None:
-    """The files of a manifest, or None when there is none (or it is unreadable)."""
+    """The files of a manifest, or None when there is none (or it is unreadable, or of
+    another format: the caller then walks the compose).
+
+    A manifest of this format with a line that does not parse (or a path that leaves
+    the compose) is damage, not an old format: :class:`PublishError` names the file and
+    the line, and the publish of that compose fails.
+    """
     try:
         text = path.read_text()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     if not text.startswith(HEADER):
         return None
+    lines = text[len(HEADER) :].split("\n")
+    if lines[-1]:  # every line ends with a newline: a last one without is a cut-off file
+        raise PublishError(f"{path}:{len(lines) + 1}: damaged compose manifest: cut off")
     files = []
-    for line in text[len(HEADER) :].splitlines():
-        rel, size, mtime = line.split("\t")
-        if not _safe_rel(rel):
-            return None
-        files.append(SourceFile(rel, root, int(size), int(mtime)))
+    for number, line in enumerate(lines[:-1], start=2):
+        fields = line.split("\t")
+        try:
+            rel, size, mtime = fields
+            entry = SourceFile(rel, root, int(size), int(mtime))
+        except ValueError:
+            entry = None
+        if entry is None or not _safe_rel(rel):
+            raise PublishError(
+                f"{path}:{number}: damaged compose manifest: expected "
+                f"relpath<TAB>size<TAB>mtime_ns, got {line[:120]!r}"
+            )
+        files.append(entry)
     return files
 
 

@@ -157,6 +157,7 @@ def rewrite_hrefs(repo: Path, bad_href: str) -> None:
         "/abs/path/x.rpm",
         "Packages/../../../x.rpm",
         "Packages/sig\thello.rpm",  # would break the manifest's and file lists' lines
+        "Packages/sig\nhello.rpm",
     ],
 )
 def test_href_leaving_the_repo_is_refused(

@@ -328,3 +328,27 @@ def test_a_repomd_changed_by_hand_is_seen_on_the_very_next_pass(world: World) ->
     assert world.run("apply") == 0
     assert path.read_bytes() == original
     assert verify_tree(world.production).ok
+
+
+def test_a_damaged_compose_manifest_fails_that_publish_clearly(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest line that does not parse (a tab in a name, a cut-off file) made every
+    apply die with "ValueError: too many values to unpack"; it is an error naming the
+    file and the line now, and production keeps what it holds."""
+    metadata = world.root / "compose" / "9" / world.b / "compose" / "metadata"
+    manifest = metadata / "reconciler-files.tsv"
+    lines = manifest.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace("\t", "\tx\t", 1)
+    manifest.write_text("".join(lines))
+    (metadata / "reconciler-changes.tsv").unlink()  # so the publish reads the manifest
+    world.pin(world.b)
+    capsys.readouterr()
+    assert world.run("apply") == 1
+    out, err = capsys.readouterr()
+    assert f"{manifest}:4: damaged compose manifest" in out
+    assert "Traceback" not in out + err
+    with StateDB.open(world.root / "state") as state:
+        held = state.targets.get("core", "9", Stage.PRODUCTION)
+    assert held is not None and held.compose_id == world.a
+    assert verify_tree(world.production).ok
