@@ -7,9 +7,11 @@ after its Nth link or rename (or fsync), with no test hook in the product's code
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,38 @@ def test_sigkill_at_every_kind_of_file_operation(world: World, tmp_path: Path) -
         assert sums, "repomd.xml checksums are listed"
     print(f"crash points: {crashed} of {len(CRASH_POINTS)} runs killed mid-publish")
     assert crashed >= 30, f"only {crashed} runs were actually killed"
+
+
+def test_sigkill_between_deleting_due_files_and_rewriting_the_lists(tmp_path: Path) -> None:
+    """Due files were deleted and their pending deletions cleared before the file lists
+    were rewritten: a kill in between left the lists naming deleted files until the next
+    production publish. The lists are rewritten on the next pass now."""
+    for world in build_world(tmp_path, grace="2s"):
+        world.pin(world.b)
+        assert world.run("apply") == 0
+        lists = world.production / CATEGORY
+        listed_before = {e.path for e in parse_timelist((lists / TIMELIST_SIG).read_text())[0]}
+        time.sleep(2.5)  # the superseded files of world.a are due
+        env = {**os.environ, "RECONCILER_CACHE_DIR": ""}  # no cache writes (renames) either
+        cmd = [
+            "strace", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
+            "-e", "inject=rename,renameat,renameat2:signal=SIGKILL:when=1",
+            sys.executable, "-m", "reconciler.cli", "apply", "--config", str(world.config),
+            "--desired-state", str(world.ds.path),
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, timeout=120, check=False, env=env)
+        assert done.returncode in (-9, 137), done.stderr
+        on_disk = {
+            str(p.relative_to(lists)) for p in lists.rglob("*") if p.is_file() or p.is_symlink()
+        }
+        stale = {e.path for e in parse_timelist((lists / TIMELIST_SIG).read_text())[0]}
+        assert stale == listed_before and stale - on_disk, "killed after deleting, before listing"
+        assert world.run("apply") == 0
+        entries = parse_timelist((lists / TIMELIST_SIG).read_text())[0]
+        listed = {e.path for e in entries if e.kind == "f"}
+        files = {
+            str(p.relative_to(lists))
+            for p in lists.rglob("*")
+            if p.is_file() and p.name not in LISTS
+        }
+        assert listed == files, (listed - files, files - listed)
