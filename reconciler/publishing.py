@@ -402,6 +402,10 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
     top = production_root / category
     if not top.is_dir():
         return []
+    if not inside(production_root, top):
+        raise UnsafePathError(
+            f"{top} resolves outside {production_root}: not writing the file lists through it"
+        )
     prefix = f"{category}/"
     contents = _patched_lists(state, top, prefix)
     if contents is None:

@@ -323,3 +323,22 @@ def test_the_filelist_command_renews_the_lists_from_the_state(world: World) -> N
     assert _lists(top) == expected
     with StateDB.open(world.root / "state") as state:
         assert state.inventory.listing_changes(Stage.PRODUCTION) == frozenset()
+
+
+def test_the_filelist_command_never_writes_through_a_symlink_out_of_the_root(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A category directory that is a symlink out of the production root was followed:
+    the lists were written outside the root. It is refused now, and nothing is written."""
+    world.pin(world.b)
+    assert world.run("apply") == 0
+    category = world.production / CATEGORY
+    outside = tmp_path / "outside"
+    shutil.copytree(category, outside, symlinks=True)
+    (outside / FILELIST).unlink()
+    shutil.rmtree(category)
+    category.symlink_to(outside)
+    capsys.readouterr()
+    assert world.run("filelist") == 1
+    assert "resolves outside" in capsys.readouterr().err
+    assert not (outside / FILELIST).exists()
