@@ -1,23 +1,39 @@
 """``reconciler run``: the loop — fetch git, plan, apply, sleep.
 
 Sleeps ``interval`` seconds with +-10% jitter between passes; wakes early when
-the trigger file (``<state_dir>/trigger``) or a local desired-state repository
-changes (watched with watchdog); backs off after failures; on SIGTERM or
+the trigger file (``<state_dir>/trigger``) is touched or a push moves the
+branch of a desired-state repository on this host (watched with watchdog; a
+remote URL is polled at ``interval``); backs off after failures; on SIGTERM or
 SIGINT lets the current action finish, then exits cleanly.
+
+Only what a push or a touch writes wakes the loop: the branch's ref file
+(``refs/heads/<branch>``), ``packed-refs`` and ``reftable/tables.list`` of
+that repository, and the trigger file. Opens, reads and closes without a write
+are ignored (each pass's own ``git fetch`` reads the repository), and a burst
+of writes is one wake-up (:class:`Debounce`).
+
+Every pass ends in a recorded result: an error it did not expect (a bug, or a
+world it was not written for) is logged with its traceback (``pass.failed``),
+counted as a failed pass, and retried after the back-off, like any other
+failure. The loop itself only ends on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
@@ -30,17 +46,60 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 3600.0
 
 
-class _Wake(FileSystemEventHandler):
-    """Sets ``event`` on any change, or only on changes to ``only`` when given."""
+#: Event types a write causes (a push renames a ref into place, a touch sets a time).
+#: Opened, closed-without-writing and the like come from reads, ours included.
+_WRITES = frozenset({"created", "modified", "moved", "closed", "deleted", "attrib"})
+#: Seconds of quiet after a burst of writes before the loop wakes.
+DEBOUNCE = 0.5
+#: Seconds of a burst that never goes quiet after which the loop wakes anyway.
+DEBOUNCE_LONGEST = 5.0
 
-    def __init__(self, event: threading.Event, only: Path | None = None) -> None:
-        self.event = event
-        self.only = str(only) if only else None
+
+class Debounce:
+    """Calls ``fire`` once a burst of :meth:`poke` calls has been quiet for ``quiet`` seconds
+    (or ``longest`` seconds after the burst began, if it goes on)."""
+
+    def __init__(
+        self, fire: Callable[[], None], quiet: float = DEBOUNCE, longest: float = DEBOUNCE_LONGEST
+    ) -> None:
+        self._fire, self._quiet, self._longest = fire, quiet, longest
+        self._lock = threading.Lock()
+        self._first = self._last = 0.0
+        self._pending = False
+
+    def poke(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+            if self._pending:
+                return
+            self._pending, self._first = True, self._last
+        threading.Thread(target=self._wait, name="wake-debounce", daemon=True).start()
+
+    def _wait(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                left = min(self._last + self._quiet, self._first + self._longest) - now
+                if left <= 0:
+                    self._pending = False
+                    break
+            time.sleep(left)
+        self._fire()
+
+
+class _Wake(FileSystemEventHandler):
+    """Pokes ``poke`` on a write to one of ``files``; ignores reads and every other path."""
+
+    def __init__(self, files: frozenset[str], poke: Callable[[], None]) -> None:
+        self.files = files
+        self.poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-        if self.only is None or self.only in paths:
-            self.event.set()
+        if event.is_directory or event.event_type not in _WRITES:
+            return
+        paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")}
+        if not paths.isdisjoint(self.files):
+            self.poke()
 
 
 def trigger_file(host: HostConfig) -> Path:
@@ -55,14 +114,42 @@ def next_delay(interval: float, failures: int, rng: random.Random) -> float:
     return float(interval * rng.uniform(0.9, 1.1))
 
 
-def _watches(host: HostConfig) -> list[tuple[Path, Path | None]]:
-    """``(directory, only this file or None)`` pairs to watch."""
-    watches: list[tuple[Path, Path | None]] = [(host.state_dir, trigger_file(host))]
-    if host.git is not None:
-        local = Path(host.git.url.removeprefix("file://"))
-        if local.is_dir():
-            watches.append((local, None))
-    return watches
+def local_git_dir(url: str) -> Path | None:
+    """The git directory of a desired-state repository on this host; None for a remote URL."""
+    path = Path(url.removeprefix("file://"))
+    if not path.is_absolute() and "://" in url:
+        return None
+    if (path / ".git").is_dir():
+        return (path / ".git").resolve()
+    return path.resolve() if path.is_dir() else None
+
+
+@dataclass(frozen=True)
+class Watches:
+    """What wakes the loop: writes to ``files``, seen by watching ``dirs`` (path: recursive)."""
+
+    dirs: dict[Path, bool]
+    files: frozenset[str]
+
+
+def watches(host: HostConfig) -> Watches:
+    """The trigger file, and for a local repository what a push of the branch writes."""
+    trigger = trigger_file(host).resolve()
+    dirs = {trigger.parent: False}
+    files = {trigger}
+    git_dir = local_git_dir(host.git.url) if host.git is not None else None
+    if host.git is not None and git_dir is not None:
+        branch = host.git.branch
+        heads = git_dir / "refs" / "heads"
+        reftable = git_dir / "reftable"
+        files |= {heads.joinpath(*branch.split("/")), git_dir / "packed-refs",
+                  reftable / "tables.list"}  # fmt: skip
+        dirs[git_dir] = False
+        if heads.is_dir():  # a branch a/b lives in refs/heads/a/, which a push may create
+            dirs[heads] = "/" in branch
+        if reftable.is_dir():
+            dirs[reftable] = False
+    return Watches(dirs, frozenset(str(f) for f in files))
 
 
 class Loop:
@@ -81,6 +168,7 @@ class Loop:
         self.wake.set()
 
     def one_pass(self) -> bool:
+        """One pass, whatever happens in it: True when it converged, else False (recorded)."""
         started = time.monotonic()
         try:
             with apply_lock(self.host), open_state(self.host) as state:
@@ -90,15 +178,21 @@ class Loop:
                 statuses = [(s.sig, s.release, s.stage, s.state) for s in state.targets.statuses()]
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
-            self._record(None, [], time.monotonic() - started, str(exc))
-            return False
-        self._record(result, statuses, time.monotonic() - started, None)
-        log.info(
-            "pass done: %d action(s), %s", len(result.plan.actions),
-            PassOutcome.OK if result.ok else PassOutcome.FAILED,
-            extra={"event": "pass.done", "ok": result.ok, "revision": result.source.revision},
-        )  # fmt: skip
-        return result.ok
+            error = str(exc)
+        except Exception as exc:  # a bug or a surprise: recorded and retried, never a crash loop
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("pass failed unexpectedly: %s", error, exc_info=True,
+                      extra={"event": "pass.failed", "unexpected": True})  # fmt: skip
+        else:
+            self._record(result, statuses, time.monotonic() - started, None)
+            log.info(
+                "pass done: %d action(s), %s", len(result.plan.actions),
+                PassOutcome.OK if result.ok else PassOutcome.FAILED,
+                extra={"event": "pass.done", "ok": result.ok, "revision": result.source.revision},
+            )  # fmt: skip
+            return result.ok
+        self._record(None, [], time.monotonic() - started, error)
+        return False
 
     def _record(
         self,
@@ -143,27 +237,47 @@ class Loop:
                  extra={"event": "metrics.listening", "address": server.address})  # fmt: skip
         return server
 
+    def _watch(self) -> BaseObserver | None:
+        """Start watching what a push or a touch of the trigger file writes (None: cannot)."""
+        plan = watches(self.host)
+        handler = _Wake(plan.files, Debounce(self.wake.set).poke)
+        observer = Observer()
+        try:
+            for directory, recursive in plan.dirs.items():
+                observer.schedule(handler, str(directory), recursive=recursive)
+            observer.start()
+        except OSError as exc:  # e.g. out of inotify watches: the interval still holds
+            log.warning("cannot watch for pushes and the trigger file (%s); a pass runs every %ds",
+                        exc, self.host.interval, extra={"event": "watch.failed"})  # fmt: skip
+            return None
+        log.info("waking on writes to %s", ", ".join(sorted(plan.files)),
+                 extra={"event": "watch.start", "files": sorted(plan.files)})  # fmt: skip
+        return observer
+
     def run(self, once: bool = False) -> int:
         self.host.state_dir.mkdir(parents=True, exist_ok=True)
         if once:
             return 0 if self.one_pass() else 1
         server = self._serve()  # fails fast, before anything else, if the port is taken
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        observer = Observer()
-        for path, only in _watches(self.host):
-            observer.schedule(_Wake(self.wake, only), str(path), recursive=only is None)
-        observer.start()
+        observer = None
         try:
+            observer = self._watch()
             while not self.stop.is_set():
                 self.wake.clear()
-                ok = self.one_pass()
+                try:
+                    ok = self.one_pass()
+                except Exception:  # recording the pass failed: still never end the loop
+                    log.exception("pass failed", extra={"event": "pass.failed"})
+                    ok = False
                 self.failures = 0 if ok else self.failures + 1
                 delay = next_delay(self.host.interval, self.failures, self.rng)
                 log.info("next pass in %.0fs", delay)
                 self.wake.wait(delay)
         finally:
-            observer.stop()
-            observer.join()
+            if observer is not None:
+                observer.stop()
+                observer.join()
             if server is not None:
                 server.stop()
             for s, handler in old.items():

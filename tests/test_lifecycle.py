@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -16,6 +17,9 @@ from typing import Any, ClassVar
 import createrepo_c as cr
 import pytest
 import yaml
+
+from reconciler.lifecycle import Event, run_hooks
+from reconciler.vocabulary import Stage
 
 from .conftest import DesiredState, Host
 from .test_compose import run_compose
@@ -205,3 +209,75 @@ def test_example_repoclosure_hook(
     )
     assert bad.returncode == 1
     assert "libnowhere.so.1" in bad.stdout
+
+
+def _event(name: str = "pre-compose") -> Event:
+    return Event(name, "core", "9", Stage.COMPOSE, None, None, None)
+
+
+@pytest.fixture
+def leftovers(tmp_path: Path) -> Iterator[Path]:
+    """A file where hooks write the pids of the sleepers they leave; those are killed after."""
+    pids = tmp_path / "leftover-pids"
+    yield pids
+    for pid in map(int, pids.read_text().split() if pids.exists() else []):
+        try:
+            if b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "setsid sleep 40 &\necho $! >> {pids}\necho started\nsleep 60",  # in a session of its own
+        "sleep 40 &\necho $! >> {pids}\necho started\nsleep 60",  # in the hook's process group
+        "echo started\nexec >&- 2>&-\nsleep 60",  # closes its output, keeps running
+        "setsid sleep 40 &\necho $! >> {pids}\nexec >&- 2>&-\nsleep 60",  # both
+    ],
+    ids=["setsid-grandchild", "grandchild", "closed-output", "closed-output-setsid-grandchild"],
+)
+def test_a_hook_timeout_is_kept_on_the_clock_whatever_holds_its_output(
+    tmp_path: Path, leftovers: Path, body: str
+) -> None:
+    hooks = tmp_path / "hooks"
+    hook(hooks, "pre-compose", body.format(pids=leftovers))
+    started = time.monotonic()
+    (failure,) = run_hooks(hooks, _event(), timeout=2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"run_hooks took {elapsed:.1f}s with a 2s timeout"
+    assert failure.hook == "pre-compose"
+    assert "timed out after 2s and was killed" in failure.reason
+    if "echo started" in body:
+        assert "started" in failure.reason, "the output before the timeout is kept"
+
+
+def test_a_hook_that_exits_is_done_even_when_a_child_keeps_its_output(
+    tmp_path: Path, leftovers: Path
+) -> None:
+    """A ``post-*`` hook may start something in the background: its exit status is its result."""
+    hooks = tmp_path / "hooks"
+    hook(hooks, "post-compose.ok", f"setsid sleep 40 &\necho $! >> {leftovers}\necho sent")
+    hook(hooks, "post-compose.fails",
+         f"sleep 40 &\necho $! >> {leftovers}\necho 'no chat server'\nexit 4")  # fmt: skip
+    started = time.monotonic()
+    (failure,) = run_hooks(hooks, _event("post-compose"), timeout=30)
+    assert time.monotonic() - started < 10
+    assert failure.hook == "post-compose.fails"
+    assert failure.reason.startswith("exited 4") and "no chat server" in failure.reason
+
+
+def test_a_hook_gets_its_event_and_its_output_is_kept(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    big = 200_000  # more than a pipe holds, both ways
+    hook(
+        hooks,
+        "pre-compose",
+        f"cat > {tmp_path / 'event'}\nhead -c {big} /dev/zero | tr '\\0' x\nexit 1",
+    )
+    (failure,) = run_hooks(hooks, _event(), timeout=20)
+    assert json.loads((tmp_path / "event").read_text())["sig"] == "core"
+    assert failure.reason.startswith("exited 1: ...x")
+    hook(hooks, "pre-compose", "exec 0<&-\necho ignores its input")
+    assert run_hooks(hooks, _event(), timeout=20) == []

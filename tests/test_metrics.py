@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -59,9 +60,9 @@ class Reader(threading.Thread):
 
 
 @pytest.fixture
-def running(
+def running_process(
     host: Host, desired_state: DesiredState, tmp_path: Path
-) -> Iterator[tuple[str, Reader]]:
+) -> Iterator[tuple[str, Reader, subprocess.Popen[str]]]:
     configure(host, tmp_path)
     proc = reconciler_process("run", "--config", host.config_path, "--desired-state",
                               desired_state.path)  # fmt: skip
@@ -69,7 +70,7 @@ def running(
     reader = Reader(proc.stderr)
     try:
         address = reader.wait_for("metrics.listening")["address"]
-        yield f"http://{address}", reader
+        yield f"http://{address}", reader, proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -77,6 +78,12 @@ def running(
         proc.wait()
         reader.join(timeout=5)
         proc.stderr.close()
+
+
+@pytest.fixture
+def running(running_process: tuple[str, Reader, subprocess.Popen[str]]) -> tuple[str, Reader]:
+    base, reader, _proc = running_process
+    return base, reader
 
 
 def finished(base: str) -> float | None:
@@ -176,3 +183,99 @@ def test_textfile_collector(
         'reconciler_target_state{release="9",sig="core",stage="compose",state="Synced"} 1.0'
         in prom.read_text()
     )
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def closed_or_answered(sock: socket.socket) -> bool:
+    """True when the server closed ``sock`` or wrote something on it (without waiting)."""
+    try:
+        sock.recv(1024, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_idle_and_slow_connections_are_capped_and_closed(
+    running_process: tuple[str, Reader, subprocess.Popen[str]],
+) -> None:
+    base, _reader, proc = running_process
+    wait_for_pass(base)
+    time.sleep(0.5)
+    baseline = threads(proc.pid)
+    address = base.removeprefix("http://").rsplit(":", 1)
+    where = (address[0], int(address[1]))
+
+    slow = socket.create_connection(where)  # sends a byte now and then, never a whole request
+    stop = threading.Event()
+
+    def dribble() -> None:
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            if stop.wait(0.5):
+                return
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                return
+
+    dribbler = threading.Thread(target=dribble, daemon=True)
+    dribbler.start()
+    idle = [socket.create_connection(where) for _ in range(100)]
+    try:
+        time.sleep(2)
+        held = sum(1 for s in idle if not closed_or_answered(s))
+        assert held <= 64, f"{held} idle connections held"
+        assert threads(proc.pid) <= baseline + 64, "no more than 64 connection threads"
+        # the request timeout (10 s) is a deadline for the whole request, not per read
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            threads(proc.pid) <= baseline and closed_or_answered(slow)
+        ):
+            time.sleep(0.2)
+        assert threads(proc.pid) <= baseline, f"{threads(proc.pid)} threads, {baseline} before"
+        assert closed_or_answered(slow), "a request sent a byte at a time is cut off"
+        assert all(closed_or_answered(s) for s in idle)
+    finally:
+        stop.set()
+        for s in [slow, *idle]:
+            s.close()
+        dribbler.join(timeout=5)
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+
+
+def raw_request(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("abc", b"400"), ("-1", b"400"), ("1e3", b"400"), ("2, 2", b"400"), ("100000000", b"413")],
+)
+def test_a_bad_content_length_is_answered_at_once(
+    running: tuple[str, Reader], length: str, status: bytes
+) -> None:
+    base, _reader = running
+    request = (
+        f"POST /trigger HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    answer = raw_request(base, request)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == status, answer
+    assert time.monotonic() - started < 5
+    body = b'{"event":"push"}'
+    ok = (
+        f"POST /trigger HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    assert raw_request(base, ok).startswith(b"HTTP/1.0 202"), "the server still answers"
