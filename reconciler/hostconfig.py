@@ -37,8 +37,8 @@ class GitConfig(Record):
     gpg_keys: Path | None = None
     #: Accept a branch that is not a fast-forward of the last applied revision.
     allow_rewrite: bool = False
-    #: Seconds a fetch may take.
-    timeout: Annotated[float, Limits(gt=0)] = 120.0
+    #: Seconds a fetch may take (at most a day).
+    timeout: Annotated[float, Limits(gt=0, le=86400)] = 120.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class DownloadConfig(Record):
     workers: Annotated[int, Limits(ge=1, le=64)] = field(default_factory=_default_workers)
     retries: Annotated[int, Limits(ge=0, le=20)] = 4
     backoff: Annotated[float, Limits(ge=0.0, le=60.0)] = 0.5
-    timeout: Annotated[float, Limits(gt=0.0)] = 60.0
+    #: Seconds one request may take (at most an hour).
+    timeout: Annotated[float, Limits(gt=0.0, le=3600)] = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class HooksConfig(Record):
     """Lifecycle hooks: executables named ``pre-<stage>``, ``post-<stage>``, ``on-failure``."""
 
     dir: Path | None = None
-    timeout: Annotated[float, Limits(gt=0)] = 300.0
+    #: Seconds a hook may run (at most a day).
+    timeout: Annotated[float, Limits(gt=0, le=86400)] = 300.0
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,13 @@ class HostConfig(Record):
     roots: Roots = Roots()
     state_dir: Path = Path("/var/lib/reconciler")
     upstream_base_url: str | None = None
-    interval: Annotated[int, Limits(ge=1)] = 300
+    #: Seconds between passes of ``run`` (at most a day).
+    interval: Annotated[int, Limits(ge=1, le=86400)] = 300
     download: DownloadConfig = DownloadConfig()
     #: What to do when a published tree differs from what was published.
     drift: Literal["repair", "report"] = "repair"
-    #: Seconds between drift checks (each walks the published trees).
-    drift_interval: Annotated[int, Limits(ge=0)] = 3600
+    #: Seconds between drift checks (each walks the published trees; at most a week).
+    drift_interval: Annotated[int, Limits(ge=0, le=604800)] = 3600
     metrics: MetricsConfig = MetricsConfig()
     #: A file holding the shared secret that POST /trigger requires (Bearer token).
     webhook_secret_file: Path | None = None

@@ -84,7 +84,11 @@ class Prepare(Rule):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on a number (``ge``, ``gt``, ``le``) or on a collection's size."""
+    """Bounds on a number (``ge``, ``gt``, ``le``) or on a collection's size.
+
+    A bounded number is strict, in any record: an ``int`` is never a float (``4.0``), a
+    string (``"4"``) or a boolean, a ``float`` is never a string, and is finite.
+    """
 
     ge: float | None = None
     gt: float | None = None
@@ -94,9 +98,13 @@ class Limits:
     def __get_pydantic_core_schema__(
         self, source: type[Any], handler: GetCoreSchemaHandler
     ) -> CoreSchema:
-        from pydantic import Field
+        from pydantic import Field, Strict
 
-        bounds = {k: v for k, v in vars(self).items() if v is not None}
+        bounds: dict[str, Any] = {k: v for k, v in vars(self).items() if v is not None}
+        if source is float:
+            bounds["allow_inf_nan"] = False
+        if source in (int, float):
+            return handler(Annotated[source, Field(**bounds), Strict()])
         return handler(Annotated[source, Field(**bounds)])
 
 

@@ -22,16 +22,25 @@ _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TEMPLATE_FIELDS = frozenset({"base_url", "project_id", "repo", "arch"})
+#: The longest duration (``delete_grace``, ``min_soak``).
+MAX_DURATION = timedelta(days=365)
 
 
 def parse_duration(value: object) -> object:
-    """``"24h"`` -> ``timedelta(hours=24)``; other types pass through to the type check."""
-    if isinstance(value, str):
-        m = _DURATION_RE.fullmatch(value.strip())
-        if not m:
-            raise ValueError(f"invalid duration {value!r}: use a number and s, m, h, d or w")
-        return timedelta(seconds=int(m["n"]) * _UNITS[m["unit"]])
-    return value
+    """``"24h"`` -> ``timedelta(hours=24)``, at most :data:`MAX_DURATION`; a timedelta
+    passes (records built in code); anything else is an error."""
+    if isinstance(value, timedelta):
+        return value
+    m = _DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ValueError(f"invalid duration {shown}: use a number and s, m, h, d or w")
+    limit = int(MAX_DURATION.total_seconds())
+    # a number of more digits than the limit's seconds is beyond it (and int() of
+    # thousands of digits is refused)
+    if len(m["n"].lstrip("0")) > len(str(limit)) or int(m["n"]) * _UNITS[m["unit"]] > limit:
+        raise ValueError(f"duration {m.string[:40]!r} is longer than 365 days")
+    return timedelta(seconds=int(m["n"]) * _UNITS[m["unit"]])
 
 
 def _check_release(value: str) -> str:
@@ -113,7 +122,7 @@ class PublishDefaults(StrictRecord):
 
 @dataclass(frozen=True)
 class ComposeDefaults(StrictRecord):
-    keep_composes: Annotated[int, Limits(ge=1)] = 5
+    keep_composes: Annotated[int, Limits(ge=1, le=1000)] = 5
 
 
 @dataclass(frozen=True)
@@ -147,11 +156,11 @@ class RepoSpec(StrictRecord):
 @dataclass(frozen=True)
 class ComposeOptions(StrictRecord):
     hashed: bool = True
-    keep_versions: Annotated[int, Limits(ge=0)] = 1
+    keep_versions: Annotated[int, Limits(ge=0, le=1000)] = 1
     debug: bool = True
     source: bool = True
     trigger: Literal["upstream", "manual"] = "upstream"
-    refresh: Annotated[int, Limits(ge=0)] = 0
+    refresh: Annotated[int, Limits(ge=0, le=10**9)] = 0
     check_signatures: bool = False
 
 
@@ -198,6 +207,8 @@ class Spec(StrictRecord):
     defaults: Defaults
     sigs: dict[Name, SigSpec]
     key_files: frozenset[str] = field(default_factory=frozenset)
+    #: what is in ``sigs/`` but not read, being no ``<name>.yaml`` (``sigs/x.yaml.disabled``)
+    ignored_files: tuple[str, ...] = ()
 
     def release(self, sig: str, release: str) -> ReleaseSpec:
         """The spec of one SIG release; ``KeyError`` naming what is missing."""

@@ -6,14 +6,23 @@ digest of those bytes finds records validated before, and neither PyYAML nor
 pydantic is imported. Otherwise :mod:`reconciler.documents` validates them, reporting
 every problem with its file and line, and :func:`reconciler.spec.cross_check` adds
 the checks that span files; a valid result is then cached.
+
+No file is read past :data:`MAX_FILE_BYTES` (1 MiB): its size is checked before it is
+read, and the read stops there. Only regular files are read (a FIFO or a device would
+block or never end). In ``sigs/``, only ``<name>.yaml`` files are SIG files; anything
+else there (``.x.yaml``, ``x.yaml.disabled``, notes, folders) is not read, and is
+named in :attr:`Spec.ignored_files <reconciler.spec.Spec.ignored_files>` and in a
+warning, so that a parked file is never silently ignored.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from .errors import ConfigError, SpecError, SpecIssue
 from .hostconfig import HostConfig
@@ -24,6 +33,12 @@ if TYPE_CHECKING:
     from .recordcache import RecordCache
 
 R = TypeVar("R", bound=Record)
+
+log = logging.getLogger(__name__)
+
+#: The largest desired-state file (``defaults.yaml``, ``sigs/<sig>.yaml``) or host config
+#: read, in bytes: 1 MiB. The real files are a few KiB.
+MAX_FILE_BYTES: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -36,52 +51,88 @@ class SpecFiles:
     sigs: tuple[tuple[str, bytes], ...]
     #: names of the files in ``keys/`` (README.md and dot files aside).
     key_files: frozenset[str]
+    #: what else is in ``sigs/`` (``sigs/x.yaml.disabled``), in name order: not read.
+    ignored: tuple[str, ...] = ()
 
     def parts(self) -> dict[str, bytes]:
         """Everything the result depends on, by name: the input of the cache key."""
         parts = {f"sigs/{name}": raw for name, raw in self.sigs}
         parts["defaults.yaml"] = self.defaults or b""
         parts["keys/"] = "\n".join(sorted(self.key_files)).encode()
+        parts["sigs/ (ignored)"] = "\n".join(self.ignored).encode()
         return parts
 
 
+def _shown(name: str) -> str:
+    """A file name as it can be printed (bytes that are not UTF-8 as ``\\xff``)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _read(path: Path, name: str, issues: list[SpecIssue]) -> bytes | None:
+    """The bytes of the regular file ``path``, if it holds at most :data:`MAX_FILE_BYTES`."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        issues.append(SpecIssue(name, None, f"cannot read: {exc}"))
+        issues.append(SpecIssue(name, None, f"cannot read: {exc.strerror}"))
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            issues.append(SpecIssue(name, None, "not a regular file"))
+            return None
+        with open(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # at most this much, whatever the size said
+    except OSError as exc:
+        issues.append(SpecIssue(name, None, f"cannot read: {exc.strerror}"))
+        return None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        line = raw.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        issues.append(
+            SpecIssue(
+                name,
+                line,
+                f"file too large: {max(st.st_size, len(raw))} bytes, over the limit of 1 MiB "
+                f"({MAX_FILE_BYTES} bytes), which this line passes",
+            )
+        )
+        return None
+    return raw
 
 
 def read_folder(directory: Path, issues: list[SpecIssue]) -> SpecFiles:
     """Read a desired-state folder; what cannot be read is added to ``issues``."""
     defaults = _read(directory / "defaults.yaml", "defaults.yaml", issues)
     sigs: list[tuple[str, bytes]] = []
+    ignored: list[str] = []
     sig_dir = directory / "sigs"
     if not sig_dir.is_dir():
         issues.append(SpecIssue("sigs/", None, "missing folder of SIG definitions"))
     else:
         for path in sorted(sig_dir.iterdir()):
-            rel = f"sigs/{path.name}"
-            if path.suffix == ".yml":
+            name = _shown(path.name)
+            rel = f"sigs/{name}"
+            if path.name.startswith(".") or path.suffix not in (".yaml", ".yml"):
+                ignored.append(rel)
+            elif path.suffix == ".yml":
                 issues.append(SpecIssue(rel, None, "SIG files end in .yaml"))
-                continue
-            if path.suffix != ".yaml" or path.name.startswith("."):
-                continue
-            raw = _read(path, rel, issues)
-            if raw is not None:
-                sigs.append((path.name, raw))
+            else:
+                raw = _read(path, rel, issues)
+                if raw is not None:
+                    sigs.append((name, raw))
     key_dir = directory / "keys"
     key_files = (
         frozenset(
-            p.name
+            _shown(p.name)
             for p in key_dir.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix != ".md"
         )
         if key_dir.is_dir()
         else frozenset()
     )
-    return SpecFiles(defaults, tuple(sigs), key_files)
+    return SpecFiles(defaults, tuple(sigs), key_files, tuple(ignored))
 
 
 def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
@@ -113,7 +164,9 @@ def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
 
     if issues or defaults is None:
         raise SpecError(issues or [SpecIssue("defaults.yaml", None, "missing")])
-    return Spec(defaults=defaults, sigs=sigs, key_files=files.key_files)
+    return Spec(
+        defaults=defaults, sigs=sigs, key_files=files.key_files, ignored_files=files.ignored
+    )
 
 
 def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
@@ -122,6 +175,8 @@ def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
         raise SpecError([SpecIssue(str(directory), None, "not a directory")])
     issues: list[SpecIssue] = []
     files = read_folder(directory, issues)
+    for name in files.ignored:
+        log.warning("%s: ignored: not a <name>.yaml file", directory / name)
     if cache is None or issues:  # an unreadable file is not in the key: never a hit
         return validate_folder(files, issues)
     return cache.get_or_build("spec", files.parts(), Spec, lambda: validate_folder(files, issues))

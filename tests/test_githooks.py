@@ -177,6 +177,33 @@ def test_pre_receive_refuses_a_link_out_of_the_folder(repos: Repos) -> None:
     assert repos.server_head() == before
 
 
+def test_pre_receive_rejects_a_recursive_anchor_with_file_and_line(repos: Repos) -> None:
+    before = repos.server_head()
+    path = repos.work / CORE
+    line = len(path.read_text().splitlines()) + 1
+    with path.open("a") as f:
+        f.write("x: &r {y: *r}\n")
+    repos.commit("a recursive anchor")
+    pushed = repos.push()
+    assert pushed.returncode == 1
+    assert f"remote: reconciler:   {CORE}:{line}: " in pushed.stderr
+    assert "recursive" in pushed.stderr
+    assert "Traceback" not in pushed.stderr and "RecursionError" not in pushed.stderr
+    assert repos.server_head() == before
+
+
+def test_pre_receive_names_ignored_files_and_accepts(repos: Repos) -> None:
+    (repos.work / "desired-state" / "sigs" / "core.yaml.disabled").write_text("sig: core\n")
+    sha = repos.commit("park a file")
+    pushed = repos.push()
+    assert pushed.returncode == 0, pushed.stderr
+    assert (
+        "remote: reconciler: warning: desired-state/sigs/core.yaml.disabled: "
+        "ignored: not a <name>.yaml file"
+    ) in pushed.stderr
+    assert repos.server_head() == sha
+
+
 # -- pre-receive: signatures ----------------------------------------------------------
 
 
