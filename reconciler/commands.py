@@ -51,17 +51,27 @@ def _host(args: argparse.Namespace) -> HostConfig:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .specfile import load_spec
+    """Validate a folder (never from the record cache); files that are not read are named
+    on stderr, valid or not, so a parked ``sigs/x.yaml.disabled`` is never silent."""
+    from .errors import SpecIssue
+    from .specfile import read_folder, validate_folder
 
+    directory: Path = args.directory
+    issues: list[SpecIssue] = []
     try:
-        spec = load_spec(args.directory)
+        if not directory.is_dir():
+            raise SpecError([SpecIssue(str(directory), None, "not a directory")])
+        files = read_folder(directory, issues)
+        for name in files.ignored:
+            print(f"warning: {directory}/{name}: ignored: not a <name>.yaml file", file=sys.stderr)
+        spec = validate_folder(files, issues)
     except SpecError as exc:
         for issue in exc.issues:
-            print(f"{args.directory}/{issue}" if not Path(issue.file).is_absolute() else issue)
-        print(f"{len(exc.issues)} problem(s) in {args.directory}", file=sys.stderr)
+            print(f"{directory}/{issue}" if not Path(issue.file).is_absolute() else issue)
+        print(f"{len(exc.issues)} problem(s) in {directory}", file=sys.stderr)
         return 1
     n = sum(len(s.releases) for s in spec.sigs.values())
-    print(f"{args.directory}: valid ({len(spec.sigs)} SIGs, {n} SIG releases)")
+    print(f"{directory}: valid ({len(spec.sigs)} SIGs, {n} SIG releases)")
     return 0
 
 
@@ -238,7 +248,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _source_summary(state: StateDB) -> dict[str, object]:
     source = state.sources.source()
-    return {"revision": source.good_revision, "problems": list(source.problems)}
+    return {
+        "revision": source.good_revision,
+        "problems": list(source.problems),
+        "ignored": list(source.ignored),
+    }
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -218,8 +218,8 @@ def run_pass(
         current = saved
     if not apply:
         return PassResult(source, current)
-    if source.record is not None:
-        state.sources.set_source(source.record)
+    record = source.record or state.sources.source()  # a local folder: keep what is known
+    state.sources.set_source(replace(record, ignored=source.spec.ignored_files))
     record_learned(state, learned)
     applier = Applier(
         source.spec, source.spec_dir, host, state, Context(source.revision, source.author), reporter
@@ -228,5 +228,6 @@ def run_pass(
         applier.stop = stop
     result = applier.apply(current)
     if source.revision is not None and source.record is not None:
-        state.sources.set_source(replace(source.record, applied_revision=source.revision))
+        applied = replace(source.record, applied_revision=source.revision)
+        state.sources.set_source(replace(applied, ignored=source.spec.ignored_files))
     return PassResult(source, current, result)

@@ -89,6 +89,8 @@ def print_status(statuses: Sequence[TargetStatus], source: dict[str, Any], fmt: 
     console.print(f"desired state at revision {source.get('revision') or '(none yet)'}")
     for problem in source.get("problems", []):
         console.print(f"[yellow]source problem:[/yellow] {problem}")
+    for name in source.get("ignored", []):
+        console.print(f"[yellow]ignored file:[/yellow] {name} (not a <name>.yaml file)")
     table = Table("SIG", "release", "stage", "desired", "actual", "state", "reason")
     for s in statuses:
         table.add_row(

@@ -175,8 +175,6 @@ def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
         raise SpecError([SpecIssue(str(directory), None, "not a directory")])
     issues: list[SpecIssue] = []
     files = read_folder(directory, issues)
-    for name in files.ignored:
-        log.warning("%s: ignored: not a <name>.yaml file", directory / name)
     if cache is None or issues:  # an unreadable file is not in the key: never a hit
         return validate_folder(files, issues)
     return cache.get_or_build("spec", files.parts(), Spec, lambda: validate_folder(files, issues))

@@ -9,6 +9,7 @@ records or as a SpecError/ConfigError whose every issue names its file and line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -518,3 +519,20 @@ def test_any_yaml_host_config_loads_or_names_file_and_line(text: str) -> None:
             event(f"invalid: {str(exc).partition(': ')[2][:24]}")
             for line in _issue_lines(str(exc)):
                 assert re.match(rf"{re.escape(str(config))}:[0-9]+: ", line), line
+
+
+def test_status_names_the_files_a_pass_did_not_read(
+    cli: Any, host: Any, desired_state: Any
+) -> None:
+    """A parked SIG file was ignored without a word; status says so after a pass."""
+    (desired_state.path / "sigs" / "cloud.yaml.disabled").write_text("sig: cloud\n")
+    args = ("--config", host.config_path)
+    assert cli("apply", *args, "--desired-state", desired_state.path).code == 0
+    rows = json.loads(cli("status", "--format", "json", *args).out)
+    assert rows[0]["source"]["ignored"] == ["sigs/cloud.yaml.disabled"]
+    text = cli("status", *args).out
+    assert "ignored file: sigs/cloud.yaml.disabled" in text
+    (desired_state.path / "sigs" / "cloud.yaml.disabled").unlink()
+    assert cli("apply", *args, "--desired-state", desired_state.path).code == 0
+    rows = json.loads(cli("status", "--format", "json", *args).out)
+    assert rows[0]["source"]["ignored"] == []

@@ -172,6 +172,10 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             position INTEGER PRIMARY KEY,
             message TEXT NOT NULL
         )""",
+        """CREATE TABLE source_ignored (
+            position INTEGER PRIMARY KEY,
+            path TEXT NOT NULL
+        )""",
         """CREATE TABLE drift (
             stage TEXT NOT NULL,
             sig TEXT NOT NULL,

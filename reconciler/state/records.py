@@ -226,3 +226,5 @@ class SourceRecord:
     applied_revision: str | None = None
     checkout_revision: str | None = None
     problems: tuple[str, ...] = ()
+    #: files of the desired state that are not read (``sigs/x.yaml.disabled``, ...)
+    ignored: tuple[str, ...] = ()

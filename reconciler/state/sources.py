@@ -30,8 +30,11 @@ class Sources:
             problems = conn.execute(
                 "SELECT message FROM source_problems ORDER BY position"
             ).fetchall()
+            ignored = conn.execute("SELECT path FROM source_ignored ORDER BY position").fetchall()
         good, applied, checkout = row if row is not None else (None, None, None)
-        return SourceRecord(good, applied, checkout, tuple(p[0] for p in problems))
+        return SourceRecord(
+            good, applied, checkout, tuple(p[0] for p in problems), tuple(i[0] for i in ignored)
+        )
 
     def set_source(self, record: SourceRecord) -> None:
         with self._db.write() as conn:
@@ -47,6 +50,11 @@ class Sources:
             conn.executemany(
                 "INSERT INTO source_problems (position, message) VALUES (?, ?)",
                 enumerate(record.problems),
+            )
+            conn.execute("DELETE FROM source_ignored")
+            conn.executemany(
+                "INSERT INTO source_ignored (position, path) VALUES (?, ?)",
+                enumerate(record.ignored),
             )
 
     # -- the upstream's validators --
