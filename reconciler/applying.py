@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .composemeta import write_status
 from .errors import PublishError, ReconcilerError
 from .facts import Learned, TargetKey
+from .healing import Healer
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
@@ -120,6 +121,8 @@ def record_learned(state: StateDB, learned: Learned) -> None:
             state.sources.set_drift(key, found)
     if learned.drift_checked_at is not None:
         state.sources.set_drift_checked(learned.drift_checked_at)
+    if learned.drift_deep_checked_at is not None:
+        state.sources.set_drift_deep_checked(learned.drift_deep_checked_at)
 
 
 @dataclass
@@ -290,10 +293,14 @@ class Applier:
         source = tree.sig_dir(compose_id)
         if not source.is_dir():
             raise PublishError(f"{source}: compose {compose_id} is missing on disk")
-        publisher = Publisher(self.state, self._published(action, action.stage))
+        target = self._published(action, action.stage)
+        publisher = Publisher(self.state, target)
         grace = self.spec.defaults.publish.delete_grace
         key = TargetKey(action.stage, action.sig, action.release)
         changes = None if action.repair else self._changes(tree, key, compose_id)
+        # a repair checks what drift named by content, and places only verified bytes
+        suspect = [d.path for d in self.state.sources.drift(key)] if action.repair else []
+        healer = Healer(self.spec, self.host, self.state, target, compose_id)
         self.state.targets.mark_publishing(key, compose_id)  # until the target record says so
         stats = publisher.publish(
             source,
@@ -302,9 +309,11 @@ class Applier:
             repair=action.repair,
             manifest=tree.manifest(compose_id),
             changes=changes,
+            suspect=suspect,
+            sources=healer,
         )
         self.state.sources.set_drift(key, ())
-        if action.stage is Stage.PRODUCTION:
+        if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healer.touched:
             self._write_filelists()
         self.state.targets.set(
             TargetRecord(

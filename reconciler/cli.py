@@ -218,12 +218,16 @@ def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Walk every repo under PATH: repomd.xml -> each metadata file's checksum "
         "-> every package's size and checksum, and report every inconsistency with its path. "
         "With --drift, compare the published staging and production targets with what was "
-        "published (by stat) instead, and record the result for the next apply. Exit 0 when "
-        "consistent, 1 when not.",
+        "published (by stat) instead, and record the result for the next apply; with --drift "
+        "--deep, also read every published file and compare its checksum with the compose's "
+        "(finds bytes changed in place). Exit 0 when consistent, 1 when not.",
     )
     p.add_argument("path", nargs="?", type=Path, help="a tree of repos (not needed with --drift)")
     p.add_argument("--quick", action="store_true", help="check package sizes only, not checksums")
     p.add_argument("--drift", action="store_true", help="check published targets for drift")
+    p.add_argument(
+        "--deep", action="store_true", help="with --drift: hash every published file (slow)"
+    )
     p.add_argument("--format", choices=["text", "json"], default="text")
     _add_spec_option(p)
     _add_common(p)

@@ -292,6 +292,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.drift:
         return _verify_drift(args)
+    if args.deep:
+        raise ConfigError("--deep goes with --drift: verify --drift --deep")
     if args.path is None:
         raise ConfigError("verify needs a PATH (or --drift)")
     from .verifying import verify_tree
@@ -328,8 +330,14 @@ def _verify_drift(args: argparse.Namespace) -> int:
     host = _host(args)
     with open_state(host) as state:
         source = load_source(host, state, args.desired_state, _record_cache())
-        found = check_drift(source.spec, host, state)
-        record_learned(state, Learned(drift=found, drift_checked_at=datetime.now(UTC)))
+        found = check_drift(source.spec, host, state, deep=args.deep)
+        now = datetime.now(UTC)
+        record_learned(
+            state,
+            Learned(
+                drift=found, drift_checked_at=now, drift_deep_checked_at=now if args.deep else None
+            ),
+        )
     total = 0
     for key in sorted(found, key=lambda k: (k.sig, k.release, k.stage)):
         n = len(found[key])

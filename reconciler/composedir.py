@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
 from .composemeta import ComposeOnDisk, list_composes, write_status
 from .errors import ComposeError
-from .fsutil import atomic_write
+from .fsutil import READ_ONLY, atomic_write, read_only
 from .layout import ComposeTree
 from .vocabulary import ComposeStatus
 
@@ -52,7 +52,7 @@ def allocate(tree: ComposeTree, now: datetime) -> tuple[str, str, int]:
         except OSError as exc:
             raise ComposeError(f"{cdir}: cannot create compose: {exc.strerror}") from exc
         (cdir / "logs").mkdir()
-        atomic_write(cdir / "COMPOSE_ID", f"{cid}\n")
+        atomic_write(cdir / "COMPOSE_ID", f"{cid}\n", READ_ONLY)
         write_status(cdir, ComposeStatus.STARTED)
         return cid, date, respin
 
@@ -73,3 +73,5 @@ def compose_log(path: Path) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         handler.close()
+        with suppress(OSError):
+            read_only(path)  # the log of a compose that ended is kept as it is

@@ -20,12 +20,17 @@ REPOMD = "repodata/repomd.xml"
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One file of a compose's SIG directory (``root``); ``rel`` is relative to it."""
+    """One file of a compose's SIG directory (``root``); ``rel`` is relative to it.
+
+    ``sha256`` is what its bytes must hash to (manifest v2), None when not known (a
+    manifest v1, a walk of the compose).
+    """
 
     rel: str
     root: Path
     size: int
     mtime_ns: int
+    sha256: str | None = None
 
     @property
     def path(self) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .fsutil import atomic_write
+from .fsutil import READ_ONLY, atomic_write, read_only
 from .layout import ComposeTree, Variant, productmd_variant_id
 from .names import COMPOSE_ID_RE
 from .selection import PackageFact
@@ -63,7 +63,7 @@ class ComposeOnDisk:
 
 
 def write_status(compose_dir: Path, status: ComposeStatus) -> None:
-    atomic_write(compose_dir / "STATUS", f"{status.value}\n")
+    atomic_write(compose_dir / "STATUS", f"{status.value}\n", READ_ONLY)
 
 
 def read_status(compose_dir: Path) -> ComposeStatus | None:
@@ -183,3 +183,5 @@ def write_productmd(
                 )
     ci.dump(str(meta_dir / "composeinfo.json"))
     rpms.dump(str(meta_dir / "rpms.json"))
+    for name in ("composeinfo.json", "rpms.json"):
+        read_only(meta_dir / name)

@@ -15,7 +15,9 @@ One compose, in order:
 4. check RPM signatures when asked; write new metadata with createrepo_c
    (:mod:`.repodata`; hrefs rewritten for the hashed layout), carry
    comps/modules/updateinfo;
-5. write productmd metadata, ``STATUS`` = FINISHED, swap ``latest-*``.
+5. write productmd metadata and the manifest (every file's size, mtime and sha256),
+   make every file read-only (0444) and every directory 0755, ``STATUS`` =
+   FINISHED, swap ``latest-*``.
 
 Any failure marks the compose DOOMED and leaves ``latest-*`` and every
 earlier compose untouched: this module only writes inside the new compose
@@ -31,11 +33,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import repodata
+from . import checksums, repodata
 from .composedir import allocate, compose_log, make_release_dir, previous_finished
 from .composefiles import SourceFile, diff
 from .composemeta import (
@@ -49,7 +51,7 @@ from .composemeta import (
 )
 from .errors import ComposeError, ReconcilerError, UpstreamError
 from .fetching import FetchedVariant, fetch_variant
-from .fsutil import atomic_write, link_or_copy, swap_symlink
+from .fsutil import READ_ONLY, atomic_write, link_or_copy, read_only, read_only_dirs, swap_symlink
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant
 from .locking import exclusive_lock
@@ -203,10 +205,11 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
-        files = self._manifest(cid, placed, carried)
+        files = self._manifest(cid, placed, carried, before)
         write_manifest(self.tree.manifest(cid), files)
         if previous is not None and before is not None:
             write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
+        read_only_dirs(cdir)
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
         write_status(cdir, status)
         if status is ComposeStatus.FINISHED:
@@ -252,22 +255,40 @@ class Composer:
         return read_manifest(self.tree.manifest(previous.compose_id), sig_dir)
 
     def _manifest(
-        self, cid: str, placed: Sequence[Placed], carried: Sequence[Variant]
+        self,
+        cid: str,
+        placed: Sequence[Placed],
+        carried: Sequence[Variant],
+        before: Sequence[SourceFile] | None,
     ) -> list[SourceFile]:
-        """The compose's files, mostly from what was placed (no walk of the packages)."""
+        """The compose's files with their checksums, mostly from what was placed (no walk
+        of the packages, none hashed again); the small files the compose wrote are
+        hashed, the carried ones taken from the previous manifest when it says."""
         sig_dir = self.tree.sig_dir(cid)
         files = [
-            SourceFile(str(path.relative_to(sig_dir)), sig_dir, p.step.fact.size, p.mtime_ns)
+            SourceFile(
+                str(path.relative_to(sig_dir)), sig_dir, p.step.fact.size, p.mtime_ns, p.sha256
+            )
             for p in placed
             for path in p.paths
         ]
+        written: list[SourceFile] = []
         for variant in self.variants:
             vdir = self.tree.variant_dir(cid, variant)
-            files.extend(scan_source(vdir / "repodata", sig_dir))
-            files.extend(_files_in(vdir, sig_dir))
-        files.extend(scan_source(sig_dir / "metadata", sig_dir))
+            written.extend(scan_source(vdir / "repodata", sig_dir))
+            written.extend(_files_in(vdir, sig_dir))
+        written.extend(scan_source(sig_dir / "metadata", sig_dir))
+        known = {f.rel: f for f in before or ()}
         for variant in carried:
-            files.extend(scan_source(self.tree.variant_dir(cid, variant), sig_dir))
+            for f in scan_source(self.tree.variant_dir(cid, variant), sig_dir):
+                was = known.get(f.rel)
+                same = was is not None and (was.size, was.mtime_ns) == (f.size, f.mtime_ns)
+                written.append(replace(f, sha256=was.sha256) if same and was else f)
+        for f in written:
+            read_only(f.path)
+        files.extend(
+            f if f.sha256 else replace(f, sha256=checksums.hash_file(f.path)) for f in written
+        )
         return sorted(files, key=lambda f: f.rel)
 
     def _key_files(self) -> list[Path]:
@@ -307,7 +328,7 @@ class Composer:
     def _copy_keys(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for key in self._key_files():
-            atomic_write(dest / key.name, key.read_bytes())
+            atomic_write(dest / key.name, key.read_bytes(), READ_ONLY)
 
     def _carry_over(
         self, cid: str, previous: ComposeOnDisk | None, contents: dict[Variant, list[PackageFact]]
@@ -357,7 +378,7 @@ class Composer:
             },
             git_revision=self.request.git_revision,
         )
-        atomic_write(self.tree.metadata_dir(cid) / RECORD_NAME, record.to_json())
+        atomic_write(self.tree.metadata_dir(cid) / RECORD_NAME, record.to_json(), READ_ONLY)
 
     def _result(
         self,

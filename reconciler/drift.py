@@ -1,10 +1,15 @@
-"""Drift: a published target compared with its inventory, by stat only (no hashing).
+"""Drift: a published target compared with its inventory by stat, and with its
+compose's checksums by content.
 
 A missing, changed (size, mtime or inode) or unexpected file under a published
 SIG directory is drift. The whole check walks the target, so it runs on a
 host-configured interval (``drift_interval``, default hourly) and on demand
 (``reconciler verify --drift``), never on the hot path; every pass only stats
-each published ``repomd.xml``. These functions read the trees and return
+each published ``repomd.xml``. Bytes written into a file in place, its size and
+mtime put back, escape a stat: the deep check (:func:`check_deep`) reads every
+published file and compares its digest with the compose's (CORRUPT), on its own,
+slower interval (``drift_deep_interval``, default daily) and on demand
+(``reconciler verify --drift --deep``). These functions read the trees and return
 findings; the apply step records them in the state, and the next apply repairs
 them when the host says ``drift: repair``.
 """
@@ -15,8 +20,9 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from .checksums import DigestCache, Sum
 from .facts import DriftFinding
 from .layout import PublishedTree, Variant
 from .names import TMP_SUFFIX
@@ -51,6 +57,24 @@ def check_target(
     return tuple(sorted(found))
 
 
+def check_deep(
+    expected: Mapping[str, Sum], tree: PublishedTree, cache: DigestCache
+) -> tuple[DriftFinding, ...]:
+    """Hash every file of the target that ``expected`` (its compose's checksums, relpaths
+    in the SIG directory) names; one that does not hash to it is CORRUPT, whatever its
+    size and mtime say. A missing file is left to the stat check (MISSING)."""
+    found = []
+    for rel, want in sorted(expected.items()):
+        path = tree.path / rel
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not cache.matches(path, want, st):
+            found.append(DriftFinding(tree.relpath(PurePosixPath(rel)), DriftKind.CORRUPT))
+    return tuple(found)
+
+
 def check_repomds(
     inventory: Mapping[str, InventoryEntry], tree: PublishedTree, variants: Iterable[Variant]
 ) -> tuple[DriftFinding, ...]:
@@ -72,5 +96,8 @@ def check_repomds(
 
 
 def due(checked_at: datetime | None, interval: float, now: datetime) -> bool:
-    """Whether the whole check is due (``interval`` seconds after the last one)."""
+    """Whether a check on ``interval`` is due (0: never; else ``interval`` seconds after
+    the last one)."""
+    if not interval:
+        return False
     return checked_at is None or (now - checked_at).total_seconds() >= interval

@@ -59,6 +59,8 @@ class Learned:
     drift: Mapping[TargetKey, tuple[DriftFinding, ...]] | None = None
     #: When that drift check ran.
     drift_checked_at: datetime | None = None
+    #: When the deep check (content against the composes' checksums) ran, if it did.
+    drift_deep_checked_at: datetime | None = None
 
 
 @dataclass(frozen=True, order=True)

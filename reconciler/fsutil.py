@@ -7,11 +7,19 @@ ever renamed into place, so a reader sees the old file or the new one.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from .names import TMP_SUFFIX
+
+#: The mode of every file a compose writes or links, and of every published file: a
+#: package is one inode in every tree, so a writable file would be writable everywhere.
+READ_ONLY = 0o444
+#: The mode of every directory of a compose and of a published tree.
+DIR_MODE = 0o755
 
 
 def tmp_name(path: Path) -> Path:
@@ -41,6 +49,38 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def read_only(path: Path, st: os.stat_result | None = None) -> None:
+    """Make the file (or directory) ``path`` read-only (0444; directories 0755) unless it
+    is already: a chmod changes the inode's ctime, which the mirrors' file lists show."""
+    st = st or path.lstat()
+    want = DIR_MODE if stat.S_ISDIR(st.st_mode) else READ_ONLY
+    if stat.S_IMODE(st.st_mode) != want and not stat.S_ISLNK(st.st_mode):
+        path.chmod(want)
+
+
+def read_only_dirs(top: Path) -> None:
+    """Every directory under ``top`` (and ``top``) gets :data:`DIR_MODE` where it has not."""
+    for dirpath, _dirs, _files in os.walk(top):
+        read_only(Path(dirpath))
+
+
+def copy_fsync(src: Path, dst: Path, mode: int = READ_ONLY) -> str:
+    """Copy ``src`` to a new ``dst`` (``mode``) with its mtime, fsync it; return the sha1
+    of the bytes."""
+    sha1 = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            sha1.update(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fchmod(fout.fileno(), mode)
+        os.fsync(fout.fileno())
+    st = src.stat()
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return sha1.hexdigest()
 
 
 def swap_symlink(link: Path, target: str) -> None:

@@ -100,6 +100,11 @@ class HostConfig(Record):
     drift: Literal["repair", "report"] = "repair"
     #: Seconds between drift checks (each walks the published trees; at most a week).
     drift_interval: Annotated[int, Limits(ge=0, le=604800)] = 3600
+    #: Seconds between deep drift checks: each reads every published file and compares
+    #: its sha256 with the compose's manifest (bytes changed in place, size and mtime put
+    #: back). Default daily; 0: only on demand (``reconciler verify --drift --deep``).
+    #: At most a year (a check that never comes is 0, not a huge number).
+    drift_deep_interval: Annotated[int, Limits(ge=0, le=366 * 86400)] = 86400
     metrics: MetricsConfig = MetricsConfig()
     #: A file holding the shared secret that POST /trigger requires (Bearer token).
     webhook_secret_file: Path | None = None

@@ -1,4 +1,5 @@
-"""The file manifest of a compose: every file of its SIG directory, with size and mtime.
+"""The file manifest of a compose: every file of its SIG directory, with size, mtime and
+the sha256 its bytes must hash to.
 
 Written once when a compose finishes (composes are immutable afterwards), so
 that publishing knows the compose without walking it: a publish then costs
@@ -11,6 +12,12 @@ compose's manifest. Publishing a compose over a target that holds an earlier
 compose of the same chain then reads only the changes, not the manifest and
 the target's whole inventory.
 
+Format v2 (written since issue 13): ``relpath<TAB>size<TAB>mtime_ns<TAB>sha256`` a line
+(``-`` for a checksum not known). v1 manifests (no checksum column) are still read:
+their files have no ``sha256``, and the deep drift check and the repair take the
+checksums from the compose's repository metadata instead
+(:func:`reconciler.checksums.expected_sums`). Both files are written read-only.
+
 This module reads and writes them; the records and the pure operations on them
 are in :mod:`reconciler.composefiles`.
 """
@@ -18,16 +25,21 @@ are in :mod:`reconciler.composefiles`.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .composefiles import REPOMD, Changes, SourceFile, combine, diff
 from .errors import PublishError
-from .fsutil import atomic_write
+from .fsutil import READ_ONLY, atomic_write
 from .names import COMPOSE_ID_RE, TMP_SUFFIX
 
-HEADER = "# reconciler compose manifest v1: relpath<TAB>size<TAB>mtime_ns\n"
+HEADER = "# reconciler compose manifest v2: relpath<TAB>size<TAB>mtime_ns<TAB>sha256\n"
+#: The format before checksums (still read).
+HEADER_V1 = "# reconciler compose manifest v1: relpath<TAB>size<TAB>mtime_ns\n"
+_NO_SUM = "-"
+_SHA256 = re.compile("[0-9a-f]{64}")
 CHANGES_HEADER = (
     "# reconciler compose changes v1: +<TAB>relpath<TAB>size<TAB>mtime_ns | -<TAB>relpath\n"
 )
@@ -37,6 +49,7 @@ CHANGES_BASE = "base\t"
 __all__ = [
     "CHANGES_HEADER",
     "HEADER",
+    "HEADER_V1",
     "REPOMD",
     "Changes",
     "SourceFile",
@@ -67,15 +80,16 @@ def scan_source(top: Path, root: Path | None = None) -> Iterator[SourceFile]:
 
 
 def write_manifest(path: Path, files: Iterable[SourceFile]) -> None:
-    lines = [HEADER, *(f"{f.rel}\t{f.size}\t{f.mtime_ns}\n" for f in files)]
-    atomic_write(path, "".join(lines))
+    lines = [HEADER]
+    lines += [f"{f.rel}\t{f.size}\t{f.mtime_ns}\t{f.sha256 or _NO_SUM}\n" for f in files]
+    atomic_write(path, "".join(lines), READ_ONLY)
 
 
 def read_manifest(path: Path, root: Path) -> list[SourceFile] | None:
-    """The files of a manifest, or None when there is none (or it is unreadable, or of
-    another format: the caller then walks the compose).
+    """The files of a manifest (v2, or v1 without checksums), or None when there is none
+    (or it is unreadable, or of another format: the caller then walks the compose).
 
-    A manifest of this format with a line that does not parse (or a path that leaves
+    A manifest of these formats with a line that does not parse (or a path that leaves
     the compose) is damage, not an old format: :class:`PublishError` names the file and
     the line, and the publish of that compose fails.
     """
@@ -83,26 +97,35 @@ def read_manifest(path: Path, root: Path) -> list[SourceFile] | None:
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.startswith(HEADER):
+    header = next((h for h in (HEADER, HEADER_V1) if text.startswith(h)), None)
+    if header is None:
         return None
-    lines = text[len(HEADER) :].split("\n")
+    columns = 4 if header == HEADER else 3
+    lines = text[len(header) :].split("\n")
     if lines[-1]:  # every line ends with a newline: a last one without is a cut-off file
         raise PublishError(f"{path}:{len(lines) + 1}: damaged compose manifest: cut off")
     files = []
     for number, line in enumerate(lines[:-1], start=2):
-        fields = line.split("\t")
-        try:
-            rel, size, mtime = fields
-            entry = SourceFile(rel, root, int(size), int(mtime))
-        except ValueError:
-            entry = None
-        if entry is None or not _safe_rel(rel):
+        entry = _entry(line.split("\t"), columns, root)
+        if entry is None or not _safe_rel(entry.rel):
             raise PublishError(
                 f"{path}:{number}: damaged compose manifest: expected "
-                f"relpath<TAB>size<TAB>mtime_ns, got {line[:120]!r}"
+                f"{header[header.index(':') + 2 : -1]}, got {line[:120]!r}"
             )
         files.append(entry)
     return files
+
+
+def _entry(fields: list[str], columns: int, root: Path) -> SourceFile | None:
+    if len(fields) != columns:
+        return None
+    sha256 = fields[3] if columns == 4 and fields[3] != _NO_SUM else None
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        return None
+    try:
+        return SourceFile(fields[0], root, int(fields[1]), int(fields[2]), sha256)
+    except ValueError:
+        return None
 
 
 def _safe_rel(rel: str) -> bool:
@@ -118,7 +141,7 @@ def write_changes(path: Path, changes: Changes) -> None:
     lines = [CHANGES_HEADER, f"{CHANGES_BASE}{changes.base}\n"]
     lines += [f"+\t{f.rel}\t{f.size}\t{f.mtime_ns}\n" for f in changes.added]
     lines += [f"-\t{rel}\n" for rel in changes.removed]
-    atomic_write(path, "".join(lines))
+    atomic_write(path, "".join(lines), READ_ONLY)
 
 
 def read_changes(path: Path, root: Path) -> Changes | None:

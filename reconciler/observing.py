@@ -7,7 +7,8 @@
 * the upstream revision of every SIG release: a digest over each variant's
   ``repomd.xml``, fetched with conditional requests (an unchanged upstream
   costs one small 304 response per repo);
-* drift: the whole check when ``drift_interval`` has passed, else what was last
+* drift: the whole check when ``drift_interval`` has passed (with the deep check of
+  every file's content when ``drift_deep_interval`` has), else what was last
   recorded, plus a stat of every published ``repomd.xml``.
 
 Observing writes nothing: new upstream validators and drift findings are
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import drift
+from .checksums import DigestCache, Sum, expected_sums, metadata_sums
 from .composemeta import list_composes, read_record, upstream_revision
 from .errors import ReconcilerError
 from .facts import (
@@ -45,7 +47,7 @@ from .layout import ComposeTree, PublishedTree
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import StateDB
 from .upstream import Upstream
-from .vocabulary import ComposeStatus, Stage
+from .vocabulary import ComposeStatus, DriftKind, Stage
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +142,46 @@ def _target(
 
 
 def check_drift(
-    spec: Spec, host: HostConfig, state: StateDB
+    spec: Spec, host: HostConfig, state: StateDB, deep: bool = False
 ) -> dict[TargetKey, tuple[DriftFinding, ...]]:
-    """Run the whole drift check of every published target now (reads only)."""
+    """Run the whole drift check of every published target now (reads only).
+
+    ``deep`` also hashes every published file and compares it with the compose's
+    checksums (CORRUPT findings). Without it, the CORRUPT findings recorded by the last
+    deep check are kept: a stat cannot see that they are gone (a repair clears them).
+    """
     found: dict[TargetKey, tuple[DriftFinding, ...]] = {}
     category = spec.defaults.publish.category
+    cache = DigestCache()
     for target in state.targets.all():
         if target.sig not in spec.sigs:
             continue
         tree = host.published(category, target.stage, target.sig, target.release)
+        key = TargetKey(tree.stage, tree.sig, tree.release)
         inventory = state.inventory.entries(tree.stage, tree.inventory_prefix)
-        found[TargetKey(tree.stage, tree.sig, tree.release)] = drift.check_target(inventory, tree)
+        findings = set(drift.check_target(inventory, tree))
+        if deep:
+            findings.update(drift.check_deep(_expected(host, tree, target.compose_id), tree, cache))
+        else:
+            findings.update(d for d in state.sources.drift(key) if d.what is DriftKind.CORRUPT)
+        found[key] = tuple(sorted(findings))
+    if deep:
+        log.info("deep drift check: %d bytes read", cache.bytes)
     return found
+
+
+def _expected(host: HostConfig, tree: PublishedTree, compose_id: str) -> dict[str, Sum]:
+    """The checksums the target's files must have: its compose's manifest, else (a v1
+    manifest, a compose deleted by hand) the repository metadata."""
+    composes = host.compose_tree(tree.sig, tree.release)
+    sig_dir = composes.sig_dir(compose_id)
+    try:
+        if not sig_dir.is_dir():
+            return metadata_sums(tree.path)
+        return expected_sums(sig_dir, composes.manifest(compose_id))
+    except (ReconcilerError, OSError) as exc:
+        log.warning("deep drift check of %s: %s", tree.path, exc)
+        return metadata_sums(tree.path)
 
 
 def _first_staged(state: StateDB, sig: str, release: str) -> dict[str, datetime]:
@@ -209,9 +239,9 @@ def observe(
     now = now or datetime.now(UTC)
     wanted = set(only) if only is not None else None
     checked = None
-    due = drift.due(state.sources.drift_checked_at(), host.drift_interval, now)
-    if host.drift_interval and due:
-        checked = check_drift(spec, host, state)
+    deep = drift.due(state.sources.drift_deep_checked_at(), host.drift_deep_interval, now)
+    if deep or drift.due(state.sources.drift_checked_at(), host.drift_interval, now):
+        checked = check_drift(spec, host, state, deep)
     releases: dict[tuple[str, str], ReleaseFacts] = {}
     fresh: list[UpstreamCacheEntry] = []
     for sig_name, sig in sorted(spec.sigs.items()):
@@ -227,5 +257,7 @@ def observe(
                 facts = replace(facts, upstream=upstream)
                 fresh.extend(validators)
             releases[key] = facts
-    learned = Learned(tuple(fresh), checked, now if checked is not None else None)
+    learned = Learned(
+        tuple(fresh), checked, now if checked is not None else None, now if deep else None
+    )
     return Observed(now=now, releases=releases, learned=learned)

@@ -63,6 +63,7 @@ class PreviousPackage:
     variant: Variant
     href: str  # checked and normalised, relative to the variant's directory
     mtime_ns: int | None  # None: the previous compose has no manifest (stat it when linked)
+    sha256: str | None = None  # from the previous compose's manifest (v2), if it says
 
     @property
     def rel(self) -> PurePosixPath:
@@ -285,13 +286,14 @@ def previous_index(
 ) -> Previous:
     """The previous compose from its repos' package facts (in variant order: the first
     variant that holds a package wins) and its manifest (the mtimes of its files)."""
-    times = {str(PurePosixPath(f.rel)): f.mtime_ns for f in manifest or ()}
+    known = {str(PurePosixPath(f.rel)): f for f in manifest or ()}
     packages: dict[str, PreviousPackage] = {}
     for variant, facts in repos:
         for fact in facts:
             href = str(safe_relpath(fact.href))
-            mtime = times.get(str(variant.rel_dir / href))
+            listed = known.get(str(variant.rel_dir / href))
+            mtime, sha256 = (listed.mtime_ns, listed.sha256) if listed else (None, None)
             packages.setdefault(
-                fact.pkgid, PreviousPackage(fact.pkgid, fact.size, variant, href, mtime)
+                fact.pkgid, PreviousPackage(fact.pkgid, fact.size, variant, href, mtime, sha256)
             )
     return Previous(compose_id, packages)

@@ -5,18 +5,26 @@ every LINK, in order, here (a copy of a file the previous compose lost since is
 downloaded instead); then every DOWNLOAD concurrently, largest first, each
 verified against the checksum and size of the metadata. A package that goes to
 several places is placed once and linked to the others.
+
+Every package ends read-only (0444: one inode in every tree that links it) and with
+its sha256 known for the manifest: the metadata's checksum when that is a sha256
+(never hashed again), the previous compose's manifest for a linked one, else hashed
+once here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .fsutil import link_or_copy
+from . import checksums
+from .errors import IntegrityError
+from .fsutil import READ_ONLY, link_or_copy, read_only
 from .layout import ComposeTree
 from .placement import PlacementPlan, PlacementStep, Target, largest_first
 from .progress import Reporter
@@ -34,6 +42,7 @@ class Placed:
     paths: tuple[Path, ...]
     mtime_ns: int
     linked: bool  # from the previous compose (False: downloaded)
+    sha256: str  # what its bytes hash to (the manifest says it)
 
 
 @dataclass
@@ -105,20 +114,44 @@ class Placer:
         except FileNotFoundError:
             log.warning("%s is gone from the previous compose; downloading it", source)
             return None
+        sha256 = _sha256(step, first, step.source.sha256)
+        if sha256 is None:
+            log.warning("%s does not hash to its metadata's checksum; downloading it", source)
+            first.unlink()
+            return None
+        st = os.lstat(first)
+        read_only(first, st)  # a compose made before modes were kept: once per inode
         for target in rest:
             link_or_copy(first, target)
         mtime_ns = step.source.mtime_ns
         if mtime_ns is None:
-            mtime_ns = first.stat().st_mtime_ns
+            mtime_ns = st.st_mtime_ns
         self.counters.add(linked=1)
-        return Placed(step, tuple(paths), mtime_ns, linked=True)
+        return Placed(step, tuple(paths), mtime_ns, linked=True, sha256=sha256)
 
     def _download(self, step: PlacementStep, paths: Sequence[Path]) -> Placed:
         first, *rest = paths
         fact = step.fact
         got = self.up.download(step.url, first, Expected(fact.checksum_type, fact.pkgid, fact.size))
+        first.chmod(READ_ONLY)
+        sha256 = _sha256(step, first)
+        if sha256 is None:
+            raise IntegrityError(f"{first}: changed after it was downloaded and verified")
         self.counters.add(downloaded=1, nbytes=got.nbytes)
         self.reporter.advance(got.nbytes)
         for target in rest:
             link_or_copy(first, target)
-        return Placed(step, tuple(paths), got.mtime_ns, linked=False)
+        return Placed(step, tuple(paths), got.mtime_ns, linked=False, sha256=sha256)
+
+
+def _sha256(step: PlacementStep, path: Path, known: str | None = None) -> str | None:
+    """The package's sha256: the metadata's checksum when it is one (nothing is read),
+    else ``known`` (the previous compose's manifest), else its bytes hashed once, in the
+    metadata's type too (an upstream with sha1 sums): None when that does not match."""
+    fact = step.fact
+    if fact.checksum_type.lower() == checksums.SHA256:
+        return fact.pkgid.lower()
+    if known is not None:
+        return known
+    theirs, sha256 = checksums.digests(path, fact.checksum_type, checksums.SHA256)
+    return sha256 if theirs == fact.pkgid.lower() else None

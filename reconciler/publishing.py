@@ -16,8 +16,11 @@ to the tree. When the target holds an earlier compose of the new compose's
 chain, the composes' changes files say what differs (nothing else is read);
 otherwise the compose's manifest is compared with the state's inventory of the
 target. A *repair* publish (after drift was found) compares with the tree
-itself. :meth:`Publisher.decide` gathers those facts (reads only) and decides
-with :func:`reconciler.changeset.change_set` (pure); :meth:`Publisher.act`
+itself, by content for the paths drift named (a damaged inode is the compose's
+too), and has each compose file it places checked first (:class:`Sources`: the
+healer restores damaged bytes from a good copy into every tree that shared them).
+:meth:`Publisher.decide` gathers those facts (reads only) and decides with
+:func:`reconciler.changeset.change_set` (pure); :meth:`Publisher.act`
 carries the change set out. New files are linked straight to their name (one
 ``link(2)``, atomic); a name that exists is replaced through a ``.~tmp~`` link
 and a rename.
@@ -27,15 +30,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from .changeset import (
     Basis,
@@ -47,10 +50,11 @@ from .changeset import (
     TreeFacts,
     change_set,
 )
+from .checksums import hash_file
 from .composefiles import Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
-from .fsutil import copy_file, fsync_dir, inside, tmp_name
+from .fsutil import DIR_MODE, copy_file, copy_fsync, fsync_dir, inside, tmp_name
 from .layout import PublishedTree
 from .manifest import read_manifest, scan_source
 from .names import TMP_SUFFIX
@@ -77,6 +81,14 @@ def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> 
     )
     return InventoryEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ino, checksum,
                           st.st_ctime_ns)  # fmt: skip
+
+
+class Sources(Protocol):
+    """What a repair asks before it places compose files: that their bytes are right."""
+
+    def ensure(self, rels: Collection[str], locked: Path) -> None:
+        """Make the compose's files ``rels`` hold the bytes its checksums say (the root
+        ``locked`` is held by the caller), or raise naming the path."""
 
 
 @contextmanager
@@ -123,7 +135,7 @@ class Publisher:
             try:
                 st = current.lstat()
             except FileNotFoundError:
-                current.mkdir()
+                current.mkdir(DIR_MODE)
                 self._checked.add(current)
                 continue
             if stat.S_ISLNK(st.st_mode) and not inside(self.stage_root, current):
@@ -132,6 +144,8 @@ class Publisher:
                 )
             if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
                 raise PublishError(f"{current} is in the way: it should be a directory")
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:  # made by an older version
+                current.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
             self._checked.add(current)
         if self._sweep:
             with os.scandir(directory) as it:
@@ -166,11 +180,12 @@ class Publisher:
             # renaming a second link of the same inode over it would do nothing at all.
             # Once links do not work here (_cross_fs) the next step is a copy, a new
             # inode, so the check is not needed (and across devices it cannot hold).
-            return entry_for(change.path, dst.lstat(), _sha1(dst) if src.is_repomd else None)
+            sha1 = hash_file(dst, "sha1") if src.is_repomd else None
+            return entry_for(change.path, dst.lstat(), sha1)
         tmp = tmp_name(dst)
         checksum = None
         if src.is_repomd:
-            checksum = _copy_fsync(src.path, tmp)
+            checksum = copy_fsync(src.path, tmp)
         else:
             try:
                 if self._cross_fs:
@@ -204,6 +219,8 @@ class Publisher:
         repair: bool = False,
         manifest: Path | None = None,
         changes: Sequence[Changes] | None = None,
+        suspect: Collection[str] = (),
+        sources: Sources | None = None,
     ) -> PublishStats:
         """Publish ``source`` (a compose's SIG directory); ``manifest`` spares walking it.
 
@@ -212,14 +229,20 @@ class Publisher:
         inventory is that compose's files. Then only they are read and placed, and no
         directory is swept for temporary files. Otherwise (and always for a ``repair``)
         the compose is compared with the target's whole inventory, or with the tree.
+        A repair compares the ``suspect`` paths (inventory paths drift named) by content,
+        and ``sources`` checks every compose file it places (and the suspect ones) first.
         """
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
         chain = None if repair else changes
         self._sweep = chain is None
+        rels = frozenset(p.removeprefix(self.prefix_key) for p in suspect)
         with root_lock(self.stage_root):
             self._safe_dir(self.target)
-            changes_to_make = self.decide(source, manifest, repair, chain)
+            changes_to_make = self.decide(source, manifest, repair, chain, rels)
+            if repair and sources is not None:
+                placed = {c.file.rel for c in changes_to_make.places if c.file is not None}
+                sources.ensure(placed | rels, self.stage_root)
             self.act(changes_to_make, grace, now)
         log.info(
             "published %s to %s %s: %d files changed, %d to delete after the grace",
@@ -233,6 +256,7 @@ class Publisher:
         manifest: Path | None,
         repair: bool,
         chain: Sequence[Changes] | None,
+        suspect: Collection[str] = (),
     ) -> ChangeSet:
         """Gather what the change set is decided from (reads only), and decide it."""
         basis: Basis
@@ -243,16 +267,16 @@ class Publisher:
             files = tuple(listed if listed is not None else scan_source(source))
             inventory = self.state.inventory.entries(self.stage, self.prefix_key)
             if repair:
-                basis = FromTree(files, inventory, self._tree_facts(files))
+                basis = FromTree(files, inventory, self._tree_facts(files, suspect))
             else:
                 basis = FromInventory(files, inventory)
         pending = {p.relpath for p in self.state.pending.all(self.stage)}
         return change_set(self.prefix_key, basis, pending)
 
-    def _tree_facts(self, files: Sequence[SourceFile]) -> TreeFacts:
+    def _tree_facts(self, files: Sequence[SourceFile], suspect: Collection[str]) -> TreeFacts:
         """Which compose files the tree holds with the same bytes; every file in the tree."""
         return TreeFacts(
-            frozenset(f.rel for f in files if _same_file(self.target / f.rel, f)),
+            frozenset(f.rel for f in files if _same_file(self.target / f.rel, f, f.rel in suspect)),
             frozenset(_walk_files(self.stage_root, self.target)),
         )
 
@@ -273,16 +297,21 @@ class Publisher:
             self.stats.pending = len(changes.pend)
 
 
-def _same_file(dst: Path, src: SourceFile) -> bool:
+def _same_file(dst: Path, src: SourceFile, suspect: bool) -> bool:
+    """Whether ``dst`` holds ``src``'s bytes: the same inode does, unless drift named it
+    (bytes written in place are in the compose's inode too); then, and for another
+    inode, its digest decides (the manifest's, else the compose copy's)."""
     try:
         st = dst.lstat()
     except FileNotFoundError:
         return False
     if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
         return False
-    if st.st_ino == src.path.stat().st_ino:
+    if not suspect and st.st_ino == src.path.stat().st_ino:
         return True
-    return _sha256(dst) == _sha256(src.path)
+    if src.sha256 is not None:
+        return hash_file(dst) == src.sha256
+    return not suspect and hash_file(dst) == hash_file(src.path)
 
 
 def _syncfs(path: Path) -> None:
@@ -306,40 +335,11 @@ def _same_inode(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
-    h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _walk_files(stage_root: Path, top: Path) -> Iterator[str]:
     for dirpath, _dirs, names in os.walk(top):
         for name in names:
             if not name.endswith(TMP_SUFFIX):
                 yield str((Path(dirpath) / name).relative_to(stage_root))
-
-
-def _copy_fsync(src: Path, dst: Path) -> str:
-    """Copy ``src`` to a new ``dst`` with its mtime, fsync it; return the sha1 of the bytes."""
-    sha1 = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
-        while chunk := fin.read(1 << 20):
-            sha1.update(chunk)
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
-    st = src.stat()
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return sha1.hexdigest()
 
 
 def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) -> int:

@@ -112,8 +112,9 @@ class DriftKind(StrEnum):
     """How a published path differs from what was published there."""
 
     MISSING = "missing"
-    CHANGED = "changed"
+    CHANGED = "changed"  # size, mtime or inode differ from the inventory
     UNEXPECTED = "unexpected"
+    CORRUPT = "corrupt"  # the bytes do not hash to the compose's checksum (the deep check)
 
 
 class PlacementKind(StrEnum):

@@ -277,6 +277,46 @@ def test_drift_checked_at(db: StateDB) -> None:
     assert db.sources.drift_checked_at() == T0 + timedelta(hours=1)
 
 
+def test_a_corrupt_finding_and_the_deep_check_time_are_kept_apart(db: StateDB) -> None:
+    prod = TargetKey(Stage.PRODUCTION, "core", "9")
+    found = [DriftFinding("9/core/p.rpm", DriftKind.CORRUPT)]
+    db.sources.set_drift(prod, found)
+    assert db.sources.drift(prod) == tuple(found)
+    assert db.sources.drift_deep_checked_at() is None
+    db.sources.set_drift_deep_checked(T0)
+    assert db.sources.drift_deep_checked_at() == T0
+    assert db.sources.drift_checked_at() is None, "the stat check keeps its own time"
+    db.sources.set_drift_deep_checked(T0 + timedelta(days=1))
+    assert db.sources.drift_deep_checked_at() == T0 + timedelta(days=1)
+
+
+def test_schema_4_drift_rows_survive_the_table_made_anew(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "state.db")
+    for steps in MIGRATIONS[:4]:
+        for step in steps:
+            if isinstance(step, str):
+                conn.execute(step)
+            else:
+                step(conn)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO drift (stage, sig, release, position, what, path)"
+        " VALUES ('production', 'core', '9', 0, 'changed', '9/core/a'),"
+        " ('production', 'core', '9', 1, 'missing', '9/core/b')"
+    )
+    conn.commit()
+    conn.close()
+    prod = TargetKey(Stage.PRODUCTION, "core", "9")
+    with StateDB.open(tmp_path) as db:
+        assert db.schema_version == 5
+        assert db.sources.drift(prod) == (
+            DriftFinding("9/core/a", DriftKind.CHANGED),
+            DriftFinding("9/core/b", DriftKind.MISSING),
+        )
+        db.sources.set_drift(prod, [DriftFinding("9/core/a", DriftKind.CORRUPT)])
+        assert db.sources.drift(prod) == (DriftFinding("9/core/a", DriftKind.CORRUPT),)
+
+
 # --- history -----------------------------------------------------------------
 
 
@@ -754,7 +794,7 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with StateDB.open(tmp_path) as db:
-        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 4
+        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 5
         entry = db.inventory.entries(Stage.PRODUCTION)["a/b"]
         assert (entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns) == (3, 5, 7, 0)
         assert entry.kind is InventoryKind.FILE
@@ -846,7 +886,7 @@ def test_upgrade_from_a_real_schema_3_database(tmp_path: Path) -> None:
     state_dir = schema3_copy(tmp_path)
     hours = timedelta(hours=1)
     with StateDB.open(state_dir) as db:
-        assert db.schema_version == SCHEMA_VERSION == 4
+        assert db.schema_version == SCHEMA_VERSION == 5
         assert "meta" not in table_names(db._db._conn)
         got = upgraded_contents(db)
         assert db._db._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"

@@ -206,5 +206,27 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "ALTER TABLE history ADD COLUMN trigger TEXT",
         "ALTER TABLE history ADD COLUMN actor TEXT",
     ),
+    # 4 -> 5: the deep drift check (content against the composes' checksums): a drift
+    # finding may be 'corrupt' (SQLite cannot change a CHECK: the table is made anew),
+    # and the deep check keeps its own time.
+    (
+        """CREATE TABLE drift_5 (
+            stage TEXT NOT NULL,
+            sig TEXT NOT NULL,
+            release TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            what TEXT NOT NULL CHECK (what IN ('missing', 'changed', 'unexpected', 'corrupt')),
+            path TEXT NOT NULL,
+            PRIMARY KEY (stage, sig, release, position)
+        ) WITHOUT ROWID""",
+        "INSERT INTO drift_5 (stage, sig, release, position, what, path)"
+        " SELECT stage, sig, release, position, what, path FROM drift",
+        "DROP TABLE drift",
+        "ALTER TABLE drift_5 RENAME TO drift",
+        """CREATE TABLE drift_deep_check (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_at TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

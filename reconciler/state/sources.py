@@ -14,8 +14,8 @@ from .records import SourceRecord, from_text, opt_from_text, to_text
 
 
 class Sources:
-    """The ``source``, ``source_problems``, ``upstream_cache``, ``drift`` and
-    ``drift_check`` tables."""
+    """The ``source``, ``source_problems``, ``upstream_cache``, ``drift``, ``drift_check``
+    and ``drift_deep_check`` tables."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -122,6 +122,20 @@ class Sources:
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO drift_check (id, checked_at) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                (to_text(at),),
+            )
+
+    def drift_deep_checked_at(self) -> datetime | None:
+        """When the published files were last hashed and compared with their composes'."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT checked_at FROM drift_deep_check").fetchone()
+        return None if row is None else opt_from_text(row[0])
+
+    def set_drift_deep_checked(self, at: datetime) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO drift_deep_check (id, checked_at) VALUES (1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
                 (to_text(at),),
             )
