@@ -64,8 +64,15 @@ class DownloadConfig(Record):
     workers: Annotated[int, Limits(ge=1, le=64)] = field(default_factory=_default_workers)
     retries: Annotated[int, Limits(ge=0, le=20)] = 4
     backoff: Annotated[float, Limits(ge=0.0, le=60.0)] = 0.5
-    #: Seconds one request may take (at most an hour).
+    #: Seconds one read (or the connect) may wait for the server (at most an hour).
     timeout: Annotated[float, Limits(gt=0.0, le=3600)] = 60.0
+    #: Seconds one file may take in all: connecting, redirects, every byte of the
+    #: body, and the retries and their waits. A server that answers a byte at a time
+    #: never trips ``timeout``; this bounds how long it can hold a compose.
+    deadline: Annotated[float, Limits(gt=0.0, le=86400.0)] = 600.0
+    #: The largest metadata file read into memory (``repomd.xml``, and a file whose
+    #: size the metadata does not state); a larger one is refused.
+    max_metadata_bytes: Annotated[int, Limits(ge=1, le=1 << 32)] = 256 << 20
 
 
 @dataclass(frozen=True)

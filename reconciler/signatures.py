@@ -2,11 +2,13 @@
 
 The host's rpm database is never touched: keys are imported into a throwaway
 ``--dbpath``. A package passes only when rpmkeys reports its signature OK
-(an unsigned package reports digests only, and fails here).
+(an unsigned package reports digests only, and fails here). rpmkeys runs in
+the C locale: its verdicts are parsed, and rpm translates them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +21,13 @@ from .errors import SignatureError
 _BATCH = 200
 _TIMEOUT = 600
 _LINE_RE = re.compile(r"^(?P<path>.+?): (?P<result>.*)$")
+
+
+def _c_locale() -> dict[str, str]:
+    """This process's environment with messages in the C locale (untranslated)."""
+    env = {k: v for k, v in os.environ.items() if k != "LANGUAGE"}
+    env["LC_ALL"] = "C"
+    return env
 
 
 def _rpmkeys() -> str:
@@ -44,6 +53,7 @@ class Keyring:
                 text=True,
                 timeout=_TIMEOUT,
                 check=False,
+                env=_c_locale(),
             )
             if proc.returncode != 0:
                 raise SignatureError(f"{key}: cannot import GPG key: {proc.stderr.strip()}")
@@ -68,6 +78,7 @@ class Keyring:
                 text=True,
                 timeout=_TIMEOUT,
                 check=False,
+                env=_c_locale(),
             )
             results = {}
             for line in proc.stdout.splitlines():

@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
+    # every server of the tests is on 127.0.0.1: a proxy of the machine is not in the way
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        os.environ.pop(name, None)
+        os.environ.pop(name.upper(), None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

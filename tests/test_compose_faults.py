@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,14 @@ import pytest
 from reconciler import testing as su
 
 from .conftest import (
+    CliResult,
     DesiredState,
     Host,
     Upstream,
     reconciler_process,
     tree_digest,
     wait_until,
+    write_host_config,
 )
 from .mounts import needs_root, tmpfs
 from .test_compose import compose_dirs, run_compose
@@ -212,3 +216,108 @@ def test_two_composes_at_once(
     assert compose_dirs(host)[-1] == running
     assert (running / "STATUS").read_text() == "FINISHED\n"
     assert os.readlink(host.compose_root / "9" / LATEST) == running.name
+
+
+# -- hostile upstreams and hosts ------------------------------------------------------
+
+#: Runs the CLI with its address space limited (argv[1] MiB): a client that reads a
+#: huge body into memory fails with MemoryError instead of taking the machine's memory.
+_LIMITED_CLI = """\
+import resource, runpy, sys
+limit = int(sys.argv[1]) << 20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.argv = ["reconciler", *sys.argv[2:]]
+runpy.run_module("reconciler.cli", run_name="__main__")
+"""
+
+
+def compose_in_a_child(
+    host: Host, ds: DesiredState, timeout: float, address_space_mib: int = 4096
+) -> tuple[CliResult, float]:
+    """A compose by the real CLI in a child process; its result and how long it took."""
+    args = ["compose", "core", "9", "--config", str(host.config_path)]
+    args += ["--desired-state", str(ds.path)]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LIMITED_CLI, str(address_space_mib), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+        proc.wait()
+    return CliResult(proc.returncode, out, err), time.monotonic() - started
+
+
+def with_download(host: Host, upstream: Upstream, **download: Any) -> None:
+    settings = {"workers": 4, "retries": 2, "backoff": 0.01, "timeout": 10, **download}
+    write_host_config(host.root, upstream.server.base_url, download=settings)
+
+
+def test_a_package_dripped_a_byte_a_second_dooms_the_compose_at_the_deadline(
+    host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
+    path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
+    upstream.server.drip(path, 1.0)
+    with_download(host, upstream, deadline=3)
+    result, elapsed = compose_in_a_child(host, desired_state, timeout=40)
+    assert_failed_safely(result, host, earlier, upstream.server.url(path), "deadline")
+    assert elapsed < 20, f"the compose took {elapsed:.1f}s with a 3 s deadline"
+
+
+def test_a_repomd_xml_of_10_gib_dooms_the_compose_without_being_read(
+    host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
+    path = upstream.path("core-infra", "x86_64", "repodata/repomd.xml")
+    upstream.server.huge(path, 10 << 30)
+    result, _ = compose_in_a_child(host, desired_state, timeout=60)
+    assert_failed_safely(
+        result, host, earlier, upstream.server.url(path), "max_metadata_bytes", str(10 << 30)
+    )
+
+
+def test_retry_after_is_waited_for_by_a_compose(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream, earlier: Any
+) -> None:
+    path = upstream.path("core-common", "x86_64", f"Packages/{NEW_RPM}")
+    upstream.server.fail(path, 503, times=1, retry_after="1")
+    result = run_compose(cli, host, desired_state)  # the host's backoff is 0.01 s
+    assert result.code == 0, result.out + result.err
+    server = upstream.server
+    asked = [t for p, t in zip(server.requests, server.request_times, strict=True) if p == path]
+    assert len(asked) == 2
+    assert asked[1] - asked[0] >= 0.95
+
+
+def test_signatures_are_checked_in_the_c_locale_whatever_the_host_speaks(
+    cli: Any,
+    host: Host,
+    desired_state: DesiredState,
+    upstream: Upstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rpmkeys' verdicts ("signatures OK") are translated by gettext; they are parsed, so
+    rpmkeys must run with LC_ALL=C. This host has no rpm translations installed to show a
+    German verdict, so a real rpmkeys behind a wrapper records the environment it got."""
+    real = shutil.which("rpmkeys")
+    assert real is not None
+    seen = tmp_path / "rpmkeys-environments"
+    seen.mkdir()
+    wrapper = tmp_path / "bin" / "rpmkeys"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nenv > "{seen}/$$"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    for name in ("LANG", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.setenv(name, "de_DE.UTF-8")
+    monkeypatch.setenv("LANGUAGE", "de")
+    result = run_compose(cli, host, desired_state)
+    assert result.code == 0, result.out + result.err
+    environments = [f.read_text().splitlines() for f in seen.iterdir()]
+    assert len(environments) >= 2  # the key imported, the packages checked
+    for env in environments:
+        assert "LC_ALL=C" in env, env

@@ -6,9 +6,9 @@ The world: a local bare desired-state repository (the documented default), the s
 upstream over HTTP on 127.0.0.1, ``interval: 3600`` (so every pass is a wake-up the test
 caused: a push, the trigger file, ``POST /trigger``, a start), and a lifecycle hook that
 leaves a grandchild holding its output. Thrown at it: valid, invalid and
-recursive-anchor pushes, upstream changes, a slow upstream, SIGTERM and SIGKILL with
+recursive-anchor pushes, upstream changes, a slow-drip upstream, SIGTERM and SIGKILL with
 restarts. Measured from ``/proc``: open descriptors, threads and resident memory of the
-last process over ten passes after its warm-up.
+last process over forty passes after its warm-up.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def soak_world(
         git={"url": str(repo.server), "branch": "main", "path": "desired-state"},
         hooks={"dir": str(hooks), "timeout": 2},
         webhook_secret_file=str(root / "secret"),
-        download={"workers": 4, "retries": 1, "backoff": 0.01, "timeout": 10},
+        download={"workers": 4, "retries": 1, "backoff": 0.01, "timeout": 10, "deadline": 4},
     )
     return config, repo
 
@@ -180,17 +180,20 @@ def test_the_loop_under_a_minute_of_everything(
     with _running(config) as run:
         wakeups += 1
         run.wait_passes(1, "the first pass after a restart")
-        slow = upstream.path("core-infra", "x86_64", "repodata/repomd.xml")
-        upstream.server.delay(slow, 3.0)
-        (run.state_dir / "trigger").touch()
-        wakeups += 1
-        run.wait_passes(2, "a pass that waited for a slow upstream", timeout=90)
         su.add_packages(
             upstream.repo_dir("core-common", "aarch64"),
             [su.sample_rpm("sig-hello-1.1-1.aarch64.rpm")],
         )
-        package = upstream.path("core-common", "aarch64", "Packages/sig-hello-1.1-1.aarch64.rpm")
-        upstream.server.delay(package, 5.0)
+        slow = upstream.path("core-common", "aarch64", "Packages/sig-hello-1.1-1.aarch64.rpm")
+        upstream.server.drip(slow, 0.2, times=1)  # a byte every 0.2 s: an hour for the package
+        (run.state_dir / "trigger").touch()
+        wakeups += 1
+        run.wait_passes(2, "a pass that gave up on a slow-drip upstream at the deadline", 30)
+        assert run.passes("failed") == 1, "the compose was DOOMED at the download's deadline"
+        debug = "sig-hello-debuginfo-1.1-1.aarch64.rpm"
+        su.add_packages(upstream.repo_dir("core-common", "aarch64-debug"), [su.sample_rpm(debug)])
+        package = upstream.path("core-common", "aarch64-debug", f"Packages/{debug}")
+        upstream.server.delay(package, 5.0, times=1)
         (run.state_dir / "trigger").touch()
         wakeups += 1
         wait_until(lambda: package in upstream.server.requests, run.proc, "the compose's download")
@@ -198,7 +201,7 @@ def test_the_loop_under_a_minute_of_everything(
         run.proc.kill()
         run.proc.wait()
 
-    # -- process 3: finishes the job, then ten passes measured for leaks -----------------
+    # -- process 3: finishes the job, then forty passes measured for leaks ---------------
     with _running(config) as run:
         wakeups += 1
         run.wait_passes(1, "the first pass after SIGKILL")
@@ -208,7 +211,7 @@ def test_the_loop_under_a_minute_of_everything(
             run.wait_passes(n, f"warm-up pass {n}")
         time.sleep(0.5)
         before = _proc(run.proc.pid)
-        for n in range(5, 15):
+        for n in range(5, 45):
             _trigger(run)
             wakeups += 1
             run.wait_passes(n, f"measured pass {n}")

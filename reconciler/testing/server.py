@@ -1,85 +1,27 @@
 """An HTTP server on 127.0.0.1 that serves a sample upstream tree like the build
 system does, with request counting and fault injection (errors, dropped
-connections, corrupt bytes, delays, redirects).
+connections, corrupt bytes, delays, redirects, a body dripped a byte at a time,
+an endless or falsely huge body, ``Retry-After``; :mod:`.handler`), optionally
+over TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
-import email.utils
 import http.server
-import os
 import socket
-import stat
+import ssl
 import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any
 
-# --------------------------------------------------------------------------
-# The HTTP server
-# --------------------------------------------------------------------------
+from .handler import Fault, Handler, ServerState, url_path
 
-
-@dataclass
-class Fault:
-    """What the server does instead of serving a path normally.
-
-    ``kind`` is ``status`` (answer with ``status`` and a short body),
-    ``truncate`` (full headers, ``nbytes`` of body, then the connection is
-    dropped), ``corrupt`` (same length, every byte flipped), ``delay``
-    (wait ``seconds``, then serve normally) or ``redirect`` (answer ``status``,
-    302 unless set, with ``Location: location``).  ``times`` is how many more
-    requests it applies to (``None``: all).
-    """
-
-    kind: Literal["status", "truncate", "corrupt", "delay", "redirect"]
-    status: int = 500
-    nbytes: int = 0
-    seconds: float = 0.0
-    times: int | None = None
-    location: str = ""
-
-
-@dataclass
-class _ServerState:
-    """What the handler threads share with :class:`UpstreamServer`."""
-
-    root: Path
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: list[str] = field(default_factory=list)
-    methods: list[str] = field(default_factory=list)
-    faults: dict[str, Fault] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    resolved_root: Path = field(init=False)  # the root, its symlinks resolved once
-
-    def __post_init__(self) -> None:
-        self.resolved_root = self.root.resolve()
-
-    def record(self, method: str, path: str) -> Fault | None:
-        """Count a request; return the fault to apply to it, if any.
-
-        A fault with ``times`` is used up only by requests it acts on: a HEAD
-        request is not affected by ``truncate`` or ``corrupt``.
-        """
-        with self.lock:
-            self.requests.append(path)
-            self.methods.append(method)
-            fault = self.faults.get(path)
-            if fault is None or (method == "HEAD" and fault.kind in {"truncate", "corrupt"}):
-                return None
-            if fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    del self.faults[path]
-            return dataclasses.replace(fault, times=None)
+__all__ = ["Fault", "UpstreamServer"]
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -90,12 +32,13 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     keep-alive connections and join every thread.
     """
 
-    def __init__(self, state: _ServerState) -> None:
+    def __init__(self, state: ServerState, tls: ssl.SSLContext | None = None) -> None:
         self.state = state
+        self._tls = tls
         self._tracked_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._workers: set[threading.Thread] = set()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Handle a connection in a new, tracked thread."""
@@ -108,12 +51,35 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         worker.start()
 
     def _work(self, request: Any, client_address: Any) -> None:
+        plain = request
         try:
+            if self._tls is not None:  # the handshake, in the connection's own thread
+                request = self._handshake(plain)
+                if request is None:
+                    return
+                with self._tracked_lock:
+                    self._connections.add(request)
             self.process_request_thread(request, client_address)
         finally:
             with self._tracked_lock:
+                self._connections.discard(plain)
                 self._connections.discard(request)
                 self._workers.discard(threading.current_thread())
+
+    def _handshake(self, request: socket.socket) -> ssl.SSLSocket | None:
+        """``request`` over TLS, or None (recorded in :attr:`errors`) if the client
+        gave up, e.g. because it does not trust the certificate."""
+        assert self._tls is not None
+        request.settimeout(10)  # a client that never finishes its handshake
+        try:
+            wrapped = self._tls.wrap_socket(request, server_side=True)
+        except OSError as exc:
+            request.close()
+            with self.state.lock:
+                self.state.errors.append(repr(exc))
+            return None
+        wrapped.settimeout(None)
+        return wrapped
 
     def close_all(self) -> None:
         """End open (keep-alive) connections and wait for their threads."""
@@ -135,145 +101,6 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             self.state.errors.append(repr(error))
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves files under the root with ETag/Last-Modified, HEAD and faults."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-    server_version = "SampleUpstream/1.0"
-    sys_version = ""
-
-    @property
-    def state(self) -> _ServerState:
-        """The shared server state."""
-        return cast(_HTTPServer, self.server).state
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Do not log to stderr."""
-        del format, args
-
-    def do_GET(self) -> None:
-        """Serve a file, unless a fault says otherwise."""
-        self._serve(send_body=True)
-
-    def do_HEAD(self) -> None:
-        """Headers only."""
-        self._serve(send_body=False)
-
-    def _serve(self, *, send_body: bool) -> None:
-        url_path = _url_path(self.path)
-        fault = self.state.record(self.command, url_path)
-        if fault is not None and fault.kind == "status":
-            self._send_text(fault.status, f"injected fault: {fault.status}\n", send_body)
-            return
-        if fault is not None and fault.kind == "redirect":
-            self.send_response(fault.status if 300 <= fault.status < 400 else 302)
-            self.send_header("Location", fault.location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if fault is not None and fault.kind == "delay":
-            if self.state.stopping.wait(fault.seconds):
-                self.close_connection = True
-                return
-            fault = None
-        found = self._resolve(url_path)
-        if found is None:
-            self._send_text(404, "not found\n", send_body)
-            return
-        file_path, info = found
-        etag = f'"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"'
-        if self._not_modified(etag, info.st_mtime):
-            self.send_response(304)
-            self.send_header("ETag", etag)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", _content_type(file_path))
-        self.send_header("Content-Length", str(info.st_size))
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified", email.utils.formatdate(info.st_mtime, usegmt=True))
-        self.end_headers()
-        if not send_body:
-            return
-        if fault is None:  # the bytes go from the page cache to the socket (sendfile(2))
-            with file_path.open("rb") as fh:
-                self.connection.sendfile(fh, count=info.st_size)
-            return
-        body = file_path.read_bytes()
-        if fault.kind == "truncate":
-            self.wfile.write(body[: fault.nbytes])
-            self.wfile.flush()
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if fault.kind == "corrupt":
-            body = bytes(b ^ 0xFF for b in body)
-        self.wfile.write(body)
-
-    def _resolve(self, url_path: str) -> tuple[Path, os.stat_result] | None:
-        """The regular file under the root that ``url_path`` names, and its stat; else None."""
-        parts = [p for p in url_path.split("/") if p]
-        if any(p in {".", ".."} or "\\" in p or "\0" in p for p in parts):
-            return None
-        root = self.state.resolved_root
-        candidate = root.joinpath(*parts).resolve()
-        if not candidate.is_relative_to(root):
-            return None
-        try:
-            st = candidate.stat()
-        except OSError:
-            return None
-        return (candidate, st) if stat.S_ISREG(st.st_mode) else None
-
-    def _not_modified(self, etag: str, mtime: float) -> bool:
-        """Whether If-None-Match (preferred) or If-Modified-Since allow a 304."""
-        if_none_match = self.headers.get("If-None-Match")
-        if if_none_match is not None:
-            tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-            return "*" in tags or etag in tags
-        if_modified_since = self.headers.get("If-Modified-Since")
-        if if_modified_since is None:
-            return False
-        try:
-            since = email.utils.parsedate_to_datetime(if_modified_since)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.UTC)
-        return int(mtime) <= since.timestamp()
-
-    def _send_text(self, status: int, text: str, send_body: bool) -> None:
-        """A short plain-text response."""
-        body = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-
-def _url_path(target: str) -> str:
-    """The decoded path of a request target (origin form or absolute URL)."""
-    if target.startswith(("http://", "https://")):
-        target = urllib.parse.urlsplit(target).path or "/"
-    return urllib.parse.unquote(target.split("?", 1)[0].split("#", 1)[0])
-
-
-def _content_type(path: Path) -> str:
-    """A plausible Content-Type for repository files."""
-    name = path.name
-    if name.endswith(".rpm"):
-        return "application/x-rpm"
-    if name.endswith(".xml"):
-        return "text/xml"
-    if name.endswith(".gz"):
-        return "application/gzip"
-    return "application/octet-stream"
-
-
 class UpstreamServer:
     """A real HTTP server on 127.0.0.1 (ephemeral port) serving ``root``.
 
@@ -285,13 +112,17 @@ class UpstreamServer:
     Requests are counted (:attr:`requests`, :meth:`count`), files answer
     conditional requests (ETag / If-None-Match, Last-Modified /
     If-Modified-Since) with 304, and faults can be injected per exact URL
-    path (:meth:`fail`, :meth:`truncate`, :meth:`corrupt`, :meth:`delay`).
+    path (:meth:`fail`, :meth:`truncate`, :meth:`corrupt`, :meth:`delay`,
+    :meth:`redirect`, :meth:`drip`, :meth:`huge`).
     Only regular files under ``root`` are served; everything else is 404.
+    With ``tls`` (a server-side context holding a certificate for 127.0.0.1) it
+    serves https.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: ssl.SSLContext | None = None) -> None:
         self.root = root
-        self._state = _ServerState(root=root)
+        self._tls = tls
+        self._state = ServerState(root=root)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -302,7 +133,7 @@ class UpstreamServer:
         if self._server is not None:
             raise RuntimeError("server already started")
         self._state.stopping.clear()
-        self._server = _HTTPServer(self._state)
+        self._server = _HTTPServer(self._state, self._tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -347,8 +178,8 @@ class UpstreamServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https`` with TLS; no trailing slash)."""
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         """The URL of a path under the root (``a/b`` or ``/a/b``)."""
@@ -369,6 +200,12 @@ class UpstreamServer:
             return list(self._state.methods)
 
     @property
+    def request_times(self) -> list[float]:
+        """When (``time.monotonic()``) each entry of :attr:`requests` arrived."""
+        with self._state.lock:
+            return list(self._state.times)
+
+    @property
     def errors(self) -> list[str]:
         """Exceptions (repr) raised while handling requests, e.g. client hang-ups."""
         with self._state.lock:
@@ -384,12 +221,17 @@ class UpstreamServer:
         with self._state.lock:
             self._state.requests.clear()
             self._state.methods.clear()
+            self._state.times.clear()
 
     # fault injection
 
-    def fail(self, path: str, status: int = 500, *, times: int | None = None) -> None:
-        """Answer requests for ``path`` with ``status`` (the first ``times`` ones)."""
-        self._set_fault(path, Fault("status", status=status, times=times))
+    def fail(
+        self, path: str, status: int = 500, *, times: int | None = None, retry_after: str = ""
+    ) -> None:
+        """Answer requests for ``path`` with ``status`` (the first ``times`` ones), with a
+        ``Retry-After`` header (seconds or an HTTP date) when ``retry_after`` is set."""
+        fault = Fault("status", status=status, times=times, retry_after=retry_after)
+        self._set_fault(path, fault)
 
     def truncate(self, path: str, nbytes: int, *, times: int | None = None) -> None:
         """Send full headers but only ``nbytes`` of the body, then drop the connection."""
@@ -409,6 +251,15 @@ class UpstreamServer:
         """Answer requests for ``path`` with a redirect to ``location``."""
         self._set_fault(path, Fault("redirect", status=status, location=location, times=times))
 
+    def drip(self, path: str, interval: float = 1.0, *, times: int | None = None) -> None:
+        """Send the file's headers at once, then its body one byte every ``interval`` s."""
+        self._set_fault(path, Fault("drip", seconds=interval, times=times))
+
+    def huge(self, path: str, nbytes: int = 0, *, times: int | None = None) -> None:
+        """Answer with zeros: ``nbytes`` of them under that ``Content-Length`` (it may be
+        far more than is ever sent), or, with 0, endlessly and without a length."""
+        self._set_fault(path, Fault("huge", nbytes=nbytes, times=times))
+
     def drop_idle_connections(self) -> None:
         """Close every kept-alive connection, as a server does after its idle timeout."""
         if self._server is not None:
@@ -422,6 +273,6 @@ class UpstreamServer:
     def _set_fault(self, path: str, fault: Fault) -> None:
         if fault.times is not None and fault.times < 1:
             raise ValueError("times must be at least 1")
-        key = _url_path(path if path.startswith(("/", "http://")) else "/" + path)
+        key = url_path(path if path.startswith(("/", "http://")) else "/" + path)
         with self._state.lock:
             self._state.faults[key] = fault
