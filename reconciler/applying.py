@@ -27,7 +27,8 @@ from .lifecycle import Event, HookFailure, run_hooks
 from .manifest import Changes, read_changes
 from .names import COMPOSE_ID_RE
 from .planning import Action, Plan, Verdict
-from .publishing import Publisher, delete_due, write_production_filelists
+from .publishing import Publisher
+from .retiring import delete_due, write_production_filelists
 from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
 from .vocabulary import (

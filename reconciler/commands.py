@@ -355,8 +355,8 @@ def cmd_filelist(args: argparse.Namespace) -> int:
     if args.root is not None:
         written = write_if_changed(args.root, render_all(scan(args.root)))
     else:
-        from .publishing import write_production_filelists
         from .reconciling import apply_lock, load_source, open_state
+        from .retiring import write_production_filelists
 
         host = _host(args)
         # the lists and the state's record of them change together: not during a pass

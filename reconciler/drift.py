@@ -49,6 +49,8 @@ def check_target(
             not stat.S_ISREG(st.st_mode) or _differs(entry, st)
         ):
             found.append(DriftFinding(rel, DriftKind.CHANGED))
+        elif entry.kind is InventoryKind.DIR and not stat.S_ISDIR(st.st_mode):
+            found.append(DriftFinding(rel, DriftKind.CHANGED))  # a symlink or a file now
     for dirpath, _dirs, names in os.walk(tree.path):
         for name in names:
             rel = str((Path(dirpath) / name).relative_to(tree.root))

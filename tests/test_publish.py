@@ -16,7 +16,7 @@ import pytest
 from reconciler import testing as su
 from reconciler.cli import main
 from reconciler.filelists import TIMELIST, TIMELIST_SIG, parse_timelist
-from reconciler.publishing import delete_due
+from reconciler.retiring import delete_due
 from reconciler.state import StateDB
 from reconciler.verifying import verify_tree
 from reconciler.vocabulary import Stage
@@ -351,4 +351,28 @@ def test_a_damaged_compose_manifest_fails_that_publish_clearly(
     with StateDB.open(world.root / "state") as state:
         held = state.targets.get("core", "9", Stage.PRODUCTION)
     assert held is not None and held.compose_id == world.a
+    assert verify_tree(world.production).ok
+
+
+def test_a_directory_replaced_by_a_symlink_is_repaired_into_a_directory(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A published directory swapped for a symlink to a copy with the same contents: the
+    repair reported success and left the symlink. Drift names the directory now, and the
+    repair makes it a real directory again; the copy it pointed to is not touched."""
+    packages = world.production / SIG_REL / REPO / "Packages"
+    (letter,) = [d for d in packages.iterdir() if d.name == "s"]
+    copy = world.production / "elsewhere" / "s"
+    shutil.copytree(letter, copy)
+    shutil.rmtree(letter)
+    letter.symlink_to(copy)
+    names = sorted(p.name for p in copy.iterdir())
+    capsys.readouterr()
+    assert world.run("verify", "--drift") == 1
+    assert f"changed: {letter.relative_to(world.production)}\n" in capsys.readouterr().out
+    assert world.run("apply") == 0
+    assert letter.is_dir() and not letter.is_symlink()
+    assert sorted(p.name for p in letter.iterdir()) == names
+    assert sorted(p.name for p in copy.iterdir()) == names, "what it pointed to is not ours"
+    assert world.run("verify", "--drift") == 0
     assert verify_tree(world.production).ok

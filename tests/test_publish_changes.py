@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import publishing
+from reconciler import retiring
 from reconciler.facts import TargetKey
 from reconciler.filelists import (
     FILELIST,
@@ -35,7 +35,7 @@ from reconciler.manifest import (
     read_manifest,
     write_changes,
 )
-from reconciler.publishing import write_production_filelists
+from reconciler.retiring import write_production_filelists
 from reconciler.state import InventoryEntry, StateDB
 from reconciler.verifying import verify_tree
 from reconciler.vocabulary import InventoryKind, Stage
@@ -254,7 +254,7 @@ def test_a_promotion_patches_the_lists_to_what_listing_everything_gives(
 
     world.pin(world.b)
     with monkeypatch.context() as m:
-        m.setattr(publishing, "render_all", refuse)
+        m.setattr(retiring, "render_all", refuse)
         assert world.run("apply") == 0
     with StateDB.open(world.root / "state") as state:
         assert _lists(world.production / CATEGORY) == render_all(
@@ -276,7 +276,7 @@ def test_lists_are_listed_whole_when_the_state_cannot_vouch_for_them(
     top.mkdir(parents=True)
     whole: list[int] = []
     monkeypatch.setattr(
-        publishing, "render_all", lambda entries: whole.append(1) or render_all(entries)
+        retiring, "render_all", lambda entries: whole.append(1) or render_all(entries)
     )
 
     def write(db: StateDB) -> bool:

@@ -1,0 +1,119 @@
+"""Retiring what was superseded: the pending deletions that are due are deleted (step 5
+of the mirror-safe order, docs/architecture.md), and the production file lists are
+renewed from the inventory (step 4, and again after deletions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from .errors import UnsafePathError
+from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
+from .fsutil import inside
+from .publishing import entry_for, root_lock
+from .state import StateDB
+from .vocabulary import Stage
+
+log = logging.getLogger(__name__)
+
+
+def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) -> int:
+    """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs."""
+    due = [p for p in state.pending.due(now) if p.stage is stage]
+    if not due:
+        return 0
+    removed: list[str] = []
+    touched: set[Path] = set()
+    with root_lock(stage_root):
+        for item in due:
+            rel = PurePosixPath(item.relpath)
+            if rel.is_absolute() or ".." in rel.parts:
+                continue
+            path = stage_root.joinpath(*rel.parts)
+            if not inside(stage_root, path.parent):
+                log.warning("not deleting %s: it resolves outside %s", path, stage_root)
+                continue
+            if path.is_dir() and not path.is_symlink():
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(item.relpath)
+            touched.add(path.parent)
+        removed_dirs, changed_dirs = _prune_empty_dirs(touched, stage_root)
+    state.inventory.apply_changes(
+        stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
+        [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
+    )  # fmt: skip
+    state.pending.remove([p.id for p in due])
+    return len(removed)
+
+
+def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], list[Path]]:
+    """Remove empty directories upwards; return (removed, still-present parents touched)."""
+    removed: list[Path] = []
+    remaining: set[Path] = set()
+    for start in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        d = start
+        while d != stop and stop in d.parents:
+            try:
+                d.rmdir()
+            except OSError:
+                remaining.add(d)
+                break
+            removed.append(d)
+            d = d.parent
+        else:
+            continue
+    return removed, sorted(p for p in remaining if p.exists())
+
+
+def write_production_filelists(state: StateDB, production_root: Path, category: str) -> list[str]:
+    """Step 4: renew the file lists at ``<root>/<category>/`` from the inventory (no walk).
+
+    The time of each entry is max(mtime, ctime) as of when it was published. When the
+    lists in the tree are the ones last written (the state keeps their digest) and the
+    state knows which inventory paths changed since, only those are patched in
+    (:func:`~reconciler.filelists.patch_all`); otherwise the whole inventory is listed.
+    """
+    top = production_root / category
+    if not top.is_dir():
+        return []
+    if not inside(production_root, top):
+        raise UnsafePathError(
+            f"{top} resolves outside {production_root}: not writing the file lists through it"
+        )
+    prefix = f"{category}/"
+    contents = _patched_lists(state, top, prefix)
+    if contents is None:
+        contents = render_all(state.inventory.listing(Stage.PRODUCTION, prefix))
+    written = write_if_changed(top, contents)
+    state.inventory.listing_written(Stage.PRODUCTION, contents_digest(contents))
+    return written
+
+
+def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
+    changed = state.inventory.listing_changes(Stage.PRODUCTION)
+    recorded = state.inventory.listing_digest(Stage.PRODUCTION)
+    if changed is None:
+        why = "the state does not know what changed"
+    elif recorded is None:
+        why = "none written from the state yet"
+    else:
+        current = read_lists(top)
+        if current is not None and current.digest == recorded:
+            under = sorted(p for p in changed if p.startswith(prefix))
+            rows = {
+                row[0]: row for row in state.inventory.listing_of(Stage.PRODUCTION, prefix, under)
+            }
+            start = len(prefix)
+            patched = patch_all(
+                current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}
+            )
+            if patched is not None:
+                log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
+                return patched
+        why = "the lists in the tree are not the ones last written"
+    log.info("file lists of %s: listing the whole inventory (%s)", top, why)
+    return None
