@@ -138,7 +138,9 @@ def git_world(
 
 
 @contextmanager
-def running(config: Path) -> Iterator[Running]:
+def running(config: Path, *, stop: bool = True) -> Iterator[Running]:
+    """``reconciler run`` on ``config``; at the end SIGTERM, which must exit 0 (or, with
+    ``stop=False``, nothing: the caller stopped or killed it)."""
     proc = reconciler_process("run", "--config", config)
     assert proc.stderr is not None
     reader = Reader(proc.stderr)
@@ -146,10 +148,12 @@ def running(config: Path) -> Iterator[Running]:
         address = reader.wait_for("metrics.listening")["address"]
         state_dir = Path(yaml.safe_load(config.read_text())["state_dir"])
         yield Running(proc, f"http://{address}", reader, state_dir)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        if stop:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
         reader.join(timeout=5)
         proc.stderr.close()

@@ -18,13 +18,11 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from reconciler import testing as su
 from reconciler.filelists import TIMELIST_SIG, parse_timelist
@@ -32,10 +30,9 @@ from reconciler.state import StateDB
 from reconciler.verifying import verify_tree
 from reconciler.vocabulary import Stage
 
-from .conftest import DesiredState, Upstream, reconciler_process, wait_until, write_host_config
+from .conftest import DesiredState, Upstream, wait_until, write_host_config
 from .gitrepo import DesiredRepo
-from .test_metrics import Reader
-from .test_run import Running
+from .test_run import Running, running
 
 SECRET = "soak-secret-0123456789abcdef"
 CATEGORY = "mirror/pub/sig"
@@ -56,23 +53,6 @@ def _proc(pid: int) -> tuple[int, int, int]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return fds, int(status["Threads"]), int(status["VmRSS"].split()[0])
-
-
-@contextmanager
-def _running(config: Path) -> Iterator[Running]:
-    proc = reconciler_process("run", "--config", config)
-    assert proc.stderr is not None
-    reader = Reader(proc.stderr)
-    try:
-        address = reader.wait_for("metrics.listening")["address"]
-        state_dir = Path(yaml.safe_load(config.read_text())["state_dir"])
-        yield Running(proc, f"http://{address}", reader, state_dir)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(timeout=5)
-        proc.stderr.close()
 
 
 def _problems(root: Path) -> tuple[str, ...]:
@@ -126,7 +106,7 @@ def test_the_loop_under_a_minute_of_everything(
     started = time.monotonic()
 
     # -- process 1: rest, pushes of every kind, an upstream change, SIGTERM ----------------
-    with _running(config) as run:
+    with running(config, stop=False) as run:
         wakeups += 1  # the start
         run.wait_passes(1, "the first pass (compose, stage, the hook's timeout)")
         time.sleep(5)
@@ -177,7 +157,7 @@ def test_the_loop_under_a_minute_of_everything(
         _stop(run)
 
     # -- process 2: a slow upstream, then SIGKILL in the middle of a compose -------------
-    with _running(config) as run:
+    with running(config, stop=False) as run:
         wakeups += 1
         run.wait_passes(1, "the first pass after a restart")
         su.add_packages(
@@ -202,7 +182,7 @@ def test_the_loop_under_a_minute_of_everything(
         run.proc.wait()
 
     # -- process 3: finishes the job, then forty passes measured for leaks ---------------
-    with _running(config) as run:
+    with running(config, stop=False) as run:
         wakeups += 1
         run.wait_passes(1, "the first pass after SIGKILL")
         for n in range(2, 5):  # warm-up
