@@ -53,7 +53,7 @@ from .errors import ComposeError, ReconcilerError, UpstreamError
 from .fetching import FetchedVariant, fetch_variant
 from .fsutil import READ_ONLY, atomic_write, link_or_copy, read_only, read_only_dirs, swap_symlink
 from .hostconfig import HostConfig
-from .layout import ComposeTree, Variant
+from .layout import Variant
 from .locking import exclusive_lock
 from .manifest import read_manifest, scan_source, write_changes, write_manifest
 from .names import TMP_SUFFIX
@@ -119,7 +119,7 @@ class Composer:
             self.rel: ReleaseSpec = spec.release(request.sig, request.release)
         except KeyError as exc:
             raise ComposeError(str(exc.args[0])) from None
-        self.tree = ComposeTree(host.roots.compose, request.sig, request.release)
+        self.tree = host.compose_tree(request.sig, request.release)
         self.all_variants = variants_of(self.rel)
         self.variants = self._requested_variants()
         self.counters = Counters()

@@ -2,10 +2,10 @@
 
 One pass of the loop (docs/architecture.md, "One pass") starts here::
 
-    source = GitSource(config.git, config.state_dir / "git")
-    new = source.fetch()                      # SourceUnavailable when unreachable
-    source.check_revision(new, last_applied)  # SourceRejected: rewritten or unsigned
-    source.export(new, state_dir / "desired") # then load the spec from that folder
+    source = GitSource(host.git, host.layout.git)
+    new = source.fetch()                        # SourceUnavailable when unreachable
+    source.check_revision(new, last_applied)    # SourceRejected: rewritten or unsigned
+    source.export(new, host.layout.candidate)   # then load the spec from that folder
 
 The clone is a bare repository at ``<workdir>/repo``; the configured branch is
 fetched (forced, so a rewrite is seen and judged by :meth:`GitSource.check_revision`)
