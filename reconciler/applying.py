@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from .composemeta import write_status
 from .errors import PublishError, ReconcilerError
 from .facts import Learned, TargetKey
-from .healing import Healer
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
@@ -301,7 +300,11 @@ class Applier:
         changes = None if action.repair else self._changes(tree, key, compose_id)
         # a repair checks what drift named by content, and places only verified bytes
         suspect = [d.path for d in self.state.sources.drift(key)] if action.repair else []
-        healer = Healer(self.spec, self.host, self.state, target, compose_id)
+        healer = None
+        if action.repair:  # createrepo_c and the upstream client: only when repairing
+            from .healing import Healer
+
+            healer = Healer(self.spec, self.host, self.state, target, compose_id)
         self.state.targets.mark_publishing(key, compose_id)  # until the target record says so
         stats = publisher.publish(
             source,
@@ -314,7 +317,8 @@ class Applier:
             sources=healer,
         )
         self.state.sources.set_drift(key, ())
-        if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healer.touched:
+        healed = healer.touched if healer is not None else set()
+        if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
             self._write_filelists()
         self.state.targets.set(
             TargetRecord(
