@@ -2,9 +2,11 @@
 
 ``repomd.xml``, then the package metadata (primary, filelists, other) and the
 records carried over as they are (comps, modules, updateinfo), each verified
-against the checksum and size ``repomd.xml`` gives; then the variant's packages
+against the checksum and size ``repomd.xml`` gives; primary is read, filelists
+and other must list its packages in its order; then the variant's packages
 are chosen (:func:`reconciler.placement.choose`), and a refusal stops the
-compose here, naming the href.
+compose here, naming the href. Every error names the URL of the file concerned
+(or of ``repomd.xml``, which names it).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import repodata
-from .errors import UpstreamError
+from .errors import IntegrityError, ReconcilerError, UpstreamError
 from .layout import Variant
-from .names import safe_relpath
-from .placement import Selection, VariantSource, choose
-from .upstream import Expected, Upstream
+from .placement import Selection, VariantSource, choose, url_of
+from .selection import check_location, identity_problem
+from .upstream import Expected, Upstream, new_hash
+from .vocabulary import VariantKind
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +55,73 @@ def fetch_variant(
     """Fetch ``variant``'s metadata from ``url`` into ``work`` and choose its packages."""
     vdir = work / f"{variant.repo}.{variant.upstream_arch}"
     (vdir / "repodata").mkdir(parents=True)
-    raw = up.get(f"{url}/repodata/repomd.xml")
+    repomd_url = f"{url}/repodata/repomd.xml"
+    raw = up.get(repomd_url)
     (vdir / "repodata" / "repomd.xml").write_bytes(raw)
-    records = repodata.parse_repomd(vdir / "repodata" / "repomd.xml", f"{url}/repodata/repomd.xml")
+    records = repodata.parse_repomd(vdir / "repodata" / "repomd.xml", repomd_url)
     meta: dict[str, Path] = {}
+    sources: dict[str, str] = {}
     extras: list[tuple[str, Path]] = []
+    carried: dict[str, str] = {}  # file name in the composed repodata -> record type
     for rec in records:
         if rec.type not in PACKAGE_METADATA and rec.type not in repodata.CARRIED_TYPES:
             log.info("%s: not carrying metadata record %r", url, rec.type)
             continue
-        href = safe_relpath(rec.href)
-        local = vdir / f"{rec.type}-{PurePosixPath(href).name}"
-        up.download(f"{url}/{href}", local, Expected(rec.checksum_type, rec.checksum, rec.size))
+        try:
+            href = check_location(rec.href)
+            new_hash(rec.checksum_type)
+        except ReconcilerError as exc:  # neither names the URL
+            raise type(exc)(f"{repomd_url}: {rec.type} record: {exc}") from None
+        if rec.type in repodata.CARRIED_TYPES:
+            _claim_name(carried, rec, repomd_url)
+        local = vdir / f"{rec.type}-{href.name}"
+        source = url_of(url, str(href))
+        up.download(source, local, Expected(rec.checksum_type, rec.checksum, rec.size))
         if rec.type in repodata.CARRIED_TYPES:
             named = vdir / "extras" / rec.type / rec.plain_name
             named.parent.mkdir(parents=True)
             local.rename(named)
+            repodata.check_carried(named, rec.type, source)
             extras.append((rec.type, named))
         else:
             meta[rec.type] = local
-    facts = repodata.scan_primary(meta["primary"], f"{url}/{records[0].href}")
+            sources[rec.type] = source
+    facts = repodata.scan_primary(meta["primary"], sources["primary"])
+    pkgids = [f.pkgid for f in facts]
+    for kind in ("filelists", "other"):
+        if kind in meta:  # createrepo_c reads them in step with primary: they must agree
+            repodata.check_in_step(meta[kind], kind, pkgids, sources[kind], sources["primary"])
     selection = choose(VariantSource(variant, url, tuple(facts)), keep_versions, hashed)
     if selection.problem is not None:
         raise UpstreamError(selection.problem)
+    _check_chosen(selection, sources["primary"])
     log.info("%s: %d packages upstream, %d chosen", url, len(facts), len(selection.chosen))
     return FetchedVariant(selection, hashlib.sha256(raw).hexdigest(), meta, tuple(extras))
+
+
+def _check_chosen(selection: Selection, primary_url: str) -> None:
+    """Refuse a chosen package that could not be verified (its checksum type is unknown
+    here) or recorded in the compose's ``rpms.json``; the error names primary's URL."""
+    is_source = selection.variant.kind is VariantKind.SOURCE
+    for fact in selection.chosen:
+        try:
+            new_hash(fact.checksum_type)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{primary_url}: package {fact.nevra}: {exc}") from None
+        problem = identity_problem(fact, is_source)
+        if problem is not None:
+            raise UpstreamError(f"{primary_url}: package {fact.nevra}: {problem}")
+
+
+def _claim_name(carried: dict[str, str], rec: repodata.MetaFile, repomd_url: str) -> None:
+    """Refuse a carried record whose file name (without its checksum) is empty, or is the
+    name of another file of the composed repodata: createrepo_c first writes them all to
+    ``repodata/`` under these names. ``carried`` maps the names taken to record types."""
+    name = rec.plain_name
+    taken = carried.setdefault(name, rec.type)
+    if taken != rec.type:
+        raise UpstreamError(f"{repomd_url}: {rec.type} record: {taken} has the file name {name!r}")
+    if not name or name in repodata.WRITTEN:
+        raise UpstreamError(
+            f"{repomd_url}: {rec.type} record: the compose cannot carry a file named {name!r}"
+        )

@@ -5,12 +5,14 @@ A compose is a pipeline of typed hand-offs (DESIGN.md section 7):
 1. upstream records: a :class:`VariantSource` per variant, every package its
    ``primary.xml`` lists (fetched by :mod:`reconciler.fetching`);
 2. :func:`choose`, per variant: REFUSE a location that leaves the repo, holds a
-   control character or is not an ``.rpm`` (every package, chosen or not), DROP
+   control character, has too long a file name or is not an ``.rpm`` (every
+   package, chosen or not), DROP
    what ``keep_versions`` does not keep, and REFUSE a file name two different
    packages claim; the rest is the variant's :class:`Selection`;
 3. :func:`plan`, across the variants: one step per distinct package (by
    checksum) with every place it goes: LINK it from the previous compose when
-   that holds the same checksum and size, else DOWNLOAD it (largest first);
+   that holds the same checksum (of the same type) and size, else DOWNLOAD it
+   (largest first); variants that disagree on a checksum's type or size stop it;
 4. :mod:`reconciler.placing` carries the plan out; :mod:`reconciler.repodata`
    writes the metadata from the selections' hrefs.
 
@@ -64,6 +66,7 @@ class PreviousPackage:
     href: str  # checked and normalised, relative to the variant's directory
     mtime_ns: int | None  # None: the previous compose has no manifest (stat it when linked)
     sha256: str | None = None  # from the previous compose's manifest (v2), if it says
+    checksum_type: str = "sha256"  # what kind of checksum ``pkgid`` is
 
     @property
     def rel(self) -> PurePosixPath:
@@ -170,6 +173,25 @@ class PlacementPlan:
         return [s.describe() for s in self.steps]
 
 
+#: What a URL's path holds as it is (RFC 3986's unreserved, sub-delims, ":", "@" and "/").
+_URL_PATH_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/"
+)
+
+
+def url_of(base: str, href: str) -> str:
+    """The URL of ``href`` (a path inside the repository at ``base``, as metadata gives
+    it): any other character percent-encoded (as UTF-8), so that a file whose name holds
+    a space, ``%``, ``?``, ``#`` or a letter outside ASCII is asked for by that name."""
+    path = "".join(
+        c
+        if c in _URL_PATH_SAFE
+        else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        for c in href
+    )
+    return f"{base}/{path}"
+
+
 def largest_first(steps: Iterable[PlacementStep]) -> tuple[PlacementStep, ...]:
     """Downloads start largest first, so that a big package does not begin last and keep
     one thread busy after the others have finished (ties keep their order)."""
@@ -227,12 +249,24 @@ def _claim_names(
 
 
 def plan(selections: Sequence[Selection], previous: Previous | None) -> PlacementPlan:
-    """Place every chosen package once (by checksum), wherever its variants want it."""
+    """Place every chosen package once (by checksum), wherever its variants want it.
+
+    The variants must agree on what a checksum is: one file cannot have two sizes, nor
+    be a sha256 in one repository and a sha1 in another (the plan's problem says where).
+    """
     first: dict[str, tuple[PackageFact, str]] = {}
     targets: dict[str, list[Target]] = {}
+    conflict: str | None = None
     for selection in selections:
         for fact in selection.chosen:
-            first.setdefault(fact.pkgid, (fact, f"{selection.source.url}/{fact.href}"))
+            url = url_of(selection.source.url, fact.href)
+            known, known_url = first.setdefault(fact.pkgid, (fact, url))
+            if conflict is None and _kind(known) != _kind(fact):
+                conflict = (
+                    f"{selection.source.url}/repodata/repomd.xml: package {fact.nevra}: "
+                    f"{fact.checksum_type} {fact.pkgid} of {fact.size} bytes, but a "
+                    f"{known.checksum_type} of {known.size} bytes at {known_url}"
+                )
             targets.setdefault(fact.pkgid, []).append(selection.target(fact))
     names = _names(previous)
     placements = tuple(
@@ -243,8 +277,13 @@ def plan(selections: Sequence[Selection], previous: Previous | None) -> Placemen
         placements,
         dropped=tuple(s for sel in selections for s in sel.dropped),
         refused=tuple(s for sel in selections for s in sel.refused),
-        problem=next((sel.problem for sel in selections if sel.problem), None),
+        problem=next((sel.problem for sel in selections if sel.problem), conflict),
     )
+
+
+def _kind(fact: PackageFact) -> tuple[str, int]:
+    """What two records of one checksum must agree on: its type, and the file's size."""
+    return fact.checksum_type.lower(), fact.size
 
 
 def _names(previous: Previous | None) -> frozenset[str]:
@@ -275,6 +314,11 @@ def _placement(
     if known.size != fact.size:
         why = f"{cid} has it with {known.size} bytes, the metadata says {fact.size}"
         return PlacementStep(download, fact, why, url, targets)
+    if known.checksum_type.lower() != fact.checksum_type.lower():  # the same value: a lie
+        why = (
+            f"{cid} has a {known.checksum_type} of that value, the metadata a {fact.checksum_type}"
+        )
+        return PlacementStep(download, fact, why, url, targets)
     why = f"{cid} has it (same {fact.checksum_type} and size)"
     return PlacementStep(PlacementKind.LINK, fact, why, url, targets, known)
 
@@ -294,6 +338,15 @@ def previous_index(
             listed = known.get(str(variant.rel_dir / href))
             mtime, sha256 = (listed.mtime_ns, listed.sha256) if listed else (None, None)
             packages.setdefault(
-                fact.pkgid, PreviousPackage(fact.pkgid, fact.size, variant, href, mtime, sha256)
+                fact.pkgid,
+                PreviousPackage(
+                    fact.pkgid,
+                    fact.size,
+                    variant,
+                    href,
+                    mtime,
+                    sha256=sha256,
+                    checksum_type=fact.checksum_type,
+                ),
             )
     return Previous(compose_id, packages)

@@ -18,6 +18,8 @@ from .selection import PackageFact
 
 #: Records whose content does not depend on package locations, carried over as they are.
 CARRIED_TYPES = frozenset({"group", "group_gz", "group_xz", "modules", "updateinfo", "productid"})
+#: The files :func:`write_repo` names so in ``repodata/`` before giving them their checksums.
+WRITTEN = frozenset({"primary.xml.gz", "filelists.xml.gz", "other.xml.gz", "repomd.xml"})
 _CHECKSUM_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
 
 
@@ -89,6 +91,54 @@ def scan_primary(path: Path, source: str) -> list[PackageFact]:
     except Exception as exc:
         raise UpstreamError(f"{source}: cannot parse primary metadata ({exc})") from exc
     return facts
+
+
+def check_in_step(
+    path: Path, kind: str, pkgids: Sequence[str], source: str, primary_source: str
+) -> None:
+    """Refuse a filelists or other metadata file (``kind``) that does not list the packages
+    of primary (``pkgids``) in their order; ``source`` and ``primary_source`` (URLs) name
+    the two in errors.
+
+    :func:`iter_packages` reads the three files in step, by position: createrepo_c loops
+    for ever when this file lists more packages than primary, and leaves a package out
+    without a word when it lists fewer. Each package's contents are skipped here.
+    """
+    parse = cr.xml_parse_filelists if kind == "filelists" else cr.xml_parse_other
+    listed = 0
+    problem: list[str] = []
+
+    def on_package(pkgid: str | None, _name: str | None, _arch: str | None) -> None:
+        nonlocal listed
+        expected = pkgids[listed] if listed < len(pkgids) else None
+        if pkgid is None or pkgid != expected:  # as createrepo_c compares, but for no checksum
+            there = f"has {expected!r} there" if expected else f"lists only {len(pkgids)}"
+            problem.append(f"package {listed + 1} is {pkgid!r}, primary {there}")
+            raise ValueError(problem[-1])  # stops the parser
+        listed += 1
+
+    try:
+        parse(str(path), newpkgcb=on_package)
+    except Exception as exc:
+        if problem:
+            raise UpstreamError(
+                f"{source}: {kind} does not match {primary_source}: {problem[0]}"
+            ) from None
+        raise UpstreamError(f"{source}: cannot parse {kind} metadata ({exc})") from exc
+    if listed != len(pkgids):
+        raise UpstreamError(
+            f"{source}: {kind} lists {listed} packages, {primary_source} {len(pkgids)}"
+        )
+
+
+def check_carried(path: Path, record_type: str, source: str) -> None:
+    """Refuse a file to be carried as it is (``record_type``) that :func:`write_repo` could
+    not record: createrepo_c reads a file whose name says it is compressed through, for
+    the checksum of its content. ``source`` (a URL) names it in errors."""
+    try:
+        cr.RepomdRecord(record_type, str(path)).fill(cr.SHA256)
+    except Exception as exc:  # createrepo_c raises plain exceptions
+        raise UpstreamError(f"{source}: cannot read {record_type} metadata ({exc})") from exc
 
 
 def repo_index(repo_dir: Path) -> dict[str, PackageFact]:

@@ -14,11 +14,14 @@ from functools import cmp_to_key
 from pathlib import PurePosixPath
 
 from .errors import UnsafePathError
-from .names import safe_filename, safe_relpath
+from .names import TMP_SUFFIX, safe_filename, safe_relpath
 
 #: Control characters (C0, DEL, C1) and the line and paragraph separators: a file name
 #: with one cannot be a line of a manifest or a file list.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: The longest file name (in bytes) taken from the metadata: what a file system holds
+#: (NAME_MAX, 255 on Linux) with room for the temporary suffix it is written under first.
+MAX_NAME_BYTES = 255 - len(TMP_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,33 +110,82 @@ def compare_evr(a: PackageFact, b: PackageFact) -> int:
     return 0
 
 
-def check_href(fact: PackageFact) -> PurePosixPath:
-    """Refuse a location_href that leaves the repo, holds a control character or a line
-    separator, or does not name an RPM; every refusal names the href."""
-    path = safe_relpath(fact.href)
-    unprintable = _CONTROL.search(fact.href)
+def check_location(href: str) -> PurePosixPath:
+    """Refuse a location (of a package or a metadata file) that leaves the repo, holds a
+    control character or a line separator, or whose file name is unsafe or too long to be
+    written here (with the temporary suffix); every refusal names the href."""
+    path = safe_relpath(href)
+    unprintable = _CONTROL.search(href)
     if unprintable:
         raise UnsafePathError(
-            f"location {fact.href!r} has the unprintable character {unprintable.group()!r}"
+            f"location {href!r} has the unprintable character {unprintable.group()!r}"
         )
     try:
         safe_filename(path.name)
     except UnsafePathError as exc:
-        raise UnsafePathError(f"location {fact.href!r}: {exc}") from None
+        raise UnsafePathError(f"location {href!r}: {exc}") from None
+    size = len(path.name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise UnsafePathError(
+            f"location {href!r}: a file name of {size} bytes (at most {MAX_NAME_BYTES})"
+        )
+    return path
+
+
+def check_href(fact: PackageFact) -> PurePosixPath:
+    """Refuse a package's location_href as :func:`check_location` does, or one that does not
+    name an RPM; every refusal names the href."""
+    path = check_location(fact.href)
     if not path.name.endswith(".rpm"):
         raise UnsafePathError(f"location {fact.href!r} does not name an .rpm file")
     return path
+
+
+#: productmd's pattern of an RPM's N-E:V-R.A (``productmd.common.RPM_NVRA_RE``).
+_NVRA = re.compile(
+    r"^(.*/)?(?P<name>.*)-((?P<epoch>\d+):)?(?P<version>.*)-(?P<release>.*)\.(?P<arch>.*)$"
+)
+#: The arches of source packages.
+SOURCE_ARCHES = frozenset({"src", "nosrc"})
+
+
+def _parse_nvra(text: str) -> re.Match[str] | None:
+    """``text`` read as ``productmd.common.parse_nvra`` reads it, or None where it fails."""
+    return _NVRA.match(text.removesuffix(".rpm"))
+
+
+def identity_problem(fact: PackageFact, source: bool) -> str | None:
+    """Why the compose's ``rpms.json`` (productmd) could not record ``fact``, a package of a
+    source repository (``source``) or of a binary one; None when it can.
+
+    productmd reads the package's N-E:V-R.A back, wants a source package (arch ``src`` or
+    ``nosrc``) exactly in a source repository, and the name of a binary package's source
+    RPM as ``N-V-R.A.rpm`` (a package without one is, to RPM, a source package).
+    """
+    nevra = _parse_nvra(fact.nevra)
+    if nevra is None:
+        return f"{fact.nevra!r} does not read as name-epoch:version-release.arch"
+    if source and nevra["arch"] not in SOURCE_ARCHES:
+        return f"arch {nevra['arch']!r} in a source repository"
+    if not source and nevra["arch"] in SOURCE_ARCHES:
+        return f"arch {nevra['arch']!r} in a binary repository"
+    if not source and (not fact.sourcerpm or _parse_nvra(fact.sourcerpm) is None):
+        return f"its source RPM {fact.sourcerpm!r} is not named name-version-release.arch.rpm"
+    return None
 
 
 def newest_first(facts: Iterable[PackageFact]) -> list[list[PackageFact]]:
     """The distinct packages (by pkgid) of each name.arch, newest first (RPM's order).
 
     Groups come in the order their first package came; a package listed twice is
-    taken once (its first record).
+    taken once (its first record), even when the records differ in name or arch.
     """
     groups: dict[tuple[str, str], dict[str, PackageFact]] = defaultdict(dict)
+    seen: set[str] = set()
     for fact in facts:
-        groups[(fact.name, fact.arch)].setdefault(fact.pkgid, fact)
+        if fact.pkgid not in seen:  # listed again, even under another name.arch: one file
+            seen.add(fact.pkgid)
+            groups[(fact.name, fact.arch)][fact.pkgid] = fact
     return [
         sorted(versions.values(), key=cmp_to_key(compare_evr), reverse=True)
         for versions in groups.values()
