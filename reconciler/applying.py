@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: No inventory path changed since the file lists were written.
-_NONE: frozenset[str] = frozenset()
-
 #: At most this many composes' changes are chained for one publish (else: compare all).
 MAX_CHANGES_CHAIN = 30
 
@@ -389,7 +386,7 @@ class Applier:
                 log.info("deleted %d superseded files under %s", count, root)
             # The lists follow the inventory: when it changed since they were written (these
             # deletions, or a pass killed between deleting and listing), write them now.
-            if stage is Stage.PRODUCTION and self.state.inventory.listing_changes(stage) != _NONE:
+            if stage is Stage.PRODUCTION and self.state.inventory.lists_outdated(stage):
                 self._write_filelists()
 
     def _write_filelists(self) -> None:

@@ -59,8 +59,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     issues: list[SpecIssue] = []
     try:
-        if not directory.is_dir():
-            raise SpecError([SpecIssue(str(directory), None, "not a directory")])
         files = read_folder(directory, issues)
         for name in files.ignored:
             print(f"warning: {directory}/{name}: ignored: not a <name>.yaml file", file=sys.stderr)

@@ -94,10 +94,6 @@ class Plan:
     errors: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def has_changes(self) -> bool:
-        return bool(self.actions)
-
-    @property
     def troubled(self) -> tuple[Verdict, ...]:
         """The targets that failed or are blocked."""
         return tuple(v for v in self.verdicts if v.state in TROUBLE_STATES)

@@ -170,11 +170,6 @@ def observe_and_plan(host: HostConfig, state: StateDB, source: Source) -> tuple[
     return plan(source.spec, observed, source.revision, repair_drift=repair), observed.learned
 
 
-def make_plan(host: HostConfig, state: StateDB, source: Source) -> Plan:
-    """What a pass would do now; changes nothing."""
-    return observe_and_plan(host, state, source)[0]
-
-
 @contextmanager
 def apply_lock(host: HostConfig, wait: bool = False) -> Iterator[None]:
     host.state_dir.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,10 @@ def _read(path: Path, name: str, issues: list[SpecIssue]) -> bytes | None:
 
 
 def read_folder(directory: Path, issues: list[SpecIssue]) -> SpecFiles:
-    """Read a desired-state folder; what cannot be read is added to ``issues``."""
+    """Read a desired-state folder; what cannot be read is added to ``issues`` (a folder
+    that is not there is a :class:`SpecError` at once)."""
+    if not directory.is_dir():
+        raise SpecError([SpecIssue(str(directory), None, "not a directory")])
     defaults = _read(directory / "defaults.yaml", "defaults.yaml", issues)
     sigs: list[tuple[str, bytes]] = []
     ignored: list[str] = []
@@ -171,8 +174,6 @@ def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
 
 def load_spec(directory: Path, cache: RecordCache | None = None) -> Spec:
     """Load and check a desired-state folder; raise :class:`SpecError` listing every issue."""
-    if not directory.is_dir():
-        raise SpecError([SpecIssue(str(directory), None, "not a directory")])
     issues: list[SpecIssue] = []
     files = read_folder(directory, issues)
     if cache is None or issues:  # an unreadable file is not in the key: never a hit

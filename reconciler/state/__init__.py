@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from ..facts import DriftFinding, TargetKey, UpstreamCacheEntry
-from .database import BUSY_TIMEOUT_S, DB_NAME, REBUILD_HINT, Database
+from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
@@ -95,7 +95,6 @@ class StateDB:
 __all__ = [
     "APPLICATION_ID",
     "BUSY_TIMEOUT_S",
-    "DB_NAME",
     "REBUILD_HINT",
     "SCHEMA_VERSION",
     "ActionStart",

@@ -24,7 +24,6 @@ from ..errors import StateError
 from ..layout import StateLayout
 from .migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
-DB_NAME = StateLayout(Path()).database.name
 BUSY_TIMEOUT_S = 30.0
 #: What ``PRAGMA quick_check`` says of a sound file (SQLite's word, not a result of ours).
 _QUICK_CHECK_SOUND = "ok"

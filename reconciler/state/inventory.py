@@ -115,6 +115,11 @@ class Inventory:
 
     # -- what the file lists were last written from --
 
+    def lists_outdated(self, stage: Stage) -> bool:
+        """Whether the file lists of ``stage`` no longer match its inventory (a path changed
+        since :meth:`listing_written`, or what changed is unknown)."""
+        return self.listing_changes(stage) != frozenset()
+
     def listing_changes(self, stage: Stage) -> frozenset[str] | None:
         """The paths of ``stage`` (one of :data:`LISTED_STAGES`) whose inventory rows changed
         since :meth:`listing_written`; ``None`` when that is unknown (after
