@@ -213,8 +213,9 @@ def run_pass(
         current = saved
     if not apply:
         return PassResult(source, current)
-    record = source.record or state.sources.source()  # a local folder: keep what is known
-    state.sources.set_source(replace(record, ignored=source.spec.ignored_files))
+    # a local folder has no source record: keep what is known, with what it did not read
+    kept = replace(source.record or state.sources.source(), ignored=source.spec.ignored_files)
+    state.sources.set_source(kept)
     record_learned(state, learned)
     applier = Applier(
         source.spec, source.spec_dir, host, state, Context(source.revision, source.author), reporter
@@ -223,6 +224,5 @@ def run_pass(
         applier.stop = stop
     result = applier.apply(current)
     if source.revision is not None and source.record is not None:
-        applied = replace(source.record, applied_revision=source.revision)
-        state.sources.set_source(replace(applied, ignored=source.spec.ignored_files))
+        state.sources.set_source(replace(kept, applied_revision=source.revision))
     return PassResult(source, current, result)
