@@ -292,14 +292,16 @@ class Composer:
         return sorted(files, key=lambda f: f.rel)
 
     def _key_files(self) -> list[Path]:
-        return [self.spec_dir / "keys" / name for name in self.rel.gpg_keys]
+        """The named key files that ``keys/`` has (a missing one blocks production only)."""
+        missing = self.spec.missing_keys(self.rel)
+        return [self.spec_dir / "keys" / n for n in self.rel.gpg_keys if n not in missing]
 
     def _keys_digest(self) -> tuple[str, ...]:
         return tuple(sorted(hashlib.sha256(k.read_bytes()).hexdigest() for k in self._key_files()))
 
     def _check_signatures(self, placed: Sequence[Placed], previous: ComposeOnDisk | None) -> None:
         wanted = self.request.check_signatures
-        if not (self.rel.compose.check_signatures if wanted is None else wanted):
+        if not (self.spec.verifies_signatures(self.rel) if wanted is None else wanted):
             return
         prev_record = read_record(self.tree, previous.compose_id) if previous else None
         trusted_reuse = (
@@ -368,7 +370,7 @@ class Composer:
             upstream=upstream,
             upstream_revision=upstream_revision(upstream),
             refresh=self.rel.compose.refresh,
-            signature_keys=self._keys_digest() if self.rel.compose.check_signatures else (),
+            signature_keys=self._keys_digest() if self.spec.verifies_signatures(self.rel) else (),
             variants=tuple(str(v) for v in self.all_variants if str(v) not in missing),
             missing=missing,
             stats={

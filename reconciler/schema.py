@@ -94,6 +94,7 @@ class Limits:
     gt: float | None = None
     le: float | None = None
     min_length: int | None = None
+    max_length: int | None = None
 
     def __get_pydantic_core_schema__(
         self, source: type[Any], handler: GetCoreSchemaHandler

@@ -79,6 +79,29 @@ def _check_category(value: str) -> str:
     return "/".join(parts)
 
 
+def _check_glob(value: str) -> str:
+    """A ``publish.unmanaged`` pattern: a path relative to a SIG's published directory
+    (``images``, ``images/**``, ``*/README*``); ``*`` and ``?`` stay within one path
+    part, ``**`` spans parts, ``[...]`` is a set. Never absolute, never ``..``."""
+    if not value or len(value) > 256:
+        raise ValueError("an unmanaged pattern is 1 to 256 characters")
+    if not re.fullmatch(r"[A-Za-z0-9._*?\[\]!+@%=,~-]+(/[A-Za-z0-9._*?\[\]!+@%=,~-]+)*", value):
+        raise ValueError(
+            f"invalid unmanaged pattern {value!r}: a relative path of letters, digits, "
+            "'._-+@%=,~' and the wildcards * ? ** [...], parts joined by '/'"
+        )
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"invalid unmanaged pattern {value!r}: no '.' or '..' parts")
+    return value
+
+
+def _check_reason(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 500:
+        raise ValueError("a reason is 1 to 500 characters")
+    return value
+
+
 def _check_project_id(value: str) -> str:
     if not _UUID_RE.fullmatch(value):
         raise ValueError(f"invalid project_id {value!r}: expected a lowercase UUID")
@@ -91,6 +114,11 @@ Arch = Annotated[str, Check(check_arch)]
 KeyFile = Annotated[str, Check(_check_key_file)]
 Duration = Annotated[timedelta, Prepare(parse_duration)]
 Url = Annotated[str, Check(_check_url)]
+Glob = Annotated[str, Check(_check_glob)]
+Globs = Annotated[tuple[Glob, ...], Lax(), Limits(max_length=1000)]
+#: a numeric user or group ID (``publish.owner``, ``publish.group``)
+PosixId = Annotated[int, Limits(ge=0, le=2**32 - 2)]
+Reason = Annotated[str, Check(_check_reason)]
 
 
 def _unique_arches(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -118,6 +146,17 @@ class UpstreamDefaults(StrictRecord):
 class PublishDefaults(StrictRecord):
     category: Annotated[str, Check(_check_category)] = "mirror/pub/sig"
     delete_grace: Duration = timedelta(hours=24)
+    #: ``true``: files under a repo's ``Packages/`` and ``repodata/`` that the reconciler
+    #: did not publish and the new metadata does not name are retired like superseded
+    #: ones (an adopted tree's old packages). Other unmanaged files are never deleted.
+    prune: bool = False
+    #: patterns (relative to each SIG's published directory) of paths that are neither
+    #: reported as unmanaged nor ever touched (altarch's ``images``)
+    unmanaged: Globs = ()
+    #: numeric owner and group given to every published file, directory and file list
+    #: (the toolkit's ``--chown=10004:10005``); ``null`` keeps the reconciler's own
+    owner: PosixId | None = None
+    group: PosixId | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +200,33 @@ class ComposeOptions(StrictRecord):
     source: bool = True
     trigger: Literal["upstream", "manual"] = "upstream"
     refresh: Annotated[int, Limits(ge=0, le=10**9)] = 0
-    check_signatures: bool = False
+    #: verify each RPM's signature against ``gpg_keys`` while composing; ``null``
+    #: (the default) follows ``signatures.check`` (verify when every named key is there)
+    check_signatures: bool | None = None
+
+
+@dataclass(frozen=True)
+class Signatures(StrictRecord):
+    """Whether this release's packages must be signed by its ``gpg_keys``.
+
+    ``check: true`` (the default, the toolkit's ``reposync --gpgcheck``): a key file
+    named in ``gpg_keys`` but missing from ``keys/`` lets the release compose and
+    stage (unverified, status says so) but blocks production. ``check: false`` needs a
+    ``reason``, shown in status.
+    """
+
+    check: bool = True
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True)
+class SigPublish(StrictRecord):
+    """A SIG's own publishing policy, on top of ``defaults.yaml``'s ``publish``."""
+
+    #: ``null``: as ``defaults.yaml`` says
+    prune: bool | None = None
+    #: added to ``defaults.yaml``'s ``publish.unmanaged``
+    unmanaged: Globs = ()
 
 
 def _check_stage_ref(value: str | None) -> str | None:
@@ -178,6 +243,7 @@ class ReleaseSpec(StrictRecord):
     project_id: Annotated[str, Check(_check_project_id)]
     repos: Annotated[dict[Name, RepoSpec], Limits(min_length=1)]
     gpg_keys: Annotated[tuple[KeyFile, ...], Lax()] = ()
+    signatures: Signatures = Signatures()
     compose: ComposeOptions = ComposeOptions()
     staging: StageRef = "latest"
     production: StageRef = None
@@ -188,6 +254,7 @@ class ReleaseSpec(StrictRecord):
 class SigSpec(StrictRecord):
     sig: Name
     releases: Annotated[dict[Release, ReleaseSpec], Limits(min_length=1)]
+    publish: SigPublish = SigPublish()
 
 
 # --- the whole spec, and checks that span files ------------------------------------
@@ -218,6 +285,30 @@ class Spec(StrictRecord):
         if release not in releases:
             raise KeyError(f"SIG {sig!r} has no release {release!r}")
         return releases[release]
+
+    def prune(self, sig: str) -> bool:
+        """Whether a SIG's unmanaged files under ``Packages/`` and ``repodata/`` are retired."""
+        own = self.sigs[sig].publish.prune
+        return self.defaults.publish.prune if own is None else own
+
+    def unmanaged(self, sig: str) -> tuple[str, ...]:
+        """The SIG's ``publish.unmanaged`` patterns: the defaults', then its own."""
+        return (*self.defaults.publish.unmanaged, *self.sigs[sig].publish.unmanaged)
+
+    def missing_keys(self, release: ReleaseSpec) -> tuple[str, ...]:
+        """The key files ``release`` names that ``keys/`` lacks."""
+        return tuple(k for k in release.gpg_keys if k not in self.key_files)
+
+    def verifies_signatures(self, release: ReleaseSpec) -> bool:
+        """Whether composing ``release`` verifies RPM signatures: as
+        ``compose.check_signatures`` says, else when ``signatures.check`` is on and every
+        named key file is there."""
+        explicit = release.compose.check_signatures
+        if explicit is not None:
+            return explicit
+        return (
+            release.signatures.check and bool(release.gpg_keys) and not self.missing_keys(release)
+        )
 
     def upstream_url(
         self, release: ReleaseSpec, repo: str, arch: str, base_url: str | None = None
@@ -260,23 +351,7 @@ def cross_check(
                                 f"{rel_name} ({', '.join(known.arches)})",
                             )
                         )
-            for i, key in enumerate(rel.gpg_keys):
-                if key not in key_files:
-                    problems.append(
-                        Problem(
-                            name,
-                            (*loc_rel, "gpg_keys", i),
-                            f"GPG key file keys/{key} does not exist",
-                        )
-                    )
-            if rel.compose.check_signatures and not rel.gpg_keys:
-                problems.append(
-                    Problem(
-                        name,
-                        (*loc_rel, "compose", "check_signatures"),
-                        "check_signatures is on but gpg_keys is empty",
-                    )
-                )
+            problems.extend(_key_problems(name, loc_rel, rel, key_files))
             for stage in PUBLISHED_STAGES:
                 ref = getattr(rel, stage.value)
                 m = COMPOSE_ID_RE.fullmatch(ref) if ref else None
@@ -289,6 +364,40 @@ def cross_check(
                             f"SIG {name} release {rel_name}",
                         )
                     )
+    return problems
+
+
+def _key_problems(
+    sig: str, loc_rel: tuple[str | int, ...], rel: ReleaseSpec, key_files: frozenset[str]
+) -> list[Problem]:
+    """A named key that keys/ lacks is not an error (the release composes and stages;
+    production is blocked while ``signatures.check`` is on), unless
+    ``compose.check_signatures`` asks for a verification that cannot be made."""
+    problems = [
+        Problem(
+            sig,
+            (*loc_rel, "gpg_keys", i),
+            f"GPG key file keys/{key} does not exist, and compose.check_signatures is on",
+        )
+        for i, key in enumerate(rel.gpg_keys)
+        if key not in key_files and rel.compose.check_signatures
+    ]
+    if not rel.signatures.check and rel.signatures.reason is None:
+        problems.append(
+            Problem(
+                sig,
+                (*loc_rel, "signatures", "reason"),
+                "signatures.check is off: say why in signatures.reason",
+            )
+        )
+    if rel.compose.check_signatures and not rel.gpg_keys:
+        problems.append(
+            Problem(
+                sig,
+                (*loc_rel, "compose", "check_signatures"),
+                "check_signatures is on but gpg_keys is empty",
+            )
+        )
     return problems
 
 
