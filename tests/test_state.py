@@ -308,7 +308,7 @@ def test_schema_4_drift_rows_survive_the_table_made_anew(tmp_path: Path) -> None
     conn.close()
     prod = TargetKey(Stage.PRODUCTION, "core", "9")
     with StateDB.open(tmp_path) as db:
-        assert db.schema_version == 5
+        assert db.schema_version == SCHEMA_VERSION
         assert db.sources.drift(prod) == (
             DriftFinding("9/core/a", DriftKind.CHANGED),
             DriftFinding("9/core/b", DriftKind.MISSING),
@@ -794,7 +794,7 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with StateDB.open(tmp_path) as db:
-        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 5
+        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 6
         entry = db.inventory.entries(Stage.PRODUCTION)["a/b"]
         assert (entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns) == (3, 5, 7, 0)
         assert entry.kind is InventoryKind.FILE
@@ -886,7 +886,7 @@ def test_upgrade_from_a_real_schema_3_database(tmp_path: Path) -> None:
     state_dir = schema3_copy(tmp_path)
     hours = timedelta(hours=1)
     with StateDB.open(state_dir) as db:
-        assert db.schema_version == SCHEMA_VERSION == 5
+        assert db.schema_version == SCHEMA_VERSION == 6
         assert "meta" not in table_names(db._db._conn)
         got = upgraded_contents(db)
         assert db._db._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
@@ -1079,3 +1079,47 @@ def test_the_upgraded_schema_3_database_keeps_working(tmp_path: Path) -> None:
         assert db.targets.is_publishing(TargetKey(Stage.PRODUCTION, "cloud", "10"))
         assert db.inventory.listing_digest(Stage.PRODUCTION) == "fresh"
         assert db.inventory.listing_changes(Stage.PRODUCTION) == frozenset()
+
+
+def test_unmanaged_rows_are_replaced_per_walk_listed_and_summarised(tmp_path: Path) -> None:
+    from reconciler.state import UnmanagedEntry
+
+    prefix = "mirror/pub/sig/9/altarch/"
+    img = UnmanagedEntry(
+        prefix + "images/rpi.raw.xz", InventoryKind.FILE, 100, 2 * 10**9, 3 * 10**9, ignored=True
+    )
+    stray = UnmanagedEntry(prefix + "notes.txt", InventoryKind.FILE, 7, 10**9, 10**9)
+    key = UnmanagedEntry(prefix + "aarch64/altarch-common/RPM-GPG-KEY-Rocky-SIG-AltArch",
+                         InventoryKind.FILE, 5, 10**9, 10**9)  # fmt: skip
+    other = UnmanagedEntry("mirror/pub/sig/9/core/x", InventoryKind.FILE, 1, 0, 0)
+    with StateDB.open(tmp_path) as db:
+        db.inventory.listing_written(Stage.PRODUCTION, "d")
+        db.unmanaged.replace(Stage.PRODUCTION, "mirror/pub/sig/9/core/", [other], T0)
+        db.unmanaged.replace(Stage.PRODUCTION, prefix, [img, stray, key], T0)
+        summary = db.unmanaged.summary(Stage.PRODUCTION, prefix)
+        # the image matches publish.unmanaged: listed for mirrors, never reported
+        assert (summary.files, summary.bytes, summary.walked_at) == (2, 12, T0)
+        assert summary.examples == (key.relpath, stray.relpath)
+        rows = db.unmanaged.listing(Stage.PRODUCTION, "mirror/pub/sig/")
+        assert [r[0] for r in rows] == [
+            "9/altarch/aarch64/altarch-common/RPM-GPG-KEY-Rocky-SIG-AltArch",
+            "9/altarch/images/rpi.raw.xz", "9/altarch/notes.txt", "9/core/x",
+        ]  # fmt: skip
+        assert rows[1][3] == 3  # max(mtime, ctime) in seconds, as the inventory's rows
+        assert db.inventory.listing_changes(Stage.PRODUCTION) == {
+            img.relpath,
+            stray.relpath,
+            key.relpath,
+            other.relpath,
+        }
+        db.inventory.listing_written(Stage.PRODUCTION, "d2")
+        # a walk that finds the same is no change; one that lost a file notes it
+        db.unmanaged.replace(Stage.PRODUCTION, prefix, [img, stray, key], T0)
+        assert db.inventory.listing_changes(Stage.PRODUCTION) == frozenset()
+        db.unmanaged.replace(Stage.PRODUCTION, prefix, [img, key], T0 + timedelta(hours=1))
+        assert db.inventory.listing_changes(Stage.PRODUCTION) == {stray.relpath}
+        db.unmanaged.forget(Stage.PRODUCTION, [key.relpath, "not/there"])
+        assert set(db.unmanaged.entries(Stage.PRODUCTION, prefix)) == {img.relpath}
+        assert db.unmanaged.summary(Stage.PRODUCTION, prefix).files == 0
+        with pytest.raises(ValueError, match="not under"):
+            db.unmanaged.replace(Stage.PRODUCTION, prefix, [other], T0)

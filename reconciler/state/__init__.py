@@ -10,6 +10,8 @@ from :mod:`.migrations`), read and written through one repository per concern:
                             publishes, statuses, unfinished publishes
 ``StateDB.inventory``       :class:`~.inventory.Inventory`: every published path; what the
                             file lists were written from
+``StateDB.unmanaged``       :class:`~.unmanaged.Unmanaged`: what else lies under published
+                            SIG directories (kept, listed, reported)
 ``StateDB.pending``         :class:`~.pending.PendingDeletions`: superseded paths, and when
 ``StateDB.sources``         :class:`~.sources.Sources`: the desired-state source, upstream
                             validators, drift
@@ -39,9 +41,12 @@ from .records import (
     StageEvent,
     TargetRecord,
     TargetStatus,
+    UnmanagedEntry,
+    UnmanagedSummary,
 )
 from .sources import Sources
 from .targets import Targets
+from .unmanaged import Unmanaged
 
 
 class StateDB:
@@ -56,6 +61,7 @@ class StateDB:
         self.history = History(db)
         self.targets = Targets(db)
         self.inventory = Inventory(db)
+        self.unmanaged = Unmanaged(db)
         self.pending = PendingDeletions(db)
         self.sources = Sources(db)
 
@@ -109,5 +115,7 @@ __all__ = [
     "TargetKey",
     "TargetRecord",
     "TargetStatus",
+    "UnmanagedEntry",
+    "UnmanagedSummary",
     "UpstreamCacheEntry",
 ]

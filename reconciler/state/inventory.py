@@ -40,7 +40,7 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-def _under(stage: Stage, prefix: str) -> tuple[str, tuple[str, ...]]:
+def under_prefix(stage: Stage, prefix: str) -> tuple[str, tuple[str, ...]]:
     """The WHERE clause (one of two fixed texts) and its parameters for the inventory rows of
     ``stage`` whose relpath starts with ``prefix``: a range on the primary key."""
     end = _prefix_end(prefix)
@@ -57,9 +57,9 @@ class Inventory:
 
     def entries(self, stage: Stage, prefix: str = "") -> dict[str, InventoryEntry]:
         """Entries of ``stage`` whose relpath starts with ``prefix`` (a string prefix)."""
-        where, params = _under(stage, prefix)
+        where, params = under_prefix(stage, prefix)
         sql = (
-            "SELECT relpath, kind, size, mtime_ns, ino, checksum, ctime_ns FROM inventory"  # noqa: S608 - _under's text is fixed
+            "SELECT relpath, kind, size, mtime_ns, ino, checksum, ctime_ns FROM inventory"  # noqa: S608 - under_prefix's text is fixed
             f" WHERE {where}"
         )
         with self._db.read() as conn:
@@ -69,7 +69,7 @@ class Inventory:
     def listing(self, stage: Stage, prefix: str) -> list[ListingRow]:
         """``(path after prefix, kind, size, max(mtime, ctime) in seconds, checksum)`` of each
         entry of ``stage`` under ``prefix``, sorted by path: the rows of a file list."""
-        where, params = _under(stage, prefix)
+        where, params = under_prefix(stage, prefix)
         sql = f"SELECT {_LISTING_ROW} FROM inventory WHERE {where} ORDER BY relpath"  # noqa: S608 - as above
         with self._db.read() as conn:
             return conn.execute(sql, (len(prefix) + 1, *params)).fetchall()
@@ -106,7 +106,7 @@ class Inventory:
                     raise ValueError(f"inventory entry {entry.relpath!r} is not under {prefix!r}")
                 yield entry.to_row(stage)
 
-        where, params = _under(stage, prefix)
+        where, params = under_prefix(stage, prefix)
         with self._db.write() as conn:
             conn.execute(f"DELETE FROM inventory WHERE {where}", params)  # noqa: S608 - as above
             conn.executemany(_UPSERT_INVENTORY, rows())

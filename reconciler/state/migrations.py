@@ -228,5 +228,26 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             checked_at TEXT NOT NULL
         )""",
     ),
+    # 5 -> 6: unmanaged paths (under a published SIG directory, not published by the
+    # reconciler: an adopted tree's images, keys, a human's files), as the last walk of
+    # each directory found them; listed for mirrors, reported, never changed.
+    (
+        """CREATE TABLE unmanaged (
+            stage TEXT NOT NULL,
+            relpath TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('f', 'd', 'l')),
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            ignored INTEGER NOT NULL CHECK (ignored IN (0, 1)),
+            PRIMARY KEY (stage, relpath)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE unmanaged_walks (
+            stage TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            walked_at TEXT NOT NULL,
+            PRIMARY KEY (stage, prefix)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

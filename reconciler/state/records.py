@@ -157,6 +157,43 @@ class InventoryEntry:
         return cls(relpath, InventoryKind(kind), size, mtime_ns, ino, checksum, ctime_ns)
 
 
+@dataclass(frozen=True, slots=True)
+class UnmanagedEntry:
+    """A path under a published SIG directory that the reconciler did not publish (found
+    by the last walk of that directory): kept, listed for mirrors, never changed.
+
+    ``ignored``: it matches a ``publish.unmanaged`` pattern, so it is not reported either.
+    """
+
+    relpath: str
+    kind: InventoryKind
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ignored: bool = False
+
+    def to_row(self, stage: Stage) -> tuple[Any, ...]:
+        kind = InventoryKind(self.kind)
+        return (stage.value, self.relpath, kind.value, self.size, self.mtime_ns,
+                self.ctime_ns, int(self.ignored))  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        relpath, kind, size, mtime_ns, ctime_ns, ignored = row
+        return cls(relpath, InventoryKind(kind), size, mtime_ns, ctime_ns, bool(ignored))
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedSummary:
+    """What a stage holds under a prefix that the reconciler did not publish and that no
+    ``publish.unmanaged`` pattern covers: how many files, their bytes, a few examples."""
+
+    files: int
+    bytes: int
+    examples: tuple[str, ...]
+    walked_at: datetime | None  # the last walk that found them; None: never walked
+
+
 #: A row of a file list: path after the prefix, kind, size, max(mtime, ctime) in whole
 #: seconds, checksum.
 ListingRow = tuple[str, str, int, int, str | None]
