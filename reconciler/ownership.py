@@ -1,0 +1,58 @@
+"""Who owns each path under a published SIG directory (docs/architecture.md,
+"Ownership of published paths"): the reconciler owns exactly what its inventory
+records; everything else is *unmanaged*, found here by a walk of the directory.
+
+Reads only. The caller records the result (``StateDB.unmanaged.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Collection
+from pathlib import Path
+
+from .layout import PublishedTree
+from .names import TMP_SUFFIX
+from .pathglob import PathPatterns
+from .state import UnmanagedEntry
+from .vocabulary import InventoryKind
+
+
+def _kind(mode: int) -> InventoryKind:
+    if stat.S_ISDIR(mode):
+        return InventoryKind.DIR
+    return InventoryKind.LINK if stat.S_ISLNK(mode) else InventoryKind.FILE
+
+
+def walk_unmanaged(
+    tree: PublishedTree, owned: Collection[str], patterns: PathPatterns
+) -> list[UnmanagedEntry]:
+    """Every path under ``tree``'s SIG directory (files, symlinks, directories) that
+    ``owned`` (inventory paths) lacks, but temporary files; ``ignored`` where a pattern
+    covers its path inside the SIG directory. Symlinks are not followed."""
+    top = tree.path
+    if not top.is_dir() or top.is_symlink():
+        return []
+    prefix = tree.inventory_prefix
+    found: list[UnmanagedEntry] = []
+    for dirpath, dirs, files in os.walk(top):
+        here = Path(dirpath)
+        for name in (*dirs, *files):
+            if name.endswith(TMP_SUFFIX):
+                continue
+            path = here / name
+            rel = str(path.relative_to(top))
+            if prefix + rel in owned:
+                continue
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # went while we looked
+                continue
+            found.append(
+                UnmanagedEntry(
+                    prefix + rel, _kind(st.st_mode), st.st_size, st.st_mtime_ns,
+                    st.st_ctime_ns, patterns.matches(rel),
+                )
+            )  # fmt: skip
+    return found
