@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .commands import (
+    cmd_adopt,
     cmd_apply,
     cmd_compose,
     cmd_demo,
@@ -210,6 +211,26 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_spec_option(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "adopt",
+        help="take over staging/production trees made by other tools, changing nothing",
+        description="Record a baseline of existing staging and production trees that the "
+        "state has no record of (made by the old sync scripts), without changing a byte: "
+        "the files that are, path for path and byte for byte, the files of the compose the "
+        "stage wants (or --compose) become the reconciler's own; everything else is "
+        "unmanaged: kept, listed for mirrors, reported, never changed or deleted (unless "
+        "publish.prune retires old packages and metadata). A target that already has an "
+        "inventory is left as it is. Without adopt, the first publish does the same for "
+        "what it replaces; adopt makes `plan` and `status` exact before it.",
+    )
+    p.add_argument("--sig", help="only this SIG")
+    p.add_argument("--release", help="only this release")
+    p.add_argument("--stage", choices=["staging", "production"], help="only this stage")
+    p.add_argument("--compose", metavar="ID", help="compare the trees with this compose")
+    p.add_argument("--dry-run", action="store_true", help="say what would be recorded")
+    _add_spec_option(p)
+    _add_common(p)
+
 
 def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -254,6 +275,7 @@ COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "state": cmd_state,
+    "adopt": cmd_adopt,
     "verify": cmd_verify,
     "filelist": cmd_filelist,
     "demo": cmd_demo,

@@ -11,12 +11,13 @@ import argparse
 import gc
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, SpecError
 from .logs import setup_logging
-from .vocabulary import TROUBLE_STATES, PlanOutcome, Result
+from .vocabulary import TROUBLE_STATES, PlanOutcome, Result, Stage
 
 if TYPE_CHECKING:
     from .composing import ComposeResult
@@ -282,6 +283,25 @@ def cmd_state(args: argparse.Namespace) -> int:
         return 0
     for line in rebuild_state(host, args.desired_state):
         print(line)
+    return 0
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from .adopting import AdoptRequest, adopt
+    from .reconciling import apply_lock, load_source, open_state
+
+    host = _host(args)
+    request = AdoptRequest(
+        args.sig,
+        args.release,
+        Stage(args.stage) if args.stage else None,
+        args.compose,
+        args.dry_run,
+    )
+    with apply_lock(host), open_state(host) as state:  # no pass may publish meanwhile
+        source = load_source(host, state, args.desired_state, _record_cache())
+        for line in adopt(host, source.spec, state, request, datetime.now(UTC)):
+            print(line)
     return 0
 
 

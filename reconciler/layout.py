@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 from .names import compose_id, latest_link_name
 from .vocabulary import Stage, VariantKind
@@ -94,6 +95,9 @@ class ComposeTree:
 
     def metadata_dir(self, cid: str) -> Path:
         return self.compose_dir(cid) / "compose" / "metadata"
+
+    #: the manifests of every compose under a compose root, relative to it
+    MANIFEST_GLOB: ClassVar[str] = "*/SIG-*/compose/metadata/reconciler-files.tsv"
 
     def manifest(self, cid: str) -> Path:
         """Every file of the compose's SIG directory with its size and mtime (for publishing)."""

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .facts import ComposeFact, Observed, ReleaseFacts
+from .preview import PublishPreview
 from .spec import ReleaseSpec, Spec
 from .vocabulary import (
     TROUBLE_STATES,
@@ -92,6 +93,8 @@ class Plan:
     actions: tuple[Action, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     errors: tuple[str, ...] = field(default_factory=tuple)
+    #: what each publish would do to its target's files (``reconciler plan`` only)
+    previews: tuple[PublishPreview, ...] = ()
 
     @property
     def troubled(self) -> tuple[Verdict, ...]:
@@ -132,7 +135,11 @@ class Plan:
             Verdict(**{**v, "stage": Stage(v["stage"]), "state": TargetState(v["state"])})
             for v in raw["verdicts"]
         )
-        return cls(raw["revision"], raw["observed_digest"], actions, verdicts, tuple(raw["errors"]))
+        previews = tuple(PublishPreview.from_dict(p) for p in raw.get("previews", ()))
+        return cls(
+            raw["revision"], raw["observed_digest"], actions, verdicts, tuple(raw["errors"]),
+            previews,
+        )  # fmt: skip
 
 
 def _fmt_age(delta: timedelta) -> str:

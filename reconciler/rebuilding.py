@@ -3,25 +3,26 @@
 Used when the database is lost or corrupt. The damaged file is kept (renamed
 aside, never deleted). What each staging and production target holds is found
 by comparing its ``repomd.xml`` files with those of the composes on disk; the
-inventory of each target is scanned again. History and stage times cannot be
+inventory of each target is what it holds of that compose, byte for byte
+(:mod:`reconciler.adopting`): anything else in the tree is unmanaged, never the
+reconciler's to delete. History and stage times cannot be
 recovered: the stage events get the time of the rebuild.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .adopting import compose_files, newest_finished, record_baseline, take_baseline
 from .composemeta import list_composes
-from .facts import TargetKey
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
-from .names import TMP_SUFFIX
+from .pathglob import PathPatterns
 from .spec import variants_of
 from .specfile import load_spec
-from .state import InventoryEntry, StateDB, TargetRecord
-from .vocabulary import PUBLISHED_STAGES, ComposeStatus, InventoryKind
+from .state import StateDB
+from .vocabulary import PUBLISHED_STAGES, ComposeStatus
 
 
 def check_state(host: HostConfig) -> str:
@@ -63,20 +64,32 @@ def _matching_compose(tree: ComposeTree, target: Path, variants: list[str]) -> s
     return None
 
 
-def _scan_inventory(target: PublishedTree) -> list[InventoryEntry]:
-    stage_root_dir = target.root
-    entries = []
-    for dirpath, _dirs, files in os.walk(target.path):
-        for name in files:
-            if name.endswith(TMP_SUFFIX):
-                continue
-            path = Path(dirpath) / name
-            st = path.lstat()
-            rel = str(path.relative_to(stage_root_dir))
-            entries.append(
-                InventoryEntry(rel, InventoryKind.FILE, st.st_size, st.st_mtime_ns, st.st_ino, None)
-            )
-    return entries
+def _rebuild_target(
+    state: StateDB,
+    tree: ComposeTree,
+    published: PublishedTree,
+    variants: list[str],
+    patterns: PathPatterns,
+    now: datetime,
+) -> str:
+    """The target's inventory is what it holds of the compose whose repomd.xml files it
+    has (else of the newest finished compose): only the files it would have published
+    itself, byte for byte. Everything else (files whose deletion was pending when the
+    database was lost, files of an earlier publish, anything put there by hand) is
+    unmanaged: kept and reported, never deleted (``publish.prune`` may retire old
+    packages and metadata)."""
+    name = f"{published.sig} {published.release} {published.stage}"
+    found = _matching_compose(tree, published.path, variants)
+    cid = found or newest_finished(tree)
+    files = compose_files(tree, cid) if cid is not None else []
+    baseline = take_baseline(published, files, cid, patterns)
+    record_baseline(state, baseline, now)
+    if found is None:
+        return (
+            f"{name}: {published.path} matches no finished compose; the next apply "
+            f"republishes it ({baseline.describe()})"
+        )
+    return f"{name}: holds {found} ({baseline.describe()})"
 
 
 def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
@@ -87,28 +100,14 @@ def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
     category = spec.defaults.publish.category
     with StateDB.open(host.state_dir) as state:
         for sig_name, sig in sorted(spec.sigs.items()):
+            patterns = PathPatterns.of(spec.unmanaged(sig_name))
             for rel_name, rel in sorted(sig.releases.items()):
                 tree = host.compose_tree(sig_name, rel_name)
                 variants = [str(v.rel_dir) for v in variants_of(rel)]
                 for stage in PUBLISHED_STAGES:
                     published = host.published(category, stage, sig_name, rel_name)
-                    target = published.path
-                    if not target.is_dir():
+                    if not published.path.is_dir():
                         continue
-                    state.inventory.replace(
-                        stage, published.inventory_prefix, _scan_inventory(published)
-                    )
-                    found = _matching_compose(tree, target, variants)
-                    if found is None:
-                        lines.append(
-                            f"{sig_name} {rel_name} {stage}: {target} matches no "
-                            "finished compose; the next apply republishes it"
-                        )
-                        continue
-                    state.targets.set(TargetRecord(sig_name, rel_name, stage, found, now, None))
-                    # the inventory is the tree as found, with files whose deletion was
-                    # pending: the next publish compares everything, not a compose's changes
-                    state.targets.mark_publishing(TargetKey(stage, sig_name, rel_name), None)
-                    lines.append(f"{sig_name} {rel_name} {stage}: holds {found}")
+                    lines.append(_rebuild_target(state, tree, published, variants, patterns, now))
     lines.append(f"rebuilt {host.layout.database} (history could not be recovered)")
     return lines

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .facts import Learned
 from .hostconfig import HostConfig
+from .layout import ComposeTree
 from .locking import exclusive_lock, waiting_lock
 from .observing import observe
 from .planning import Plan, plan
@@ -62,15 +63,22 @@ class Source:
 
 
 def _has_run_before(host: HostConfig) -> Path | None:
-    """Evidence that this host was reconciled before: the checkout or a published tree."""
-    for path in (host.layout.checkout, host.roots.staging, host.roots.production):
-        if path.is_dir() and any(path.iterdir()):
-            return path
+    """Evidence that this reconciler ran on this host before: its desired-state checkout,
+    or a compose it made (its file manifest). Staging and production trees are not:
+    on its first day they hold what the old scripts published, which is adopted
+    (its files are unmanaged until a publish or ``reconciler adopt`` takes them over)."""
+    checkout = host.layout.checkout
+    if checkout.is_dir() and any(checkout.iterdir()):
+        return checkout
+    root = host.roots.compose
+    for manifest in root.glob(ComposeTree.MANIFEST_GLOB) if root.is_dir() else ():
+        return manifest
     return None
 
 
 def open_state(host: HostConfig) -> StateDB:
-    """Open the state database; refuse to start afresh where trees were already published."""
+    """Open the state database; refuse to start afresh where this reconciler ran before
+    (its state would be lost: ``state rebuild``)."""
     db = host.layout.database
     if not db.exists():
         evidence = _has_run_before(host)
@@ -211,8 +219,11 @@ def run_pass(
                 "stale plan: the trees or the upstream changed since it was made; plan again"
             )
         current = saved
-    if not apply:
-        return PassResult(source, current)
+    if not apply:  # a plan: say what each publish would do to its target's files
+        from .previewing import previews
+
+        shown = replace(current, previews=previews(host, source.spec, state, current))
+        return PassResult(source, shown)
     # a local folder has no source record: keep what is known, with what it did not read
     kept = replace(source.record or state.sources.source(), ignored=source.spec.ignored_files)
     state.sources.set_source(kept)

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .planning import Plan
+from .planning import Action, Plan
+from .preview import PublishPreview
 from .state import HistoryEntry, TargetStatus
 from .vocabulary import PlanOutcome
 
@@ -19,6 +20,10 @@ def plan_text(plan: Plan) -> str:
     for i, action in enumerate(plan.actions, 1):
         lines.append(f"  {i}. {action.describe()}")
         lines.append(f"       because {action.reason}")
+        preview = _preview_of(plan, action)
+        if preview is not None:
+            lines.append(f"       files: {preview.summary()}")
+            lines.extend(f"         {e}" for e in preview.examples)
     if plan.troubled:
         lines.append("Blocked or failed:")
         lines.extend(
@@ -38,11 +43,23 @@ OUTCOME_LINES = {
 }
 
 
+def _preview_of(plan: Plan, action: Action) -> PublishPreview | None:
+    for p in plan.previews:
+        if (p.sig, p.release, p.stage, p.compose_id) == (
+            action.sig, action.release, action.stage, action.compose_id,
+        ):  # fmt: skip
+            return p
+    return None
+
+
 def plan_markdown(plan: Plan) -> str:
     lines = [f"### Reconciler plan at `{(plan.revision or 'local')[:12]}`", ""]
     if plan.actions:
-        lines += ["| # | action | why |", "|---|---|---|"]
-        lines += [f"| {i} | {a.describe()} | {a.reason} |" for i, a in enumerate(plan.actions, 1)]
+        lines += ["| # | action | why | files |", "|---|---|---|---|"]
+        for i, a in enumerate(plan.actions, 1):
+            preview = _preview_of(plan, a)
+            files = preview.summary() if preview is not None else ""
+            lines.append(f"| {i} | {a.describe()} | {a.reason} | {files} |")
     else:
         lines.append("No action to take.")
     if plan.outcome is PlanOutcome.IN_SYNC:

@@ -1,0 +1,77 @@
+"""The preview of each planned publish: what it would add, replace, take over and pend
+in its target, and which unmanaged files it keeps (:class:`~reconciler.preview.PublishPreview`).
+
+Reads only: the compose's manifest, the state's inventory and pending deletions, and a
+walk of the target (for the files the reconciler did not publish). The change set is
+the publisher's own pure decision (:func:`reconciler.changeset.change_set`) against
+the whole inventory, so the preview says what a publish will do whichever way it
+learns what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .adopting import compose_files
+from .changeset import Change, FromInventory, change_set
+from .hostconfig import HostConfig
+from .ownership import walk_unmanaged
+from .pathglob import PathPatterns
+from .planning import Action, Plan
+from .preview import PublishPreview
+from .spec import Spec
+from .state import StateDB
+from .vocabulary import ActionKind, ChangeKind, InventoryKind
+
+#: how many example paths of each kind a preview names
+EXAMPLES = 3
+
+
+def previews(
+    host: HostConfig, spec: Spec, state: StateDB, plan: Plan
+) -> tuple[PublishPreview, ...]:
+    """A preview of every publish in ``plan``."""
+    return tuple(
+        _preview(host, spec, state, a) for a in plan.actions if a.kind is ActionKind.PUBLISH
+    )
+
+
+def _examples(what: str, prefix: str, paths: Iterable[str]) -> list[str]:
+    return [f"{what} {p.removeprefix(prefix)}" for p in sorted(paths)[:EXAMPLES]]
+
+
+def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> PublishPreview:
+    assert action.stage is not None
+    head = (action.sig, action.release, action.stage, action.compose_id)
+    if action.compose_id is None:
+        return PublishPreview(*head, note="files: known once the compose this plan makes is done")
+    tree = host.compose_tree(action.sig, action.release)
+    if not tree.sig_dir(action.compose_id).is_dir():
+        return PublishPreview(*head, note=f"files: compose {action.compose_id} is not on disk")
+    target = host.published(spec.defaults.publish.category, action.stage, action.sig,
+                            action.release)  # fmt: skip
+    prefix = target.inventory_prefix
+    inventory = state.inventory.entries(action.stage, prefix)
+    pending = {p.relpath for p in state.pending.all(action.stage)}
+    files = tuple(compose_files(tree, action.compose_id))
+    changes = change_set(prefix, FromInventory(files, inventory), pending)
+    found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(spec.unmanaged(action.sig)))
+    unmanaged = {e.relpath: e for e in found if e.kind is not InventoryKind.DIR}
+    places: list[Change] = list(changes.places)
+    add = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path not in unmanaged]
+    take = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path in unmanaged]
+    repl = [c.path for c in places if c.kind is ChangeKind.REPLACE]
+    pend = [*changes.pend]
+    kept = [e for p, e in unmanaged.items() if p not in {*take, *pend}]
+    reported = [e.relpath for e in kept if not e.ignored]
+    examples = [
+        *_examples("add", prefix, add),
+        *_examples("replace", prefix, repl),
+        *_examples("take over", prefix, take),
+        *_examples("pend", prefix, pend),
+        *_examples("keep unmanaged", prefix, reported),
+    ]
+    return PublishPreview(
+        *head, add=len(add), replace=len(repl), take_over=len(take), pend=len(pend),
+        unmanaged=len(reported), ignored=len(kept) - len(reported), examples=tuple(examples),
+    )  # fmt: skip
