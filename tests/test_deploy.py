@@ -6,6 +6,7 @@ when installed (else those tests skip and say why)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -18,8 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
+import reconciler
 from reconciler.hostconfig import HostConfig
 from reconciler.specfile import load_host_config
+from reconciler.state import StateDB
+from reconciler.vocabulary import Stage
+
+from .conftest import DesiredState, Upstream
+from .mounts import Sandbox, unshare_refusal
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "config.example.yaml"
@@ -30,6 +37,7 @@ UNITS = [SERVICE, VERIFY_SERVICE, TIMER]
 WORKFLOW = DEPLOY / "ci" / "plan-comment.yml"
 VENV_BIN = "/opt/reconciler/venv/bin/reconciler"
 ROOTS = {"/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production"}
+ROOTS_PARENT = "/mnt"  # the one writable entry holding the three: they stay one mount
 STATE_DIR = "/var/lib/reconciler"
 
 # Settings both services must carry, with these exact values.
@@ -182,13 +190,21 @@ def test_main_service_runs_the_loop_and_stops_gently() -> None:
     assert last(unit, "Install", "WantedBy") == "multi-user.target"
 
 
-def test_main_service_writes_only_the_roots_and_the_state_dir() -> None:
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def test_main_service_writes_only_the_roots_parent_and_the_state_dir() -> None:
     unit = parse_unit(SERVICE)
-    assert paths_of(unit, "ReadWritePaths") == ROOTS | {STATE_DIR}
-    # ... which are exactly what the example config names
+    assert paths_of(unit, "ReadWritePaths") == {ROOTS_PARENT, STATE_DIR}
+    # the example config's roots are all under that one writable parent, none listed
+    # apart (each entry is a mount of its own: link(2) would not cross to its siblings)
     host = load_host_config(EXAMPLE)
     configured = {str(host.roots.compose), str(host.roots.staging), str(host.roots.production)}
-    assert paths_of(unit, "ReadWritePaths") == configured | {str(host.state_dir)}
+    assert configured == ROOTS
+    assert all(_under(root, ROOTS_PARENT) and root != ROOTS_PARENT for root in configured)
+    assert not configured & paths_of(unit, "ReadWritePaths")
+    assert str(host.state_dir) in paths_of(unit, "ReadWritePaths")
     mounts = set(last(unit, "Unit", "RequiresMountsFor").split())
     assert mounts >= ROOTS
 
@@ -261,6 +277,7 @@ def test_sysusers_and_tmpfiles_make_the_user_and_directories(tmp_path: Path) -> 
         [tmpfiles, f"--root={tmp_path}", "--create", str(tmpfiles_conf)],
     ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        print(proc.stdout, proc.stderr)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()
     entry = next(line for line in passwd.splitlines() if line.startswith("reconciler:"))
@@ -270,6 +287,134 @@ def test_sysusers_and_tmpfiles_make_the_user_and_directories(tmp_path: Path) -> 
     assert (state.st_uid, state.st_mode & 0o7777) == (uid, 0o750)
     config_dir = (tmp_path / "etc" / "reconciler").stat()
     assert (config_dir.st_uid, config_dir.st_mode & 0o7777) == (0, 0o755)
+
+
+# -- the unit's sandbox, as a mount namespace ---------------------------------------------
+
+# The layout the unit had before: each root an entry of its own, so a mount of its own.
+PER_ROOT = (
+    "ReadWritePaths=/mnt/compose /mnt/repos-staging /mnt/repos-production /var/lib/reconciler"
+)
+LAYOUTS = ["shipped", "per-root"]
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> None:
+    refusal = unshare_refusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+
+
+def layout_unit(layout: str, tmp_path: Path) -> dict[str, dict[str, list[str]]]:
+    """The shipped unit, or (``per-root``) the same with the roots listed one by one."""
+    text = SERVICE.read_text()
+    if layout == "per-root":
+        text, count = re.subn(r"^ReadWritePaths=.*$", PER_ROOT, text, flags=re.MULTILINE)
+        assert count == 1, f"{SERVICE.name}: one ReadWritePaths= line expected"
+    path = tmp_path / f"{layout}.service"
+    path.write_text(text)
+    return parse_unit(path)
+
+
+def unit_sandbox(unit: dict[str, dict[str, list[str]]], root: Path) -> Sandbox:
+    """The mounts systemd makes for ``unit``, over ``root`` standing for "/"."""
+    # the premise of the sandbox: all of "/" read-only but what the unit lets it write
+    assert last(unit, "Service", "ProtectSystem") == "strict"
+    writable = paths_of(unit, "ReadWritePaths")
+    writable |= {f"/var/lib/{d}" for d in last(unit, "Service", "StateDirectory").split()}
+    writable |= {f"/var/cache/{d}" for d in last(unit, "Service", "CacheDirectory").split()}
+    sandbox = Sandbox(root, frozenset(writable), frozenset(paths_of(unit, "ReadOnlyPaths")))
+    sandbox.make_paths()
+    return sandbox
+
+
+def _example_roots(sandbox: Sandbox) -> tuple[Path, Path, Path]:
+    """compose, staging and production of the example config, inside ``sandbox``, made as
+    the install steps of deploy/README.md make them."""
+    roots = load_host_config(EXAMPLE).roots
+    compose, staging, production = (
+        sandbox.path(str(p)) for p in (roots.compose, roots.staging, roots.production)
+    )
+    for root in (compose, staging, production):
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return compose, staging, production
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_units_sandbox_writes_only_its_paths_and_links_within_one_mount(
+    layout: str, tmp_path: Path, namespaces: None
+) -> None:
+    sandbox = unit_sandbox(layout_unit(layout, tmp_path), tmp_path / "sysroot")
+    compose, _, production = _example_roots(sandbox)
+    (compose / "probe").write_text("a package\n")
+    config_dir = sandbox.path("/etc/reconciler")
+    config_dir.mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+    denied = sandbox.run(["touch", str(config_dir / "probe")], env)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+    allowed = sandbox.run(["touch", str(sandbox.path(STATE_DIR) / "probe")], env)
+    assert allowed.returncode == 0, allowed.stderr
+    linked = sandbox.run(["ln", str(compose / "probe"), str(production / "probe")], env)
+    if layout == "shipped":
+        assert linked.returncode == 0, linked.stderr
+        assert (production / "probe").stat().st_ino == (compose / "probe").stat().st_ino
+    else:
+        assert linked.returncode != 0 and "Invalid cross-device link" in linked.stderr, linked
+    # the mounts were the namespace's alone: the host has none of them
+    assert str(sandbox.root) not in Path("/proc/self/mountinfo").read_text()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_publish_under_the_unit_hardlinks_the_compose_into_staging_and_production(
+    layout: str, tmp_path: Path, namespaces: None, upstream: Upstream, desired_state: DesiredState
+) -> None:
+    # As the service, but as root: the unit's User= and capabilities do not change
+    # where link(2) works; its mounts do.
+    unit = layout_unit(layout, tmp_path)
+    sandbox = unit_sandbox(unit, tmp_path / "sysroot")
+    compose, staging, production = _example_roots(sandbox)
+    state_dir = sandbox.path(str(load_host_config(EXAMPLE).state_dir))
+    config = sandbox.path("/etc/reconciler/config.yaml")  # read-only inside, as on a host
+    config.parent.mkdir(parents=True)
+    conf = {
+        "roots": {"compose": str(compose), "staging": str(staging), "production": str(production)},
+        "state_dir": str(state_dir),
+        "upstream_base_url": upstream.server.base_url,
+        "download": {"workers": 4, "retries": 2, "backoff": 0.01, "timeout": 10},
+    }
+    config.write_text(yaml.safe_dump(conf))
+    env = {k: v for k, v in os.environ.items() if k != "RECONCILER_CACHE_DIR"}
+    package_dir = str(Path(reconciler.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_dir, env.get("PYTHONPATH")]))
+    # the record cache where systemd puts it for CacheDirectory= (writable in the sandbox)
+    cache = sandbox.path(f"/var/cache/{last(unit, 'Service', 'CacheDirectory')}")
+    env["CACHE_DIRECTORY"] = str(cache)
+    apply = [sys.executable, "-m", "reconciler.cli", "apply", "--config", str(config)]
+    apply += ["--desired-state", str(desired_state.path)]
+    # the first pass composes and stages; the second promotes the staged compose
+    for promote in (False, True):
+        if promote:
+            with StateDB.open(state_dir) as state:
+                staged = state.targets.get("core", "9", Stage.STAGING)
+            assert staged is not None and staged.compose_id
+            desired_state.write(production=staged.compose_id)
+        proc = sandbox.run(apply, env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    composed: dict[str, set[int]] = {}
+    for rpm in compose.rglob("*.rpm"):
+        composed.setdefault(rpm.name, set()).add(rpm.stat().st_ino)
+    assert composed, f"nothing composed under {compose}"
+    for stage_root in (staging, production):
+        published = sorted(stage_root.rglob("*.rpm"))
+        assert published, f"nothing published under {stage_root}"
+        for rpm in published:
+            st = rpm.stat()
+            if layout == "shipped":  # a link of the compose's file: the same inode
+                assert st.st_ino in composed[rpm.name] and st.st_nlink > 1, rpm
+            else:  # EXDEV: the publisher fell back to a copy, a new inode
+                assert st.st_ino not in composed[rpm.name], rpm
 
 
 # -- the container -----------------------------------------------------------------------
