@@ -238,6 +238,20 @@ def _check_stage_ref(value: str | None) -> str | None:
 StageRef = Annotated[str | None, Check(_check_stage_ref)]
 
 
+def _check_production_ref(value: str | None) -> str | None:
+    """Production takes a pinned compose: ``latest`` would promote whatever was composed
+    last, past every gate (and the staging gate could never find it staged)."""
+    if value == "latest":
+        raise ValueError(
+            "production cannot follow 'latest': pin a compose ID like SIG-core-9-20261120.0 "
+            "(or null for nothing in production)"
+        )
+    return _check_stage_ref(value)
+
+
+ProductionRef = Annotated[str | None, Check(_check_production_ref)]
+
+
 @dataclass(frozen=True)
 class ReleaseSpec(StrictRecord):
     project_id: Annotated[str, Check(_check_project_id)]
@@ -246,7 +260,7 @@ class ReleaseSpec(StrictRecord):
     signatures: Signatures = Signatures()
     compose: ComposeOptions = ComposeOptions()
     staging: StageRef = "latest"
-    production: StageRef = None
+    production: ProductionRef = None
     suspend: bool = False
 
 

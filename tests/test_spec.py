@@ -116,6 +116,14 @@ BAD_SIG_CASES: list[tuple[str, str, str, str, int, str]] = [
         "keys/RPM-GPG-KEY-gone does not exist, and compose.check_signatures is on",
     ),
     (
+        "production following latest",
+        "    production: SIG-core-9-20261120.0\n",
+        "    production: latest\n",
+        "sigs/core.yaml",
+        13,
+        "production cannot follow 'latest'",
+    ),
+    (
         "signatures off without a reason",
         "    gpg_keys: [RPM-GPG-KEY-core]\n",
         "    gpg_keys: [RPM-GPG-KEY-core]\n    signatures: {check: false}\n",
