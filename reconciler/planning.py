@@ -195,12 +195,12 @@ class _ReleasePlanner:
             self._annotate(note)
 
     def _annotate(self, note: str) -> None:
-        """Append ``note`` to every verdict (its ``why`` too: the status after the action
-        succeeds is made from it) and to every compose and publish action's reason."""
+        """Append ``note`` to every verdict (to its ``why`` too, which the status is made
+        from once the action succeeded) and to every compose and publish action's reason."""
         self.verdicts = [
             v
             if note in v.reason
-            else replace(v, reason=f"{v.reason}; {note}", why=f"{v.why}; {note}")
+            else replace(v, reason=f"{v.reason}; {note}", why=f"{v.why} ({note})")
             for v in self.verdicts
         ]
         self.actions = [
