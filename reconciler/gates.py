@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from .spec import PromotionDefaults, ReleaseSpec, Spec
 
 
-def fmt_age(delta: timedelta) -> str:
+def _fmt_age(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:.1f}h" if hours < 48 else f"{hours / 24:.1f}d"
 
@@ -40,7 +40,7 @@ def staging_gate(
     soaked = now - staged_at
     if soaked < promo.min_soak:
         return (
-            f"{pin} staged {fmt_age(soaked)} ago; promotion.min_soak is {fmt_age(promo.min_soak)}"
+            f"{pin} staged {_fmt_age(soaked)} ago; promotion.min_soak is {_fmt_age(promo.min_soak)}"
         )
     return None
 
