@@ -9,24 +9,29 @@ For each SIG release, in this order:
 * **stage** the compose ``staging`` names (``latest``: the newest finished one,
   or the one this plan makes);
 * **promote** the compose ``production`` names, only if it exists and is
-  FINISHED and, with ``require_staged``, was staged at least ``min_soak`` ago;
-  otherwise the target is Blocked, with the reason;
+  FINISHED, passes the signature gate (no key file named in ``gpg_keys`` missing
+  while ``signatures.check`` is on) and, with ``require_staged``, was staged at
+  least ``min_soak`` ago (:mod:`reconciler.gates`); otherwise the target is Blocked,
+  with the reason;
 * **prune** finished composes beyond ``keep_composes`` that no stage uses and
   that are not the previous production compose (kept for rollback), and dead
   unfinished ones.
 
 ``suspend: true`` plans nothing for that SIG release and reports Suspended.
-Every action carries a human reason; every target gets a verdict.
+Every action carries a human reason; every target gets a verdict. While a release's
+packages go unverified for a reason the spec shows (a missing key, ``signatures.check:
+false``), every verdict and action of it says so.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .facts import ComposeFact, Observed, ReleaseFacts
+from .gates import promotion_gate, signature_note
 from .preview import PublishPreview
 from .spec import ReleaseSpec, Spec
 from .vocabulary import (
@@ -120,15 +125,15 @@ class Plan:
             raise ValueError(f"not a plan of format {PLAN_FORMAT}")
         actions = tuple(
             Action(
-                kind=ActionKind(a["kind"]),
-                sig=a["sig"],
-                release=a["release"],
-                reason=a["reason"],
-                stage=Stage(a["stage"]) if a["stage"] else None,
-                compose_id=a["compose_id"],
-                repair=bool(a.get("repair", False)),
-                trigger=Trigger(a.get("trigger", Trigger.COMMIT)),
-            )
+                ActionKind(a["kind"]),
+                a["sig"],
+                a["release"],
+                a["reason"],
+                Stage(a["stage"]) if a["stage"] else None,
+                a["compose_id"],
+                bool(a.get("repair", False)),
+                Trigger(a.get("trigger", Trigger.COMMIT)),
+            )  # fmt: skip
             for a in raw["actions"]
         )
         verdicts = tuple(
@@ -140,11 +145,6 @@ class Plan:
             raw["revision"], raw["observed_digest"], actions, verdicts, tuple(raw["errors"]),
             previews,
         )  # fmt: skip
-
-
-def _fmt_age(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours:.1f}h" if hours < 48 else f"{hours / 24:.1f}d"
 
 
 @dataclass
@@ -197,6 +197,23 @@ class _ReleasePlanner:
         staged_new = self._plan_staging(composing)
         promoted = self._plan_production(staged_new)
         self._plan_prune(composing, staged_new, promoted)
+        note = signature_note(self.spec, self.rel)
+        if note:
+            self._annotate(note)
+
+    def _annotate(self, note: str) -> None:
+        """Append ``note`` to every verdict (to its ``why`` too, which the status is made
+        from once the action succeeded) and to every compose and publish action's reason."""
+        self.verdicts = [
+            v
+            if note in v.reason
+            else replace(v, reason=f"{v.reason}; {note}", why=f"{v.why} ({note})")
+            for v in self.verdicts
+        ]
+        self.actions = [
+            a if a.kind is ActionKind.PRUNE else replace(a, reason=f"{a.reason}; {note}")
+            for a in self.actions
+        ]
 
     def _actual(self, stage: Stage) -> str | None:
         if stage is Stage.COMPOSE:
@@ -378,28 +395,12 @@ class _ReleasePlanner:
             )
             return actual
         if problem is None and want != actual:
-            problem = self._promotion_gate(pin, staged_new)
+            staged_at = self.facts.staged_at.get(pin)
+            problem = promotion_gate(self.spec, self.rel, pin, staged_at, staged_new, self.now)
         if problem:
             self._say(Stage.PRODUCTION, TargetState.BLOCKED, pin, actual, problem)
             return actual
         return self._publish(Stage.PRODUCTION, want, actual, f"production pinned to {pin}")
-
-    def _promotion_gate(self, pin: str, staged_new: str | None) -> str | None:
-        promo = self.spec.defaults.promotion
-        if not promo.require_staged:
-            return None
-        first = self.facts.staged_at.get(pin)
-        if first is None:
-            if staged_new == pin and promo.min_soak == timedelta(0):
-                return None  # staged earlier in this same plan
-            return f"{pin} has not been staged (promotion.require_staged)"
-        soaked = self.now - first
-        if soaked < promo.min_soak:
-            return (
-                f"{pin} staged {_fmt_age(soaked)} ago; "
-                f"promotion.min_soak is {_fmt_age(promo.min_soak)}"
-            )
-        return None
 
     # -- prune -------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ def make_spec(
     release: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
     releases: tuple[str, ...] = ("9",),
+    keys: tuple[str, ...] = (),
 ) -> Spec:
+    """SIG core with ``release`` for each of ``releases``; ``keys``: the files in ``keys/``."""
     d = defaults or {}
     base_defaults = {
         "upstream": {"base_url": "https://build.invalid/v1/projects"},
@@ -41,7 +43,11 @@ def make_spec(
     sig = TypeAdapter(SigSpec).validate_python(
         {"sig": "core", "releases": dict.fromkeys(releases, rel)}
     )
-    return Spec(defaults=TypeAdapter(Defaults).validate_python(base_defaults), sigs={"core": sig})
+    return Spec(
+        defaults=TypeAdapter(Defaults).validate_python(base_defaults),
+        sigs={"core": sig},
+        key_files=frozenset(keys),
+    )
 
 
 def parse_time(value: Any) -> datetime:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.planning import Plan, plan
-from reconciler.vocabulary import TargetState
+from reconciler.vocabulary import ActionKind, Stage, TargetState
 
 from .planning_support import make_observed, make_spec, simulate
 
@@ -21,22 +21,28 @@ GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.yaml"))
 @pytest.mark.parametrize("case_file", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden(case_file: Path) -> None:
     case: dict[str, Any] = yaml.safe_load(case_file.read_text())
-    spec = make_spec(case.get("spec"), case.get("defaults"))
+    spec = make_spec(case.get("spec"), case.get("defaults"), keys=tuple(case.get("keys", ())))
     result = plan(spec, make_observed(case["observed"]), "rev1")
     expect = case["expect"]
     assert [a.describe() for a in result.actions] == expect["actions"], case["description"]
     verdicts = {v.stage.value: v for v in result.verdicts}
     for stage, state in expect.get("verdicts", {}).items():
         assert verdicts[stage].state == TargetState(state), (stage, verdicts[stage])
-    for stage, fragment in expect.get("reasons", {}).items():
-        assert fragment in verdicts[stage].reason, (stage, verdicts[stage].reason)
+    for stage, fragments in expect.get("reasons", {}).items():
+        for fragment in [fragments] if isinstance(fragments, str) else fragments:
+            assert fragment in verdicts[stage].reason, (stage, verdicts[stage].reason)
+    for stage, fragment in expect.get("reasons_not", {}).items():
+        assert fragment not in verdicts[stage].reason, (stage, verdicts[stage].reason)
+    actions = {a.describe(): a for a in result.actions}
+    for described, fragment in expect.get("action_reasons", {}).items():
+        assert fragment in actions[described].reason, (described, actions[described].reason)
     assert all(a.reason for a in result.actions), "every action has a reason"
 
 
 def test_every_golden_case_converges_after_a_simulated_apply() -> None:
     for case_file in GOLDEN:
         case = yaml.safe_load(case_file.read_text())
-        spec = make_spec(case.get("spec"), case.get("defaults"))
+        spec = make_spec(case.get("spec"), case.get("defaults"), keys=tuple(case.get("keys", ())))
         observed = make_observed(case["observed"])
         first = plan(spec, observed, "rev1")
         second = plan(spec, simulate(spec, observed, first), "rev1")
@@ -137,3 +143,32 @@ def test_plans_never_prune_what_a_stage_uses(
         a.kind.value == "publish" and a.stage and a.stage.value == "production" for a in p.actions
     ):
         assert facts.production.compose_id not in pruned
+
+
+@settings(max_examples=100, deadline=None)
+@given(world=world_st, rel=spec_st, defaults=defaults_st)
+def test_a_missing_key_blocks_promotions_only(
+    world: dict[str, Any], rel: dict[str, Any], defaults: dict[str, Any]
+) -> None:
+    """The same world planned with the named key file present and missing: compose and
+    staging decide alike; production never takes a new compose while the key is missing."""
+    named = {**rel, "gpg_keys": ["RPM-GPG-KEY-K"]}
+    observed = make_observed(world)
+    present = plan(make_spec(named, defaults, keys=("RPM-GPG-KEY-K",)), observed, "r")
+    missing = plan(make_spec(named, defaults), observed, "r")
+
+    def decisions(p: Plan, stage: Stage) -> list[str]:
+        """The stage's actions and verdict (prunes differ: production keeps what it holds)."""
+        acts = [a for a in p.actions if a.kind is not ActionKind.PRUNE]
+        mine = [a.describe() for a in acts if (a.stage or Stage.COMPOSE) is stage]
+        return [*mine, *(v.state.value for v in p.verdicts if v.stage is stage)]
+
+    for stage in (Stage.COMPOSE, Stage.STAGING):
+        assert decisions(missing, stage) == decisions(present, stage)
+    holds = observed.facts("core", "9").production.compose_id
+    for a in missing.actions:
+        if a.stage is Stage.PRODUCTION:
+            assert a.compose_id == holds, "a missing key let production take a new compose"
+    prod = next(v for v in missing.verdicts if v.stage is Stage.PRODUCTION)
+    if not rel["suspend"]:
+        assert "keys/RPM-GPG-KEY-K is missing" in prod.reason
