@@ -124,18 +124,11 @@ class Plan:
         if raw.pop("format", None) != PLAN_FORMAT:
             raise ValueError(f"not a plan of format {PLAN_FORMAT}")
         actions = tuple(
-            Action(
-                ActionKind(a["kind"]),
-                a["sig"],
-                a["release"],
-                a["reason"],
-                Stage(a["stage"]) if a["stage"] else None,
-                a["compose_id"],
-                bool(a.get("repair", False)),
-                Trigger(a.get("trigger", Trigger.COMMIT)),
-            )  # fmt: skip
+            Action(ActionKind(a["kind"]), a["sig"], a["release"], a["reason"],
+                   Stage(a["stage"]) if a["stage"] else None, a["compose_id"],
+                   bool(a.get("repair", False)), Trigger(a.get("trigger", Trigger.COMMIT)))
             for a in raw["actions"]
-        )
+        )  # fmt: skip
         verdicts = tuple(
             Verdict(**{**v, "stage": Stage(v["stage"]), "state": TargetState(v["state"])})
             for v in raw["verdicts"]
