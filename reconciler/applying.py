@@ -390,8 +390,11 @@ class Applier:
                 self._write_filelists()
 
     def _write_filelists(self) -> None:
-        category = self.spec.defaults.publish.category
-        written = write_production_filelists(self.state, self.host.roots.production, category)
+        publish = self.spec.defaults.publish
+        written = write_production_filelists(
+            self.state, self.host.roots.production, publish.category,
+            owner=publish.owner, group=publish.group,
+        )  # fmt: skip
         if written:
             log.info("file lists renewed: %s", ", ".join(written))
 

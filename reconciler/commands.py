@@ -380,9 +380,11 @@ def cmd_filelist(args: argparse.Namespace) -> int:
         # the lists and the state's record of them change together: not during a pass
         with apply_lock(host, wait=True), open_state(host) as state:
             spec = load_source(host, state, args.desired_state, _record_cache()).spec
+            publish = spec.defaults.publish
             written = write_production_filelists(
-                state, host.roots.production, spec.defaults.publish.category
-            )
+                state, host.roots.production, publish.category,
+                owner=publish.owner, group=publish.group,
+            )  # fmt: skip
     print("written: " + ", ".join(written) if written else "file lists unchanged")
     return 0
 

@@ -26,10 +26,18 @@ those of every ``repomd.xml``. ``fullfilelist`` is the plain list of every
 entry, files and directories alike, each as ``./<path>`` (create-filelist
 writes scandir's path from ``.``).
 
+``imagelist-sig`` names the images among the entries, one ``./<path>`` a line like
+``fullfilelist`` (empty when there are none): create-filelist's ``--imagelist``,
+which counts as an image every entry whose path ends in ``.<format>`` for one of
+productmd's ``SUPPORTED_IMAGE_FORMATS`` (``iso``, ``qcow2``, ``raw.xz``, ...).
+quick-fedora-mirror's stock ``EXTRAFILES=(fullfilelist imagelist-$module)`` fetches
+it with the time list, and fails when it is missing.
+
 Unlike create-filelist (which writes scandir order), entries are sorted by
 path so the lists are deterministic and rewritten only when the tree changes.
 Names ending in ``.~tmp~`` (and what is under such directories) and the lists
-themselves in the top directory are never listed.
+themselves in the top directory (with ``fullfiletimelist-sig-old``, the previous
+``fullfiletimelist-sig`` that the distribution's list script keeps) are never listed.
 
 This module is the format alone, without I/O: rendering, patching and parsing
 the lists' text. Scanning a tree and writing the lists into it is
@@ -41,16 +49,25 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from functools import cache
 from operator import itemgetter
 from typing import NamedTuple
 
 from .names import TMP_SUFFIX
 
 FILELIST = "fullfilelist"
+IMAGELIST_SIG = "imagelist-sig"
 TIMELIST_SIG = "fullfiletimelist-sig"
 TIMELIST = "fullfiletimelist"
-#: The lists, in the order they are replaced: the one QFM clients poll goes last.
-LIST_NAMES: tuple[str, ...] = (FILELIST, TIMELIST, TIMELIST_SIG)
+TIMELIST_SIG_OLD = "fullfiletimelist-sig-old"
+#: The lists, in the order they are replaced: the one QFM clients poll goes last (a
+#: client that sees the new time list then finds the plain and image lists that match).
+LIST_NAMES: tuple[str, ...] = (FILELIST, IMAGELIST_SIG, TIMELIST, TIMELIST_SIG)
+#: list -> the name its previous content is kept under when it changes (as
+#: ``sync-sig-file-list.sh`` keeps ``fullfiletimelist-sig-old``)
+KEPT_OLD: Mapping[str, str] = {TIMELIST_SIG: TIMELIST_SIG_OLD}
+#: The names in the top directory that are never listed: the lists and the kept old one.
+UNLISTED = frozenset({*LIST_NAMES, *KEPT_OLD.values()})
 CHECKSUMMED = "repomd.xml"
 VERSION = 2
 KINDS = frozenset({"f", "d", "l"})
@@ -152,6 +169,37 @@ def _assemble_filelist(paths: list[str]) -> str:
     return "".join(["./", "\n./".join(paths), "\n"]) if paths else ""
 
 
+@cache
+def image_suffixes() -> tuple[str, ...]:
+    """``.<format>`` of each image format productmd knows: create-filelist's test of an
+    image. productmd is imported on first use (it is slow to import, and only the lists
+    need it); the host's productmd decides, as it does for create-filelist."""
+    from productmd.images import SUPPORTED_IMAGE_FORMATS
+
+    return tuple(f".{fmt}" for fmt in SUPPORTED_IMAGE_FORMATS)
+
+
+def is_image(path: str) -> bool:
+    """Whether create-filelist would put ``path`` in the image list (any kind of entry,
+    as it does: it tests the path alone)."""
+    return path.endswith(image_suffixes())
+
+
+def _assemble_imagelist(paths: list[str]) -> str:
+    suffixes = image_suffixes()
+    return _assemble_filelist([p for p in paths if p.endswith(suffixes)])
+
+
+def _contents(paths: list[str], timelist: str) -> dict[str, str]:
+    """Every list, in :data:`LIST_NAMES` order, from the listed paths and the time list."""
+    return {
+        FILELIST: _assemble_filelist(paths),
+        IMAGELIST_SIG: _assemble_imagelist(paths),
+        TIMELIST: timelist,
+        TIMELIST_SIG: timelist,
+    }
+
+
 def render_timelist(entries: Iterable[EntryRow]) -> str:
     """The ``fullfiletimelist`` text of ``entries``."""
     return _timelist_text(_listed(entries))
@@ -162,24 +210,29 @@ def render_filelist(entries: Iterable[EntryRow]) -> str:
     return _filelist_text(_listed(entries))
 
 
+def render_imagelist(entries: Iterable[EntryRow]) -> str:
+    """The ``imagelist-sig`` text of ``entries``: ``./<path>`` of each image."""
+    return _assemble_imagelist(list(map(_PATH, _listed(entries))))
+
+
 def render_all(entries: Iterable[EntryRow]) -> dict[str, str]:
     """Every list, keyed by file name, in the order to write them (see :data:`LIST_NAMES`).
 
     The entries (:class:`Entry`, or plain tuples in its field order, as the state's
-    inventory gives them) are checked and sorted once for all three lists.
+    inventory gives them) are checked and sorted once for all the lists.
     """
     listed = _listed(entries)
-    timelist = _timelist_text(listed)
-    return {FILELIST: _filelist_text(listed), TIMELIST: timelist, TIMELIST_SIG: timelist}
+    return _contents(list(map(_PATH, listed)), _timelist_text(listed))
 
 
 def patch_all(
     filelist: str, timelist: str, changes: Mapping[str, EntryRow | None]
 ) -> dict[str, str] | None:
     """:func:`render_all` of the entries of ``timelist`` (with its ``filelist``, both as
-    this module wrote them) after ``changes``: path -> the entry now, or ``None`` when it
-    is gone. The work is in proportion to the lists' length in bytes (a few splits and
-    joins) and to the number of changes, not to a Python object per entry.
+    this module wrote them; the image list follows from the paths) after ``changes``:
+    path -> the entry now, or ``None`` when it is gone. The work is in proportion to the
+    lists' length in bytes (a few splits and joins) and to the number of changes, not to
+    a Python object per entry.
 
     ``None`` when the two texts are not a pair this module wrote: render anew then.
     """
@@ -211,11 +264,11 @@ def patch_all(
     timelist = _assemble_timelist(
         new_lines, [f"{checksums[path]}\t{path}" for path in sorted(checksums)]
     )
-    return {FILELIST: _assemble_filelist(new_paths), TIMELIST: timelist, TIMELIST_SIG: timelist}
+    return _contents(new_paths, timelist)
 
 
 def _listable(path: str) -> bool:
-    return path not in LIST_NAMES and not (TMP_SUFFIX in path and _temporary(path))
+    return path not in UNLISTED and not (TMP_SUFFIX in path and _temporary(path))
 
 
 def _split_lists(

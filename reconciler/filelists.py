@@ -1,11 +1,14 @@
 """quick-fedora-mirror (QFM) file lists on disk: scan a tree, write the lists, read them.
 
-The lists' format (``fullfilelist``, ``fullfiletimelist*``, version 2), and rendering,
-patching and parsing them without I/O, are :mod:`reconciler.filelistformat`; its
-public names are re-exported here. Scanning records what the format asks of each
-entry (lstat, max(mtime, ctime), the SHA1 of each ``repomd.xml``), skipping names
-ending in ``.~tmp~`` and the lists themselves in the top directory; writing
-replaces each list atomically, and only when its content changed.
+The lists' format (``fullfilelist``, ``imagelist-sig``, ``fullfiletimelist*``, version
+2), and rendering, patching and parsing them without I/O, are
+:mod:`reconciler.filelistformat`; its public names are re-exported here. Scanning
+records what the format asks of each entry (lstat, max(mtime, ctime), the SHA1 of each
+``repomd.xml``), skipping names ending in ``.~tmp~`` and the lists themselves in the top
+directory; writing replaces each list atomically, and only when its content changed,
+keeping the previous ``fullfiletimelist-sig`` as ``fullfiletimelist-sig-old`` and giving
+every list the configured owner and group (``chown 10004:10005`` in the toolkit's
+``sync-sig-file-list.sh``).
 """
 
 from __future__ import annotations
@@ -13,48 +16,63 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import UnsafePathError
+from .errors import PublishError, UnsafePathError
 from .filelistformat import (
     CHECKSUMMED,
     FILELIST,
+    IMAGELIST_SIG,
+    KEPT_OLD,
     KINDS,
     LIST_NAMES,
     TIMELIST,
     TIMELIST_SIG,
+    TIMELIST_SIG_OLD,
+    UNLISTED,
     VERSION,
     Entry,
     EntryRow,
+    image_suffixes,
+    is_image,
     parse_timelist,
     patch_all,
     render_all,
     render_filelist,
+    render_imagelist,
     render_timelist,
 )
-from .fsutil import atomic_write
+from .fsutil import fsync_dir, tmp_name
 from .names import TMP_SUFFIX
 
 __all__ = [
     "CHECKSUMMED",
     "FILELIST",
+    "IMAGELIST_SIG",
+    "KEPT_OLD",
     "KINDS",
     "LIST_NAMES",
     "TIMELIST",
     "TIMELIST_SIG",
+    "TIMELIST_SIG_OLD",
+    "UNLISTED",
     "VERSION",
     "Entry",
     "EntryRow",
     "ListsOnDisk",
     "contents_digest",
+    "file_sha1",
+    "image_suffixes",
+    "is_image",
     "lists_digest",
     "parse_timelist",
     "patch_all",
     "read_lists",
     "render_all",
     "render_filelist",
+    "render_imagelist",
     "render_timelist",
     "scan",
     "write_if_changed",
@@ -83,7 +101,7 @@ def scan(top: Path) -> list[Entry]:
 def _walk(children: list[os.DirEntry[str]], prefix: str) -> Iterator[Entry]:
     for child in children:
         name = child.name
-        if name.endswith(TMP_SUFFIX) or (not prefix and name in LIST_NAMES):
+        if name.endswith(TMP_SUFFIX) or (not prefix and name in UNLISTED):
             continue
         rel = f"{prefix}{name}"
         try:
@@ -93,7 +111,7 @@ def _walk(children: list[os.DirEntry[str]], prefix: str) -> Iterator[Entry]:
         kind = _kind(info.st_mode)
         sha1 = None
         if kind == "f" and name == CHECKSUMMED:
-            sha1 = _sha1(Path(child.path))
+            sha1 = file_sha1(Path(child.path))
             if sha1 is None:
                 continue
         yield Entry(rel, kind, info.st_size, _qfm_time(info), sha1)
@@ -119,7 +137,9 @@ def _qfm_time(info: os.stat_result) -> int:
     return max(info.st_mtime_ns, info.st_ctime_ns) // _NS
 
 
-def _sha1(path: Path) -> str | None:
+def file_sha1(path: Path) -> str | None:
+    """The SHA1 of a file's bytes (the checksum the lists give each ``repomd.xml``);
+    ``None`` when it is gone."""
     digest = hashlib.sha1()  # noqa: S324 - the format's checksum, not a security use
     try:
         with path.open("rb") as fh:
@@ -133,25 +153,83 @@ def _sha1(path: Path) -> str | None:
 # -- writing --------------------------------------------------------------------------
 
 
-def write_if_changed(top: Path, contents: Mapping[str, str]) -> list[str]:
+def write_if_changed(
+    top: Path, contents: Mapping[str, str], *, owner: int | None = None, group: int | None = None
+) -> list[str]:
     """Replace each ``top/<name>`` whose content differs, atomically, in mapping order.
 
-    Each changed file is written to a ``.~tmp~`` name, fsynced and renamed over
-    the old one; an unchanged file is not touched. Returns the names written.
+    Each changed file is written to a ``.~tmp~`` name, given ``owner`` and ``group``
+    (``None``: the writer's), fsynced and renamed over the old one; an unchanged file
+    keeps its inode and mtime (only a wrong owner or group is corrected). Before a
+    list of :data:`KEPT_OLD` changes, its previous content is kept, the same way, under
+    the old name. Returns the names written.
     """
     for name in contents:
         if not name or "/" in name or name in {".", ".."} or name.endswith(TMP_SUFFIX):
             raise UnsafePathError(f"not a file name for a list: {name!r}")
-    _remove_leftovers(top, contents)
+    _remove_leftovers(top, [*contents, *KEPT_OLD.values()])
+    ids = (-1 if owner is None else owner, -1 if group is None else group)
     written: list[str] = []
     for name, text in contents.items():
         data = _encode(text)
         path = top / name
-        if _current(path) == data:
-            continue
-        atomic_write(path, data)
-        written.append(name)
+        current = _current(path)
+        kept = KEPT_OLD.get(name)
+        if (
+            current not in {data, None}
+            and kept is not None
+            and _replace(top / kept, current, ids, _current(top / kept))
+        ):
+            written.append(kept)
+        if _replace(path, data, ids, current):
+            written.append(name)
+    for kept in KEPT_OLD.values():
+        if _current(top / kept) is not None:
+            _own(top / kept, ids)  # also the one kept by an earlier run
     return written
+
+
+def _replace(path: Path, data: bytes, ids: tuple[int, int], current: bytes | None) -> bool:
+    """Make ``path`` a regular file holding ``data``, owned as ``ids`` say; True if it
+    was written (``current``: what :func:`_current` read of it)."""
+    if current == data:
+        _own(path, ids)
+        return False
+    tmp = tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, 0o644)  # world-readable whatever the umask: mirrors read the lists
+            fh.write(data)
+            fh.flush()
+            if ids != (-1, -1):  # before the rename: the list is never seen with another owner
+                _chown(path, ids, lambda: os.fchown(fh.fileno(), *ids))
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+def _own(path: Path, ids: tuple[int, int]) -> None:
+    """Give the regular file ``path`` the owner and group of ``ids`` (-1: keep) where
+    it has others (a chown changes the ctime: not done without need)."""
+    if ids == (-1, -1):
+        return
+    info = path.lstat()
+    if ids[0] in {-1, info.st_uid} and ids[1] in {-1, info.st_gid}:
+        return
+    _chown(path, ids, lambda: os.chown(path, *ids, follow_symlinks=False))
+
+
+def _chown(path: Path, ids: tuple[int, int], change: Callable[[], None]) -> None:
+    try:
+        change()
+    except OSError as exc:
+        want = ":".join("-" if i == -1 else str(i) for i in ids)
+        raise PublishError(f"cannot give the file list {path} owner {want}: {exc}") from exc
 
 
 def lists_digest(filelist: bytes, timelist: bytes) -> str:

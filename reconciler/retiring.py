@@ -1,6 +1,6 @@
 """Retiring what was superseded: the pending deletions that are due are deleted (step 5
 of the mirror-safe order, docs/architecture.md), and the production file lists are
-renewed from the inventory (step 4, and again after deletions).
+renewed from the state (step 4, and again after deletions).
 """
 
 from __future__ import annotations
@@ -11,11 +11,19 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from .errors import UnsafePathError
-from .filelists import contents_digest, patch_all, read_lists, render_all, write_if_changed
+from .filelists import (
+    CHECKSUMMED,
+    contents_digest,
+    file_sha1,
+    patch_all,
+    read_lists,
+    render_all,
+    write_if_changed,
+)
 from .fsutil import inside
 from .publishing import entry_for, root_lock
-from .state import StateDB
-from .vocabulary import Stage
+from .state import ListingRow, StateDB
+from .vocabulary import InventoryKind, Stage
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +77,24 @@ def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], lis
     return removed, sorted(p for p in remaining if p.exists())
 
 
-def write_production_filelists(state: StateDB, production_root: Path, category: str) -> list[str]:
-    """Step 4: renew the file lists at ``<root>/<category>/`` from the inventory (no walk).
+def write_production_filelists(
+    state: StateDB,
+    production_root: Path,
+    category: str,
+    *,
+    owner: int | None = None,
+    group: int | None = None,
+) -> list[str]:
+    """Step 4: renew the file lists at ``<root>/<category>/`` from the state (no walk).
 
-    The time of each entry is max(mtime, ctime) as of when it was published. When the
-    lists in the tree are the ones last written (the state keeps their digest) and the
-    state knows which inventory paths changed since, only those are patched in
-    (:func:`~reconciler.filelists.patch_all`); otherwise the whole inventory is listed.
+    The lists name what the inventory holds and the unmanaged paths the last walks found
+    (a quick-fedora-mirror client deletes what its list does not name: an adopted tree's
+    images and keys must be listed); a path in both is listed as the inventory has it.
+    The time of each entry is max(mtime, ctime) as the state recorded it. When the lists
+    in the tree are the ones last written (the state keeps their digest) and the state
+    knows which paths changed since, only those are patched in
+    (:func:`~reconciler.filelists.patch_all`); otherwise everything is listed. Every list
+    written gets ``owner`` and ``group`` (``publish.owner``/``group``; ``None``: ours).
     """
     top = production_root / category
     if not top.is_dir():
@@ -87,10 +106,49 @@ def write_production_filelists(state: StateDB, production_root: Path, category: 
     prefix = f"{category}/"
     contents = _patched_lists(state, top, prefix)
     if contents is None:
-        contents = render_all(state.inventory.listing(Stage.PRODUCTION, prefix))
-    written = write_if_changed(top, contents)
+        contents = render_all(_listing(state, top, prefix))
+    written = write_if_changed(top, contents, owner=owner, group=group)
     state.inventory.listing_written(Stage.PRODUCTION, contents_digest(contents))
     return written
+
+
+def _listing(state: StateDB, top: Path, prefix: str) -> list[ListingRow]:
+    """The rows of every path under ``prefix``: the inventory's, and the unmanaged ones
+    of paths the inventory does not have."""
+    inventory = state.inventory.listing(Stage.PRODUCTION, prefix)
+    unmanaged = _checksummed(top, state.unmanaged.listing(Stage.PRODUCTION, prefix))
+    if not unmanaged:
+        return inventory
+    rows = {row[0]: row for row in unmanaged}
+    rows.update((row[0], row) for row in inventory)
+    return list(rows.values())
+
+
+def _listing_of(state: StateDB, top: Path, prefix: str, under: list[str]) -> dict[str, ListingRow]:
+    """:func:`_listing`'s rows of the paths ``under`` that have one, by listed path."""
+    rows = {
+        row[0]: row
+        for row in _checksummed(top, state.unmanaged.listing_of(Stage.PRODUCTION, prefix, under))
+    }
+    rows.update(
+        (row[0], row) for row in state.inventory.listing_of(Stage.PRODUCTION, prefix, under)
+    )
+    return rows
+
+
+def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
+    """``rows`` (unmanaged ones: the state keeps no checksum of those) with the SHA1 the
+    format gives every ``repomd.xml``, read from the tree (a few small files: an adopted
+    repo that no compose replaced). One that is gone, or not inside ``top``, gets none."""
+    out: list[ListingRow] = []
+    for path, kind, size, mtime, sha1 in rows:
+        found = sha1
+        if sha1 is None and kind == InventoryKind.FILE and path.endswith(CHECKSUMMED):
+            file = top.joinpath(*path.split("/"))
+            if file.name == CHECKSUMMED and inside(top, file.parent):
+                found = file_sha1(file)
+        out.append((path, kind, size, mtime, found))
+    return out
 
 
 def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
@@ -104,9 +162,7 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
         current = read_lists(top)
         if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
-            rows = {
-                row[0]: row for row in state.inventory.listing_of(Stage.PRODUCTION, prefix, under)
-            }
+            rows = _listing_of(state, top, prefix, under)
             start = len(prefix)
             patched = patch_all(
                 current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}
@@ -115,5 +171,5 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
                 log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
                 return patched
         why = "the lists in the tree are not the ones last written"
-    log.info("file lists of %s: listing the whole inventory (%s)", top, why)
+    log.info("file lists of %s: listing everything the state knows (%s)", top, why)
     return None

@@ -12,17 +12,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import UnsafePathError
+from reconciler import filelists
+from reconciler.errors import PublishError, UnsafePathError
 from reconciler.filelistformat import _check_entry
 from reconciler.filelists import (
     FILELIST,
+    IMAGELIST_SIG,
+    LIST_NAMES,
     TIMELIST,
     TIMELIST_SIG,
+    TIMELIST_SIG_OLD,
+    UNLISTED,
     Entry,
+    image_suffixes,
+    is_image,
     parse_timelist,
     patch_all,
     render_all,
     render_filelist,
+    render_imagelist,
     render_timelist,
     scan,
     write_if_changed,
@@ -51,7 +59,7 @@ def tiny(tmp_path: Path) -> Path:
     (top / "repodata.~tmp~").mkdir()
     (top / "repodata.~tmp~" / "primary.xml.gz").write_text("partial")
     (top / f".{TIMELIST}.1234.~tmp~").write_text("partial")
-    for name in (FILELIST, TIMELIST, TIMELIST_SIG):
+    for name in UNLISTED:
         (top / name).write_text("old list\n")
     # Fixed times: one in the past (ctime wins), one in the future (mtime wins).
     os.utime(top / "a.txt", ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
@@ -99,9 +107,11 @@ def test_scan_and_render_tiny_tree_exactly(tiny: Path) -> None:
         "./a.txt\n./link\n./repo\n./repo/fullfilelist\n./repo/repodata\n./repo/repodata/repomd.xml\n"
     )
     lists = render_all(entries)
-    assert list(lists) == [FILELIST, TIMELIST, TIMELIST_SIG]  # the polled list goes last
+    # the polled list goes last, after the plain and image lists that match it
+    assert list(lists) == [FILELIST, IMAGELIST_SIG, TIMELIST, TIMELIST_SIG]
     assert lists[TIMELIST] == lists[TIMELIST_SIG] == render_timelist(entries)
     assert lists[FILELIST] == render_filelist(entries)
+    assert lists[IMAGELIST_SIG] == "", "no image: written, but empty"
 
 
 def test_scan_times_are_max_of_mtime_and_ctime(tiny: Path) -> None:
@@ -143,6 +153,47 @@ def test_render_refuses_what_the_format_cannot_carry(entry: Entry, match: str) -
         render_timelist([entry])
 
 
+def test_the_image_list_names_what_create_filelist_counts_as_an_image() -> None:
+    """create-filelist's ``--imagelist``: every entry whose path ends in ``.<format>`` of
+    one of productmd's image formats, written as ``./<path>`` like ``fullfilelist``."""
+    import productmd.images
+
+    assert image_suffixes() == tuple(f".{f}" for f in productmd.images.SUPPORTED_IMAGE_FORMATS)
+    rows = [
+        (path, kind, 1, 1, None)
+        for path, kind in [
+            ("9/altarch/images", "d"),
+            ("9/altarch/images/Rocky-9-RaspberryPi.raw.xz", "f"),
+            ("9/altarch/images/Rocky-9-RaspberryPi.raw.xz.CHECKSUM", "f"),
+            ("9/altarch/images/boot.iso", "f"),
+            ("9/altarch/images/disk.raw", "f"),
+            ("9/altarch/images/iso", "f"),  # no dot, no image
+            ("9/altarch/images/latest.qcow2", "l"),  # the path decides, not the kind
+            ("9/altarch/images/vm.vagrant-libvirt.box", "f"),
+            ("9/altarch/images/x.ISO", "f"),  # case matters, as in create-filelist
+            ("9/core/source/core-common/tree.tar.gz", "f"),  # tar.gz is a productmd format
+            ("9/core/x86_64/core-common/Packages/s/sig-hello-1.0-1.x86_64.rpm", "f"),
+            ("9/core/x86_64/core-common/repodata/repomd.xml", "f"),
+        ]
+    ]
+    expected = (
+        "./9/altarch/images/Rocky-9-RaspberryPi.raw.xz\n"
+        "./9/altarch/images/boot.iso\n"
+        "./9/altarch/images/disk.raw\n"
+        "./9/altarch/images/latest.qcow2\n"
+        "./9/altarch/images/vm.vagrant-libvirt.box\n"
+        "./9/core/source/core-common/tree.tar.gz\n"
+    )
+    assert render_imagelist(reversed(rows)) == expected
+    assert render_all(rows)[IMAGELIST_SIG] == expected
+    assert is_image("a/b.iso") and not is_image("a/b.iso.asc")
+    # The image list follows the listed paths: a patch that removes an image drops it.
+    lists = render_all(rows)
+    patched = patch_all(lists[FILELIST], lists[TIMELIST], {"9/altarch/images/boot.iso": None})
+    assert patched is not None
+    assert patched[IMAGELIST_SIG] == expected.replace("./9/altarch/images/boot.iso\n", "")
+
+
 def test_scan_missing_top_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         scan(tmp_path / "nope")
@@ -180,7 +231,7 @@ _entries = st.lists(
 @settings(max_examples=100, deadline=None)
 @given(_entries, st.data())
 def test_round_trip_property(entries: list[Entry], data: st.DataObject) -> None:
-    entries = [e for e in entries if e.path not in {FILELIST, TIMELIST, TIMELIST_SIG}]
+    entries = [e for e in entries if e.path not in UNLISTED]
     with_sums = [
         Entry(e.path, e.kind, e.size, e.mtime, hashlib.sha1(e.path.encode()).hexdigest())
         if e.kind == "f" and data.draw(st.booleans())
@@ -292,12 +343,14 @@ def test_write_if_changed(tmp_path: Path) -> None:
     top = tmp_path / "top"
     (top / "repo" / "repodata").mkdir(parents=True)
     (top / "repo" / "repodata" / "repomd.xml").write_bytes(REPOMD)
-    names = [FILELIST, TIMELIST, TIMELIST_SIG]
+    names = list(LIST_NAMES)
 
     lists = render_all(scan(top))
     assert write_if_changed(top, lists) == names
     for name in names:
         assert (top / name).read_text() == lists[name]
+        assert (top / name).stat().st_mode & 0o777 == 0o644  # mirrors read them
+    assert not (top / TIMELIST_SIG_OLD).exists(), "no previous list to keep"
     before = {name: _ident(top / name) for name in names}
 
     # The lists themselves are not listed, so rescanning gives the same lists.
@@ -306,16 +359,83 @@ def test_write_if_changed(tmp_path: Path) -> None:
     assert write_if_changed(top, again) == []
     assert {name: _ident(top / name) for name in names} == before
 
-    # A change: replaced by rename (new inode), only the lists whose content changed.
+    # A change: replaced by rename (new inode), only the lists whose content changed; the
+    # polled list's previous content is kept first, as the distribution's script does.
     (top / "repo" / "repodata" / "repomd.xml").write_bytes(REPOMD + b"<!-- new -->\n")
     changed = render_all(scan(top))
     assert changed[FILELIST] == lists[FILELIST]
-    assert write_if_changed(top, changed) == [TIMELIST, TIMELIST_SIG]
-    assert _ident(top / FILELIST) == before[FILELIST]
+    assert write_if_changed(top, changed) == [TIMELIST, TIMELIST_SIG_OLD, TIMELIST_SIG]
+    for name in (FILELIST, IMAGELIST_SIG):
+        assert _ident(top / name) == before[name]
     for name in (TIMELIST, TIMELIST_SIG):
         assert (top / name).stat().st_ino != before[name][0]
         assert (top / name).read_text() == changed[name]
+    assert (top / TIMELIST_SIG_OLD).read_text() == lists[TIMELIST_SIG]
     assert not [p for p in top.iterdir() if p.name.endswith(".~tmp~")]
+    # the kept list is not listed either
+    assert render_all(scan(top)) == changed
+
+    # Unchanged again: the kept list stays as it is too.
+    old = _ident(top / TIMELIST_SIG_OLD)
+    assert write_if_changed(top, changed) == []
+    assert _ident(top / TIMELIST_SIG_OLD) == old
+
+
+def test_the_old_list_is_only_kept_from_a_list_that_was_there(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    top.mkdir()
+    (tmp_path / "elsewhere").write_text("not a list of ours\n")
+    (top / TIMELIST_SIG).symlink_to(tmp_path / "elsewhere")
+    assert write_if_changed(top, {TIMELIST_SIG: "new\n"}) == [TIMELIST_SIG]
+    assert not (top / TIMELIST_SIG_OLD).exists(), "a symlink is replaced, not kept"
+    # a writer killed between keeping the old list and renaming the new one left a
+    # temporary file: cleaned up, and the old list is kept (again) before the new one
+    (top / f".{TIMELIST_SIG_OLD}.99999.~tmp~").write_text("partial")
+    assert write_if_changed(top, {TIMELIST_SIG: "newer\n"}) == [TIMELIST_SIG_OLD, TIMELIST_SIG]
+    assert (top / TIMELIST_SIG_OLD).read_text() == "new\n"
+    assert sorted(p.name for p in top.iterdir()) == [TIMELIST_SIG, TIMELIST_SIG_OLD]
+
+
+def test_every_list_gets_the_owner_and_group(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to other ids needs root")
+    top = tmp_path / "top"
+    top.mkdir()
+    first = render_all([("a", "f", 1, 1, None)])
+    assert write_if_changed(top, first, owner=4242, group=4343) == list(LIST_NAMES)
+    second = render_all([("b", "f", 1, 1, None)])
+    write_if_changed(top, second, owner=4242, group=4343)
+    for name in (*LIST_NAMES, TIMELIST_SIG_OLD):
+        info = (top / name).stat()
+        assert (name, info.st_uid, info.st_gid) == (name, 4242, 4343)
+
+    # Other ids later (or ones set by hand): corrected in place, nothing rewritten.
+    os.chown(top / FILELIST, 0, 0)
+    inodes = {name: (top / name).stat().st_ino for name in UNLISTED}
+    assert write_if_changed(top, second, owner=10004, group=10005) == []
+    for name in UNLISTED:
+        info = (top / name).stat()
+        assert (info.st_ino, info.st_uid, info.st_gid) == (inodes[name], 10004, 10005)
+    # Only the owner given: the group stays.
+    assert write_if_changed(top, second, owner=7) == []
+    assert {((top / n).stat().st_uid, (top / n).stat().st_gid) for n in UNLISTED} == {(7, 10005)}
+
+
+def test_a_list_that_cannot_be_given_its_owner_is_not_put_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = tmp_path / "top"
+    top.mkdir()
+    write_if_changed(top, {FILELIST: "./a\n"})
+
+    def refuse(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(filelists.os, "fchown", refuse)
+    with pytest.raises(PublishError, match=rf"{FILELIST} owner 10004:10005: .*not permitted"):
+        write_if_changed(top, {FILELIST: "./b\n"}, owner=10004, group=10005)
+    assert (top / FILELIST).read_text() == "./a\n"
+    assert [p.name for p in top.iterdir()] == [FILELIST], "no temporary file left"
 
 
 def test_write_if_changed_replaces_a_symlink_without_following_it(tmp_path: Path) -> None:
@@ -348,7 +468,7 @@ def test_the_whole_list_check_agrees_with_the_check_of_each_entry(paths: list[st
     def each_ok() -> bool:
         try:
             for e in entries:
-                if e.path not in {FILELIST, TIMELIST, TIMELIST_SIG} and ".~tmp~" not in e.path:
+                if e.path not in UNLISTED and ".~tmp~" not in e.path:
                     _check_entry(e)
         except ValueError:
             return False
@@ -366,8 +486,10 @@ def test_the_whole_list_check_agrees_with_the_check_of_each_entry(paths: list[st
 # -- patching the lists with the changes (what a publish to production does) -----------
 
 _small_path = st.lists(
-    st.sampled_from(["a", "b", "c", "repodata", "x.~tmp~"]), min_size=1, max_size=3
-).map("/".join) | st.sampled_from([FILELIST, TIMELIST, "z"])
+    st.sampled_from(["a", "b", "c", "repodata", "x.~tmp~", "p.iso", "q.raw.xz"]),
+    min_size=1,
+    max_size=3,
+).map("/".join) | st.sampled_from([FILELIST, TIMELIST, IMAGELIST_SIG, "z"])
 _row = st.builds(
     lambda path, kind, size, mtime, sum_: (path, kind, size, mtime, sum_),
     _small_path,

@@ -18,6 +18,7 @@ from reconciler import retiring
 from reconciler.facts import TargetKey
 from reconciler.filelists import (
     FILELIST,
+    LIST_NAMES,
     TIMELIST,
     TIMELIST_SIG,
     parse_timelist,
@@ -243,7 +244,7 @@ def test_a_malformed_changes_file_is_not_used(tmp_path: Path, body: str) -> None
 
 
 def _lists(top: Path) -> dict[str, str]:
-    return {name: (top / name).read_text() for name in (FILELIST, TIMELIST, TIMELIST_SIG)}
+    return {name: (top / name).read_text() for name in LIST_NAMES}
 
 
 def test_a_promotion_patches_the_lists_to_what_listing_everything_gives(

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.filelists import TIMELIST_SIG, parse_timelist
+from reconciler.filelists import TIMELIST_SIG, UNLISTED, parse_timelist
 from reconciler.verifying import verify_tree
 
 from .publish_support import CATEGORY, World, build_world, tree_listing
 
-LISTS = ("fullfilelist", "fullfiletimelist-sig", "fullfiletimelist")
+LISTS = tuple(UNLISTED)
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 
 
