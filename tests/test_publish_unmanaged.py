@@ -22,7 +22,7 @@ from reconciler.running import Loop
 from reconciler.specfile import load_host_config
 from reconciler.state import StateDB
 from reconciler.verifying import verify_tree
-from reconciler.vocabulary import Stage
+from reconciler.vocabulary import InventoryKind, Stage
 
 from .publish_support import (
     IMAGE,
@@ -98,7 +98,7 @@ def test_publishing_over_an_old_tree_keeps_everything_it_did_not_publish(
         inventory = state.inventory.entries(Stage.PRODUCTION, f"{SIG_REL}/")
         rows = state.unmanaged.entries(Stage.PRODUCTION, f"{SIG_REL}/")
     assert inventory[f"{SIG_REL}/{PACKAGE}"].ino == before[PACKAGE][0]
-    assert {k for k, e in rows.items() if e.kind == "f" and not e.ignored} == {
+    assert {k for k, e in rows.items() if e.kind is InventoryKind.FILE and not e.ignored} == {
         f"{SIG_REL}/{rel}" for rel in unmanaged
     }, "known from the walk right after the first publish"
     assert rows[f"{SIG_REL}/{IMAGE}"].ignored
