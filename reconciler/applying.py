@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import drift
 from .composemeta import write_status
 from .errors import PublishError, ReconcilerError
 from .facts import Learned, TargetKey
@@ -25,11 +26,12 @@ from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
 from .manifest import Changes, read_changes
 from .names import COMPOSE_ID_RE
+from .observing import walk_unmanaged
 from .planning import Action, Plan, Verdict
-from .publishing import Publisher
+from .publishing import Owner, Publisher
 from .retiring import delete_due, write_production_filelists
 from .spec import Spec
-from .state import ActionStart, StateDB, TargetRecord, TargetStatus
+from .state import ActionStart, StateDB, TargetRecord, TargetStatus, UnmanagedEntry
 from .vocabulary import (
     PUBLISHED_STAGES,
     ActionKind,
@@ -109,13 +111,16 @@ class _Outcome:
 
 
 def record_learned(state: StateDB, learned: Learned) -> None:
-    """Keep what observing learned (upstream validators, drift findings): observing
-    itself never writes."""
+    """Keep what observing learned (upstream validators, drift findings, unmanaged
+    paths): observing itself never writes."""
     if learned.upstream:
         state.sources.set_upstream_cache(learned.upstream)
     if learned.drift is not None:
         for key, found in learned.drift.items():
             state.sources.set_drift(key, found)
+    walked_at = learned.drift_checked_at or datetime.now(UTC)
+    for key, walk in (learned.unmanaged or {}).items():
+        state.unmanaged.replace(key.stage, walk.prefix, walk.entries, walked_at)
     if learned.drift_checked_at is not None:
         state.sources.set_drift_checked(learned.drift_checked_at)
     if learned.drift_deep_checked_at is not None:
@@ -291,12 +296,19 @@ class Applier:
         if not source.is_dir():
             raise PublishError(f"{source}: compose {compose_id} is missing on disk")
         target = self._published(action, action.stage)
-        publisher = Publisher(self.state, target)
-        grace = self.spec.defaults.publish.delete_grace
+        policy = self.spec.defaults.publish
+        publisher = Publisher(self.state, target, Owner(policy.owner, policy.group))
         key = TargetKey(action.stage, action.sig, action.release)
         changes = None if action.repair else self._changes(tree, key, compose_id)
         # a repair checks what drift named by content, and places only verified bytes
-        suspect = [d.path for d in self.state.sources.drift(key)] if action.repair else []
+        drifted = drift.actionable(self.state.sources.drift(key)) if action.repair else ()
+        # The first publish to a target (or the first after an unfinished one) may land
+        # on a tree made by other means: what it holds is walked before (when prune may
+        # retire some of it) and after (so that it is known and reported at once).
+        held = self.state.targets.get(action.sig, action.release, action.stage)
+        fresh = held is None or self.state.targets.is_publishing(key)
+        prune = self.spec.prune(action.sig)
+        found = self._walk(target, record=False) if fresh and prune else None
         healer = None
         if action.repair:  # createrepo_c and the upstream client: only when repairing
             from .healing import Healer
@@ -305,30 +317,34 @@ class Applier:
         self.state.targets.mark_publishing(key, compose_id)  # until the target record says so
         stats = publisher.publish(
             source,
-            grace,
+            policy.delete_grace,
             datetime.now(UTC),
             repair=action.repair,
             manifest=tree.manifest(compose_id),
             changes=changes,
-            suspect=suspect,
+            suspect=[d.path for d in drifted],
             sources=healer,
+            prune=prune,
+            unmanaged=found,
         )
         self.state.sources.set_drift(key, ())
+        if fresh:
+            self._walk(target)
         healed = healer.touched if healer is not None else set()
         if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
             self._write_filelists()
-        self.state.targets.set(
-            TargetRecord(
-                action.sig,
-                action.release,
-                action.stage,
-                compose_id,
-                datetime.now(UTC),
-                self.context.revision,
-            )
-        )
+        self.state.targets.set(TargetRecord(action.sig, action.release, action.stage, compose_id,
+                                            datetime.now(UTC), self.context.revision))  # fmt: skip
         self.state.targets.published(key)
         return _Outcome(compose_id, stats.bytes, stats.files)
+
+    def _walk(self, target: PublishedTree, record: bool = True) -> dict[str, UnmanagedEntry]:
+        """What ``target`` holds that its inventory does not (unmanaged); ``record``: keep it."""
+        owned = self.state.inventory.entries(target.stage, target.inventory_prefix)
+        walk = walk_unmanaged(self.spec, target, owned)
+        if record:
+            self.state.unmanaged.replace(target.stage, walk.prefix, walk.entries, datetime.now(UTC))
+        return {e.relpath: e for e in walk.entries}
 
     def _changes(self, tree: ComposeTree, key: TargetKey, compose_id: str) -> list[Changes] | None:
         """The composes' changes files leading from what the target holds to ``compose_id``

@@ -15,11 +15,20 @@ known one of three ways (:class:`~reconciler.vocabulary.PublishBasis`):
 
 Every path is an inventory path (relative to the stage root, under the target's
 prefix). The change set says which compose files to PLACE (a new name) or
-REPLACE (the target holds other bytes under the name), in the mirror-safe
-phases (packages, metadata, ``repomd.xml`` last); which files found in the tree
-to ADOPT (a repair: inventoried, then pended); which paths to PEND for deletion
-after the grace (superseded files; directories never); and which pending
-deletions to CANCEL (the path is wanted again).
+REPLACE (the target holds something under the name: an earlier file of its own, or
+an unmanaged one), in the mirror-safe phases (packages, metadata, ``repomd.xml``
+last); which unmanaged files to ADOPT (inventoried, then pended); which paths to
+PEND for deletion after the grace (superseded files; directories never); and which
+pending deletions to CANCEL (the path is wanted again).
+
+Only what the inventory records is ever pended, and *unmanaged* paths (in the tree,
+not in the inventory: an adopted tree's images and keys, a human's files) are kept,
+but with ``prune``: then an unmanaged file under the ``Packages/`` or ``repodata/``
+directory of a repo the compose publishes, which the compose does not have (an old
+reposync'd tree's superseded packages and metadata), is adopted and pended like a
+superseded file. A path that matches ``publish.unmanaged`` (``ignored``) is never
+adopted. The changes files do not say which repos the compose has, so pruning needs
+the inventory or the tree basis (:func:`prune_repos` tells the publisher when).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .composefiles import Changes, SourceFile, combine
+from .composefiles import REPOMD, Changes, SourceFile, combine
 from .vocabulary import ChangeKind, InventoryKind, PublishBasis, PublishPhase
 
 
@@ -43,6 +52,16 @@ class Held(Protocol):
 
     @property
     def mtime_ns(self) -> int: ...
+
+
+class Found(Protocol):
+    """What the change set needs of an unmanaged path (the state's ``UnmanagedEntry``)."""
+
+    @property
+    def kind(self) -> InventoryKind: ...
+
+    @property
+    def ignored(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,37 +156,87 @@ class ChangeSet:
         return lines
 
 
-def change_set(prefix: str, basis: Basis, pending: Collection[str]) -> ChangeSet:
+def change_set(
+    prefix: str,
+    basis: Basis,
+    pending: Collection[str],
+    unmanaged: Mapping[str, Found] | None = None,
+    prune: bool = False,
+) -> ChangeSet:
     """What publishing a compose under ``prefix`` (``category/release/sig/``) changes.
 
-    ``pending`` are the stage's pending deletions (inventory paths).
+    ``pending`` are the stage's pending deletions (inventory paths); ``unmanaged`` the
+    paths under ``prefix`` that the inventory lacks, as far as they are known (a walk
+    of the tree); ``prune`` the SIG's ``publish.prune``.
     """
+    found = unmanaged or {}
+    taken = {k for k, e in found.items() if e.kind is not InventoryKind.DIR}
     if isinstance(basis, FromChanges):
-        return _from_changes(prefix, basis.chain, pending)
+        return _from_changes(prefix, basis.chain, pending, taken)
     files, inventory = basis.files, basis.inventory
     wanted = {prefix + f.rel for f in files}
     pend = {k for k, e in inventory.items() if e.kind is not InventoryKind.DIR and k not in wanted}
+    adopt = _prunable(prefix, files, found) - wanted - inventory.keys() if prune else set()
     if isinstance(basis, FromTree):
         tree = basis.tree
+        adopt &= tree.present  # as the tree is now, not as the last walk found it
         changed = [f for f in files if f.rel not in tree.matching]
-        places = _places(prefix, changed, tree.present)
-        adopt = tree.present - wanted - inventory.keys()
+        places = _places(prefix, changed, tree.present | taken)
         return ChangeSet(
             PublishBasis.TREE, prefix, places, tuple(sorted(adopt)),
             tuple(sorted(pend | adopt)), _cancel(pending, wanted),
         )  # fmt: skip
     changed = [f for f in files if not _current(inventory.get(prefix + f.rel), f)]
-    places = _places(prefix, changed, inventory.keys())
+    places = _places(prefix, changed, inventory.keys() | taken)
     return ChangeSet(
-        PublishBasis.INVENTORY, prefix, places, (), tuple(sorted(pend)), _cancel(pending, wanted)
-    )
+        PublishBasis.INVENTORY, prefix, places, tuple(sorted(adopt)),
+        tuple(sorted(pend | adopt)), _cancel(pending, wanted),
+    )  # fmt: skip
 
 
-def _from_changes(prefix: str, chain: Sequence[Changes], pending: Collection[str]) -> ChangeSet:
+#: The directories of a repo whose files its ``repomd.xml`` names: the only places
+#: ``prune`` retires unmanaged files from.
+PRUNED_DIRS = frozenset({"Packages", "repodata"})
+
+
+def _repo_dirs(parts: Sequence[str]) -> set[str]:
+    """The repo directories (inside the SIG directory) of a path, given as its parts, that
+    lies under a repo's ``Packages/`` or ``repodata/``: those before such a part."""
+    return {"/".join(parts[:i]) for i, part in enumerate(parts[:-1]) if part in PRUNED_DIRS}
+
+
+def prune_repos(prefix: str, unmanaged: Mapping[str, Found]) -> set[str]:
+    """The repo directories ``prune`` could retire some of ``unmanaged`` from (an unignored
+    file under their ``Packages/`` or ``repodata/``): when the compose publishes one of
+    them, the publish must know every file of the compose (not only its changes)."""
+    found: set[str] = set()
+    for k, e in unmanaged.items():
+        if e.kind is not InventoryKind.DIR and not e.ignored and k.startswith(prefix):
+            found |= _repo_dirs(k.removeprefix(prefix).split("/"))
+    return found
+
+
+def _prunable(prefix: str, files: Sequence[SourceFile], found: Mapping[str, Found]) -> set[str]:
+    """The unmanaged files that ``prune`` retires: not ignored, under the ``Packages/`` or
+    ``repodata/`` of a repo the compose publishes (it has that repo's ``repomd.xml``)."""
+    repos = {f.rel.removesuffix(REPOMD).removesuffix("/") for f in files if f.is_repomd}
+    return {
+        k
+        for k, e in found.items()
+        if e.kind is not InventoryKind.DIR
+        and not e.ignored
+        and k.startswith(prefix)
+        and not repos.isdisjoint(_repo_dirs(k.removeprefix(prefix).split("/")))
+    }
+
+
+def _from_changes(
+    prefix: str, chain: Sequence[Changes], pending: Collection[str], taken: Collection[str]
+) -> ChangeSet:
     place, gone = combine(chain)
     wanted = {prefix + f.rel for f in place}
     pend = {prefix + rel for rel in gone} - wanted
-    places = tuple(Change(ChangeKind.PLACE, prefix + f.rel, f) for f in place)
+    places = _places(prefix, place, taken)
     return ChangeSet(
         PublishBasis.CHANGES, prefix, places, (), tuple(sorted(pend)), _cancel(pending, wanted),
         composes=len(chain),
@@ -175,7 +244,8 @@ def _from_changes(prefix: str, chain: Sequence[Changes], pending: Collection[str
 
 
 def _places(prefix: str, files: Sequence[SourceFile], held: Collection[str]) -> tuple[Change, ...]:
-    """PLACE a new name; REPLACE one the target is known to hold (with other bytes)."""
+    """PLACE a new name; REPLACE one the target is known to hold (a file of its own with
+    other bytes, or an unmanaged one)."""
     return tuple(
         Change(
             ChangeKind.REPLACE if prefix + f.rel in held else ChangeKind.PLACE, prefix + f.rel, f

@@ -255,12 +255,14 @@ def _source_summary(state: StateDB) -> dict[str, object]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .observing import unmanaged_summaries
     from .reconciling import open_state
     from .reporting import print_status
 
     host = _host(args)
     with open_state(host) as state:
-        print_status(state.targets.statuses(), _source_summary(state), args.format)
+        unmanaged = unmanaged_summaries(state)
+        print_status(state.targets.statuses(), _source_summary(state), args.format, unmanaged)
     return 0
 
 
@@ -338,33 +340,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify_drift(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from .applying import record_learned
-    from .facts import Learned
-    from .observing import check_drift
+    from .observing import check_drift, unmanaged_summaries
     from .reconciling import load_source, open_state
+    from .verifying import drift_report
 
     host = _host(args)
     with open_state(host) as state:
         source = load_source(host, state, args.desired_state, _record_cache())
-        found = check_drift(source.spec, host, state, deep=args.deep)
-        now = datetime.now(UTC)
-        record_learned(
-            state,
-            Learned(
-                drift=found, drift_checked_at=now, drift_deep_checked_at=now if args.deep else None
-            ),
-        )
-    total = 0
-    for key in sorted(found, key=lambda k: (k.sig, k.release, k.stage)):
-        n = len(found[key])
-        total += n
-        what = "no drift" if not n else f"{n} path(s) drifted"
-        print(f"{key.sig} {key.release} {key.stage}: {what}")
-        for finding in found[key]:
-            print(f"  {finding}")
-    return 0 if total == 0 else 1
+        learned = check_drift(source.spec, host, state, deep=args.deep)
+        record_learned(state, learned)
+        category = source.spec.defaults.publish.category
+        report = drift_report(learned.drift or {}, unmanaged_summaries(state, category))
+    for line in report.lines:
+        print(line)
+    return 0 if report.ok else 1
 
 
 def cmd_filelist(args: argparse.Namespace) -> int:

@@ -1,17 +1,19 @@
 """Drift: a published target compared with its inventory by stat, and with its
 compose's checksums by content.
 
-A missing, changed (size, mtime or inode) or unexpected file under a published
-SIG directory is drift. The whole check walks the target, so it runs on a
-host-configured interval (``drift_interval``, default hourly) and on demand
-(``reconciler verify --drift``), never on the hot path; every pass only stats
-each published ``repomd.xml``. Bytes written into a file in place, its size and
-mtime put back, escape a stat: the deep check (:func:`check_deep`) reads every
-published file and compares its digest with the compose's (CORRUPT), on its own,
-slower interval (``drift_deep_interval``, default daily) and on demand
-(``reconciler verify --drift --deep``). These functions read the trees and return
-findings; the apply step records them in the state, and the next apply repairs
-them when the host says ``drift: repair``.
+A path the reconciler published (its inventory) that is missing or changed (size,
+mtime or inode) is drift. A path under a published SIG directory that the inventory
+does not record is not drift: it is *unmanaged* (:mod:`reconciler.ownership` finds
+those in the same walk), reported but never repaired or deleted. The whole check
+walks the target, so it runs on a host-configured interval (``drift_interval``,
+default hourly) and on demand (``reconciler verify --drift``), never on the hot
+path; every pass only stats each published ``repomd.xml``. Bytes written into a
+file in place, its size and mtime put back, escape a stat: the deep check
+(:func:`check_deep`) reads every published file and compares its digest with the
+compose's (CORRUPT), on its own, slower interval (``drift_deep_interval``, default
+daily) and on demand (``reconciler verify --drift --deep``). These functions read
+the trees and return findings; the apply step records them in the state, and the
+next apply repairs them when the host says ``drift: repair``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from .checksums import DigestCache, Sum
 from .facts import DriftFinding
 from .layout import PublishedTree, Variant
-from .names import TMP_SUFFIX
 from .state import InventoryEntry
 from .vocabulary import DriftKind, InventoryKind
 
@@ -37,7 +38,10 @@ def _differs(entry: InventoryEntry, st: os.stat_result) -> bool:
 def check_target(
     inventory: Mapping[str, InventoryEntry], tree: PublishedTree
 ) -> tuple[DriftFinding, ...]:
-    """Compare every path under the target with its inventory (``tree``'s entries)."""
+    """Compare every path of the target's inventory (``tree``'s entries) with the tree.
+
+    Paths in the tree that the inventory lacks are no concern of drift: they are
+    unmanaged (:func:`reconciler.ownership.walk_unmanaged`)."""
     found: list[DriftFinding] = []
     for rel, entry in inventory.items():
         try:
@@ -51,12 +55,14 @@ def check_target(
             found.append(DriftFinding(rel, DriftKind.CHANGED))
         elif entry.kind is InventoryKind.DIR and not stat.S_ISDIR(st.st_mode):
             found.append(DriftFinding(rel, DriftKind.CHANGED))  # a symlink or a file now
-    for dirpath, _dirs, names in os.walk(tree.path):
-        for name in names:
-            rel = str((Path(dirpath) / name).relative_to(tree.root))
-            if rel not in inventory and not name.endswith(TMP_SUFFIX):
-                found.append(DriftFinding(rel, DriftKind.UNEXPECTED))
     return tuple(sorted(found))
+
+
+def actionable(findings: Iterable[DriftFinding]) -> tuple[DriftFinding, ...]:
+    """``findings`` without UNEXPECTED ones: a database written before unmanaged paths
+    were told apart may still hold them; such a path is unmanaged now, never drift, so
+    it is neither reported nor repaired (nor deleted by a repair)."""
+    return tuple(d for d in findings if d.what is not DriftKind.UNEXPECTED)
 
 
 def check_deep(

@@ -12,9 +12,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .vocabulary import ComposeStatus, DriftKind, Stage
+
+if TYPE_CHECKING:  # a record of the state's (no I/O); facts stay below the state's layer
+    from .state import UnmanagedEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,14 @@ class UpstreamCacheEntry:
     fetched_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UnmanagedWalk:
+    """What a walk of one published SIG directory found that its inventory lacks."""
+
+    prefix: str  # the target's inventory prefix (``mirror/pub/sig/9/core/``)
+    entries: tuple[UnmanagedEntry, ...] = ()
+
+
 @dataclass(frozen=True)
 class Learned:
     """What observing learned that the state should keep. Observing never writes:
@@ -59,6 +70,9 @@ class Learned:
     drift: Mapping[TargetKey, tuple[DriftFinding, ...]] | None = None
     #: When that drift check ran.
     drift_checked_at: datetime | None = None
+    #: The unmanaged paths the same walk found in each published target (else None):
+    #: reported, never drift.
+    unmanaged: Mapping[TargetKey, UnmanagedWalk] | None = None
     #: When the deep check (content against the composes' checksums) ran, if it did.
     drift_deep_checked_at: datetime | None = None
 

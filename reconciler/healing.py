@@ -13,15 +13,17 @@ every path drift named. For a file that does not hash to what its compose says
    variant's URL as composing derives it, the package found in its primary by
    name and checksum; size and checksum verified);
 2. writes them as a new inode in the compose (a ``.~tmp~`` name, fsync, checked
-   again, read-only, the manifest's mtime, then a rename over the damaged name);
+   again, read-only, the manifest's mtime, ``publish.owner``/``publish.group``, then
+   a rename over the damaged name);
 3. replaces every hardlink of the damaged inode in those trees by a link to (or,
    across filesystems, a copy of) the new one, by rename, and records the new
    inode in the inventory of the published trees.
 
-The damaged inode is never written to. With no good copy anywhere the repair
-fails with :class:`~reconciler.errors.PublishError` naming the path: the target is
-Failed, never Synced. The compose's lock is held meanwhile (no compose links from
-it), and the root lock of each published tree changed.
+The damaged inode is never written to, and nothing is ever deleted: a path the
+inventory does not record (unmanaged) is not the healer's concern. With no good copy
+anywhere the repair fails with :class:`~reconciler.errors.PublishError` naming the
+path: the target is Failed, never Synced. The compose's lock is held meanwhile (no
+compose links from it), and the root lock of each published tree changed.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .layout import PublishedTree, Variant
 from .locking import exclusive_lock
 from .manifest import read_manifest
 from .names import TMP_SUFFIX, safe_relpath
-from .publishing import entry_for, root_lock
+from .publishing import Owner, entry_for, root_lock
 from .selection import PackageFact
 from .spec import Spec, variants_of
 from .state import StateDB
@@ -83,6 +85,7 @@ class Healer:
     ) -> None:
         self.spec, self.host, self.state, self.target = spec, host, state, target
         self.compose_id = compose_id
+        self.owner = Owner(spec.defaults.publish.owner, spec.defaults.publish.group)
         self.composes = host.compose_tree(target.sig, target.release)
         self.sig_dir = self.composes.sig_dir(compose_id)
         self.cache = DigestCache()
@@ -157,6 +160,7 @@ class Healer:
             copy_fsync(good, tmp, READ_ONLY)
             if mtime_ns is not None:
                 os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            self.owner.give(tmp)
             if not DigestCache().matches(tmp, want):
                 raise PublishError(f"{good}: its bytes changed while they were copied")
             tmp.replace(dest)
@@ -181,7 +185,7 @@ class Healer:
                     path = tree.top / rel
                     if path == good or _inode(path) != damaged:
                         continue
-                    _replace(good, path)
+                    _replace(good, path, self.owner)
                     log.warning("%s: the damaged inode replaced by %s", path, good)
                     if tree.top == self.sig_dir:
                         relinked.add(rel)
@@ -286,8 +290,9 @@ class Healer:
         raise PublishError(f"{url}: the upstream no longer lists {name} ({want})")
 
 
-def _replace(good: Path, path: Path) -> None:
-    """``path`` becomes a name of ``good`` (a copy across filesystems), by rename."""
+def _replace(good: Path, path: Path, owner: Owner) -> None:
+    """``path`` becomes a name of ``good`` (a copy across filesystems, given ``owner``),
+    by rename."""
     tmp = tmp_name(path)
     tmp.unlink(missing_ok=True)
     try:
@@ -297,6 +302,7 @@ def _replace(good: Path, path: Path) -> None:
             raise
         copy_fsync(good, tmp, READ_ONLY)
     try:
+        owner.give(tmp)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -80,6 +80,16 @@ class Metrics:
         self.git_fetch_failures = Counter("reconciler_git_fetch_failures",
                                           "Failed fetches of the desired-state repository",
                                           registry=r)  # fmt: skip
+        self.unmanaged_files = Gauge(
+            "reconciler_unmanaged_files",
+            "Files under a published target that the reconciler did not publish and keeps "
+            "(not drift; publish.unmanaged paths not counted), as its last walk found them",
+            ["sig", "release", "stage"], registry=r,
+        )  # fmt: skip
+        self.unmanaged_bytes = Gauge(
+            "reconciler_unmanaged_bytes", "Bytes of those unmanaged files",
+            ["sig", "release", "stage"], registry=r,
+        )  # fmt: skip
         self.last_pass: dict[str, Any] = {}
 
     def set_target_states(self, rows: Iterable[tuple[str, str, Stage, TargetState]]) -> None:
@@ -89,6 +99,15 @@ class Metrics:
                 self.target_state.labels(sig, release, stage, state).set(
                     1 if state is current else 0
                 )
+
+    def set_unmanaged(self, rows: Iterable[tuple[str, str, Stage, int, int]]) -> None:
+        """``(sig, release, stage, files, bytes)`` of each published target's unmanaged
+        files; a target no longer listed is dropped."""
+        self.unmanaged_files.clear()
+        self.unmanaged_bytes.clear()
+        for sig, release, stage, files, size in rows:
+            self.unmanaged_files.labels(sig, release, stage).set(files)
+            self.unmanaged_bytes.labels(sig, release, stage).set(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

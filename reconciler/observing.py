@@ -9,10 +9,12 @@
   costs one small 304 response per repo);
 * drift: the whole check when ``drift_interval`` has passed (with the deep check of
   every file's content when ``drift_deep_interval`` has), else what was last
-  recorded, plus a stat of every published ``repomd.xml``.
+  recorded, plus a stat of every published ``repomd.xml``. The same walk finds the
+  *unmanaged* paths of each target (in its tree, not in its inventory): not drift,
+  only reported (:func:`unmanaged_summaries`).
 
-Observing writes nothing: new upstream validators and drift findings are
-returned in :class:`~reconciler.facts.Learned`, and the apply step keeps them,
+Observing writes nothing: new upstream validators, drift findings and unmanaged paths
+are returned in :class:`~reconciler.facts.Learned`, and the apply step keeps them,
 so ``reconciler plan`` leaves the state as it found it.
 """
 
@@ -22,12 +24,12 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import drift
+from . import drift, ownership
 from .checksums import DigestCache, Sum, expected_sums, metadata_sums
 from .composemeta import list_composes, read_record, upstream_revision
 from .errors import ReconcilerError
@@ -39,15 +41,17 @@ from .facts import (
     ReleaseFacts,
     TargetFact,
     TargetKey,
+    UnmanagedWalk,
     UpstreamCacheEntry,
     UpstreamFact,
 )
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
+from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
-from .state import StateDB
+from .state import StateDB, UnmanagedSummary
 from .upstream import Upstream
-from .vocabulary import ComposeStatus, DriftKind, Stage
+from .vocabulary import PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,9 @@ def _target(
     if record is None:
         return TargetFact()
     key = TargetKey(tree.stage, tree.sig, tree.release)
-    known = checked.get(key, ()) if checked is not None else state.sources.drift(key)
+    known = (
+        checked.get(key, ()) if checked is not None else drift.actionable(state.sources.drift(key))
+    )
     variants = variants_of(spec.release(tree.sig, tree.release))
     repomds = {}
     for variant in variants:
@@ -142,15 +148,18 @@ def _target(
 
 
 def check_drift(
-    spec: Spec, host: HostConfig, state: StateDB, deep: bool = False
-) -> dict[TargetKey, tuple[DriftFinding, ...]]:
-    """Run the whole drift check of every published target now (reads only).
+    spec: Spec, host: HostConfig, state: StateDB, deep: bool = False, now: datetime | None = None
+) -> Learned:
+    """Run the whole drift check of every published target now (reads only): the drift
+    found, the unmanaged paths of each target, and when (for the state to keep).
 
     ``deep`` also hashes every published file and compares it with the compose's
     checksums (CORRUPT findings). Without it, the CORRUPT findings recorded by the last
     deep check are kept: a stat cannot see that they are gone (a repair clears them).
     """
+    now = now or datetime.now(UTC)
     found: dict[TargetKey, tuple[DriftFinding, ...]] = {}
+    walks: dict[TargetKey, UnmanagedWalk] = {}
     category = spec.defaults.publish.category
     cache = DigestCache()
     for target in state.targets.all():
@@ -165,9 +174,51 @@ def check_drift(
         else:
             findings.update(d for d in state.sources.drift(key) if d.what is DriftKind.CORRUPT)
         found[key] = tuple(sorted(findings))
+        walks[key] = walk_unmanaged(spec, tree, inventory.keys())
     if deep:
         log.info("deep drift check: %d bytes read", cache.bytes)
-    return found
+    return Learned(
+        drift=found,
+        drift_checked_at=now,
+        unmanaged=walks,
+        drift_deep_checked_at=now if deep else None,
+    )
+
+
+def walk_unmanaged(spec: Spec, tree: PublishedTree, owned: Collection[str]) -> UnmanagedWalk:
+    """The unmanaged paths of a target (in its tree, not among ``owned``, its inventory's
+    paths); those the SIG's ``publish.unmanaged`` patterns cover are marked ignored."""
+    patterns = PathPatterns.of(spec.unmanaged(tree.sig))
+    return UnmanagedWalk(
+        tree.inventory_prefix, tuple(ownership.walk_unmanaged(tree, owned, patterns))
+    )
+
+
+def unmanaged_summaries(
+    state: StateDB, category: str | None = None
+) -> dict[TargetKey, UnmanagedSummary]:
+    """What each published target holds unmanaged, as the last walk found it: files (not
+    directories, not those ``publish.unmanaged`` covers), their bytes, a few examples.
+
+    Without ``category`` (``status`` reads no desired state) the target's directory is
+    the one its newest walk was of.
+    """
+    out: dict[TargetKey, UnmanagedSummary] = {}
+    walked = {stage: state.unmanaged.walks(stage) for stage in PUBLISHED_STAGES}
+    for target in state.targets.all():
+        if target.stage not in PUBLISHED_STAGES:
+            continue
+        key = TargetKey(target.stage, target.sig, target.release)
+        if category is not None:
+            where = PublishedTree(target.stage, Path(), category, target.sig, target.release)
+            prefix: str | None = where.inventory_prefix
+        else:
+            tail = f"/{target.release}/{target.sig}/"
+            mine = [(at, p) for p, at in walked[target.stage].items() if p.endswith(tail)]
+            prefix = max(mine)[1] if mine else None
+        if prefix is not None:
+            out[key] = state.unmanaged.summary(target.stage, prefix)
+    return out
 
 
 def _expected(host: HostConfig, tree: PublishedTree, compose_id: str) -> dict[str, Sum]:
@@ -238,10 +289,11 @@ def observe(
     """
     now = now or datetime.now(UTC)
     wanted = set(only) if only is not None else None
-    checked = None
+    checked, walked = None, Learned()
     deep = drift.due(state.sources.drift_deep_checked_at(), host.drift_deep_interval, now)
     if deep or drift.due(state.sources.drift_checked_at(), host.drift_interval, now):
-        checked = check_drift(spec, host, state, deep)
+        walked = check_drift(spec, host, state, deep, now)
+        checked = walked.drift
     releases: dict[tuple[str, str], ReleaseFacts] = {}
     fresh: list[UpstreamCacheEntry] = []
     for sig_name, sig in sorted(spec.sigs.items()):
@@ -257,7 +309,5 @@ def observe(
                 facts = replace(facts, upstream=upstream)
                 fresh.extend(validators)
             releases[key] = facts
-    learned = Learned(
-        tuple(fresh), checked, now if checked is not None else None, now if deep else None
-    )
+    learned = replace(walked, upstream=tuple(fresh))
     return Observed(now=now, releases=releases, learned=learned)

@@ -23,7 +23,10 @@ healer restores damaged bytes from a good copy into every tree that shared them)
 :func:`reconciler.changeset.change_set` (pure); :meth:`Publisher.act`
 carries the change set out. New files are linked straight to their name (one
 ``link(2)``, atomic); a name that exists is replaced through a ``.~tmp~`` link
-and a rename.
+and a rename, unless it holds the compose file's bytes already (an adopted tree's
+package: kept as it is). What the inventory does not record is *unmanaged*
+(:mod:`reconciler.ownership`): kept, unless the SIG says ``prune``
+(:mod:`reconciler.changeset`). :class:`Owner` gives what a publish makes its owner.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,15 +52,16 @@ from .changeset import (
     FromTree,
     TreeFacts,
     change_set,
+    prune_repos,
 )
 from .checksums import hash_file
-from .composefiles import Changes, SourceFile
+from .composefiles import REPOMD, Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .fsutil import DIR_MODE, copy_file, copy_fsync, fsync_dir, inside, tmp_name
 from .layout import PublishedTree
 from .manifest import read_manifest, scan_source
 from .names import TMP_SUFFIX
-from .state import InventoryEntry, StateDB
+from .state import InventoryEntry, StateDB, UnmanagedEntry
 from .vocabulary import ChangeKind, InventoryKind, PublishPhase
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,33 @@ def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> 
     )
     return InventoryEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ino, checksum,
                           st.st_ctime_ns)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """``publish.owner`` and ``publish.group``: what a publish gives every file it places
+    and every directory it creates or publishes (None: leave that id as it is)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def give(self, path: Path) -> None:
+        """Give ``path`` (not followed) the owner and group unless it has them (then its
+        ctime, which the mirrors' lists carry, stays); PublishError naming both if not."""
+        if self.uid is None and self.gid is None:
+            return
+        st = path.lstat()
+        uid = st.st_uid if self.uid is None else self.uid
+        gid = st.st_gid if self.gid is None else self.gid
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            return
+        try:
+            os.lchown(path, uid, gid)
+        except OSError as exc:
+            raise PublishError(
+                f"{path}: cannot give it owner {self.uid} and group {self.gid} "
+                f"(publish.owner, publish.group): {exc.strerror}"
+            ) from exc
 
 
 class Sources(Protocol):
@@ -108,8 +139,9 @@ def root_lock(root: Path) -> Iterator[None]:
 class Publisher:
     """Publishes one compose SIG directory to one target directory of a stage root."""
 
-    def __init__(self, state: StateDB, tree: PublishedTree) -> None:
+    def __init__(self, state: StateDB, tree: PublishedTree, owner: Owner = Owner()) -> None:
         self.state, self.stage, self.stage_root = state, tree.stage, tree.root
+        self.owner = owner
         self.prefix_key = tree.inventory_prefix  # "mirror/pub/sig/9/core/": inventory paths
         self.target = tree.path
         self.stats = PublishStats()
@@ -118,6 +150,7 @@ class Publisher:
         self._sweep = True  # remove leftover temporary files in the directories written to
         self._cross_fs = False  # hardlinks failed once: the compose is on another filesystem
         self._unsynced = False
+        self._unmanaged: Mapping[str, UnmanagedEntry] = {}  # what decide() knew of
 
     def _safe_dir(self, directory: Path) -> None:
         """Create ``directory`` (once per publish); refuse one that resolves outside the root.
@@ -135,6 +168,7 @@ class Publisher:
                 st = current.lstat()
             except FileNotFoundError:
                 current.mkdir(DIR_MODE)
+                self.owner.give(current)
                 self._checked.add(current)
                 continue
             if stat.S_ISLNK(st.st_mode) and not inside(self.stage_root, current):
@@ -145,6 +179,8 @@ class Publisher:
                 raise PublishError(f"{current} is in the way: it should be a directory")
             if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:  # made by an older version
                 current.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
+            if stat.S_ISDIR(st.st_mode) and current.is_relative_to(self.target):
+                self.owner.give(current)  # a directory of the SIG's tree: published by us
             self._checked.add(current)
         if self._sweep:
             with os.scandir(directory) as it:
@@ -161,24 +197,17 @@ class Publisher:
         dst = self.target / src.rel
         self._safe_dir(dst.parent)
         new_name = change.kind is ChangeKind.PLACE
-        if new_name and not src.is_repomd and not self._cross_fs:
-            try:  # a new name: one link(2) is atomic, no temporary name needed
-                os.link(src.path, dst, follow_symlinks=False)
-            except FileExistsError:
-                pass  # replaced (or found in place) below
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-                self._cross_fs = True
-            else:
-                return self._placed(change.path, dst, None)
+        if new_name and not src.is_repomd and not self._cross_fs and self._link_new(src, dst):
+            return self._placed(change.path, dst, None)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
-        if not self._cross_fs and _same_inode(src.path, dst):
-            # already in place (a publish interrupted before it recorded its inventory):
+        if (not self._cross_fs and _same_inode(src.path, dst)) or _holds(dst, src):
+            # Already in place (a publish interrupted before it recorded its inventory):
             # renaming a second link of the same inode over it would do nothing at all.
             # Once links do not work here (_cross_fs) the next step is a copy, a new
             # inode, so the check is not needed (and across devices it cannot hold).
+            # Or another inode with the compose file's bytes (an adopted tree's package):
+            # kept as it is, not a byte, inode or mtime changed, so no mirror refetches it.
             sha1 = hash_file(dst, "sha1") if src.is_repomd else None
             return entry_for(change.path, dst.lstat(), sha1)
         tmp = tmp_name(dst)
@@ -193,10 +222,30 @@ class Publisher:
             except OSError:  # another filesystem: copy now, flush once before repomd.xml
                 copy_file(src.path, tmp)
                 self._unsynced = True
-        tmp.replace(dst)
+        try:
+            self.owner.give(tmp)
+            tmp.replace(dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         if src.is_repomd:
             fsync_dir(dst.parent)
         return self._placed(change.path, dst, checksum)
+
+    def _link_new(self, src: SourceFile, dst: Path) -> bool:
+        """A new name: one link(2) is atomic, no temporary name needed. False when the
+        name is taken (replaced, found in place or kept then) or links do not work here."""
+        try:
+            os.link(src.path, dst, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            self._cross_fs = True
+            return False
+        self.owner.give(dst)
+        return True
 
     def _placed(self, key: str, dst: Path, checksum: str | None) -> InventoryEntry:
         st = dst.lstat()
@@ -220,6 +269,8 @@ class Publisher:
         changes: Sequence[Changes] | None = None,
         suspect: Collection[str] = (),
         sources: Sources | None = None,
+        prune: bool = False,
+        unmanaged: Mapping[str, UnmanagedEntry] | None = None,
     ) -> PublishStats:
         """Publish ``source`` (a compose's SIG directory); ``manifest`` spares walking it.
 
@@ -230,6 +281,9 @@ class Publisher:
         the compose is compared with the target's whole inventory, or with the tree.
         A repair compares the ``suspect`` paths (inventory paths drift named) by content,
         and ``sources`` checks every compose file it places (and the suspect ones) first.
+        ``unmanaged`` (default: as the state's last walk of the target found them) are
+        the paths in the target the inventory lacks; ``prune`` retires those of them
+        that the SIG's ``publish.prune`` covers (:func:`~reconciler.changeset.change_set`).
         """
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
@@ -240,7 +294,9 @@ class Publisher:
             self._safe_dir(self.target)
             if repair:
                 self._undo_dir_swaps()
-            changes_to_make = self.decide(source, manifest, repair, chain, rels)
+            changes_to_make = self.decide(
+                source, manifest, repair, chain, rels, prune=prune, unmanaged=unmanaged
+            )
             if repair and sources is not None:
                 placed = {c.file.rel for c in changes_to_make.places if c.file is not None}
                 sources.ensure(placed | rels, self.stage_root)
@@ -270,8 +326,17 @@ class Publisher:
         repair: bool,
         chain: Sequence[Changes] | None,
         suspect: Collection[str] = (),
+        *,
+        prune: bool = False,
+        unmanaged: Mapping[str, UnmanagedEntry] | None = None,
     ) -> ChangeSet:
         """Gather what the change set is decided from (reads only), and decide it."""
+        if unmanaged is None:
+            unmanaged = self.state.unmanaged.entries(self.stage, self.prefix_key)
+        self._unmanaged = unmanaged
+        repos = prune_repos(self.prefix_key, unmanaged) if prune and chain is not None else ()
+        if any((source / r / REPOMD).is_file() for r in repos):
+            chain = None  # which files to retire needs every file of the compose
         basis: Basis
         if chain is not None:
             basis = FromChanges(tuple(chain))
@@ -284,7 +349,7 @@ class Publisher:
             else:
                 basis = FromInventory(files, inventory)
         pending = {p.relpath for p in self.state.pending.all(self.stage)}
-        return change_set(self.prefix_key, basis, pending)
+        return change_set(self.prefix_key, basis, pending, unmanaged, prune)
 
     def _tree_facts(self, files: Sequence[SourceFile], suspect: Collection[str]) -> TreeFacts:
         """Which compose files the tree holds with the same bytes; every file in the tree."""
@@ -295,19 +360,49 @@ class Publisher:
 
     def act(self, changes: ChangeSet, grace: timedelta, now: datetime) -> None:
         """Carry out ``changes`` in the mirror-safe order (under the root lock)."""
-        if changes.adopt:  # found in the tree (a repair): owned from now on, then pended
-            adopted = [entry_for(k, (self.stage_root / k).lstat()) for k in changes.adopt]
+        pend = list(changes.pend)
+        if changes.adopt:  # unmanaged files to retire (prune): owned from now on, then pended
+            adopted, gone = [], set()
+            for k in changes.adopt:
+                try:
+                    adopted.append(entry_for(k, (self.stage_root / k).lstat()))
+                except FileNotFoundError:  # went since the walk that found it
+                    gone.add(k)
             self.state.inventory.apply_changes(self.stage, adopted, [])
+            self.state.unmanaged.forget(self.stage, changes.adopt)
+            pend = [p for p in pend if p not in gone]
         self.state.pending.cancel(self.stage, list(changes.cancel))
         for phase in PublishPhase:
             if phase is PublishPhase.REPOMD and self._unsynced:
                 _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
             batch = [self._place(c) for c in changes.phase(phase)]
             self.state.inventory.apply_changes(self.stage, batch, [])
-        self.state.inventory.apply_changes(self.stage, self._dir_entries(), [])
-        if changes.pend:
-            self.state.pending.add(self.stage, list(changes.pend), now + grace, "superseded")
-            self.stats.pending = len(changes.pend)
+            self._no_longer_unmanaged(e.relpath for e in batch)
+        dirs = self._dir_entries()
+        self.state.inventory.apply_changes(self.stage, dirs, [])
+        self._no_longer_unmanaged(e.relpath for e in dirs)
+        if pend:
+            self.state.pending.add(self.stage, pend, now + grace, "superseded")
+            self.stats.pending = len(pend)
+
+    def _no_longer_unmanaged(self, relpaths: Iterable[str]) -> None:
+        """Paths the inventory records now leave the unmanaged rows (a path is one or the
+        other: the mirrors' lists name it once)."""
+        known = [p for p in relpaths if p in self._unmanaged]
+        if known:
+            self.state.unmanaged.forget(self.stage, known)
+
+
+def _holds(dst: Path, src: SourceFile) -> bool:
+    """Whether the regular file ``dst`` has ``src``'s size and sha256 (the manifest's,
+    else the compose copy's)."""
+    try:
+        st = dst.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
+        return False
+    return hash_file(dst) == (src.sha256 or hash_file(src.path))
 
 
 def _same_file(dst: Path, src: SourceFile, suspect: bool) -> bool:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
+from .facts import TargetKey
 from .planning import Action, Plan
 from .preview import PublishPreview
-from .state import HistoryEntry, TargetStatus
+from .state import HistoryEntry, TargetStatus, UnmanagedSummary
 from .vocabulary import PlanOutcome
+
+#: What a target's unmanaged files are, by target (``observing.unmanaged_summaries``).
+UnmanagedByTarget = Mapping[TargetKey, UnmanagedSummary]
+_NOT_WALKED: UnmanagedByTarget = MappingProxyType({})
 
 
 def plan_text(plan: Plan) -> str:
@@ -78,7 +84,22 @@ def plan_json(plan: Plan) -> str:
     return plan.to_json()
 
 
-def status_rows(statuses: Sequence[TargetStatus], source: dict[str, Any]) -> list[dict[str, Any]]:
+def _unmanaged(summary: UnmanagedSummary | None) -> dict[str, Any] | None:
+    """A target's unmanaged files for JSON: kept, not drift (None: never walked)."""
+    if summary is None:
+        return None
+    walked = summary.walked_at.isoformat() if summary.walked_at else None
+    return {"files": summary.files, "bytes": summary.bytes,
+            "examples": list(summary.examples), "walked_at": walked}  # fmt: skip
+
+
+def status_rows(
+    statuses: Sequence[TargetStatus],
+    source: dict[str, Any],
+    unmanaged: UnmanagedByTarget = _NOT_WALKED,
+) -> list[dict[str, Any]]:
+    """One object per target; ``unmanaged`` (published targets that were walked) is what
+    it holds that the reconciler did not publish."""
     return [
         {
             "sig": s.sig,
@@ -89,15 +110,21 @@ def status_rows(statuses: Sequence[TargetStatus], source: dict[str, Any]) -> lis
             "state": s.state,
             "reason": s.reason,
             "updated_at": s.updated_at.isoformat(),
+            "unmanaged": _unmanaged(unmanaged.get(TargetKey(s.stage, s.sig, s.release))),
             "source": source,
         }
         for s in statuses
     ]
 
 
-def print_status(statuses: Sequence[TargetStatus], source: dict[str, Any], fmt: str) -> None:
+def print_status(
+    statuses: Sequence[TargetStatus],
+    source: dict[str, Any],
+    fmt: str,
+    unmanaged: UnmanagedByTarget = _NOT_WALKED,
+) -> None:
     if fmt == "json":
-        print(json.dumps(status_rows(statuses, source), indent=2))
+        print(json.dumps(status_rows(statuses, source, unmanaged), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -108,15 +135,27 @@ def print_status(statuses: Sequence[TargetStatus], source: dict[str, Any], fmt: 
         console.print(f"[yellow]source problem:[/yellow] {problem}")
     for name in source.get("ignored", []):
         console.print(f"[yellow]ignored file:[/yellow] {name} (not a <name>.yaml file)")
-    table = Table("SIG", "release", "stage", "desired", "actual", "state", "reason")
+    table = Table("SIG", "release", "stage", "desired", "actual", "state", "reason", "unmanaged")
+    notes: list[str] = []
     for s in statuses:
+        extra = unmanaged.get(TargetKey(s.stage, s.sig, s.release))
+        count = f"{extra.files} file(s)" if extra is not None and extra.files else "-"
         table.add_row(
-            s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason
+            s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason, count
         )
+        if extra is not None and extra.files:
+            more = extra.files - len(extra.examples)
+            notes.append(
+                f"unmanaged in {s.sig} {s.release} {s.stage} (kept, not drift): {extra.files} "
+                f"file(s), {extra.bytes} bytes: {', '.join(extra.examples)}"
+                + (f" and {more} more" if more > 0 else "")
+            )
     if not statuses:
         console.print("no pass has run yet")
         return
     console.print(table)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def history_rows(entries: Sequence[HistoryEntry]) -> list[dict[str, Any]]:

@@ -54,6 +54,8 @@ def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) ->
         stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
         [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
     )  # fmt: skip
+    # a directory a walk found unmanaged goes from those rows too when it is emptied here
+    state.unmanaged.forget(stage, [str(d.relative_to(stage_root)) for d in removed_dirs])
     state.pending.remove([p.id for p in due])
     return len(removed)
 

@@ -38,6 +38,7 @@ from watchdog.observers.api import BaseObserver
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
 from .metrics import Metrics, MetricsServer, read_secret
+from .observing import unmanaged_summaries
 from .reconciling import PassResult, apply_lock, open_state, run_pass
 from .vocabulary import ActionKind, PassOutcome, Result, Stage, TargetState
 
@@ -176,6 +177,11 @@ class Loop:
                     self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop
                 )
                 statuses = [(s.sig, s.release, s.stage, s.state) for s in state.targets.statuses()]
+                category = result.source.spec.defaults.publish.category
+                self.metrics.set_unmanaged(
+                    (k.sig, k.release, k.stage, u.files, u.bytes)
+                    for k, u in unmanaged_summaries(state, category).items()
+                )
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
             error = str(exc)

@@ -5,12 +5,16 @@ it names exists with the stated size and checksum, and every package of the
 primary metadata exists as a regular file with its size and (unless ``quick``)
 its checksum. Every problem is reported with the exact path concerned; bad
 repository content never raises, only programming errors do.
+
+:func:`drift_report` renders ``verify --drift``: each published target's drift, and
+apart from it what the target holds unmanaged (kept, not drift: it fails nothing).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,8 +22,10 @@ from pathlib import Path, PurePosixPath
 import createrepo_c as cr
 
 from .errors import IntegrityError
+from .facts import DriftFinding, TargetKey
 from .fsutil import inside
 from .names import TMP_SUFFIX
+from .state import UnmanagedSummary
 from .upstream import new_hash
 
 _CHUNK = 1 << 20
@@ -103,6 +109,40 @@ def verify_tree(root: Path, *, quick: bool = False, workers: int = 4) -> VerifyR
             packages += count
             problems.extend(found)
     return VerifyReport(repos=len(repos), packages=packages, problems=tuple(problems))
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What ``verify --drift`` prints, and whether it passes (unmanaged paths never fail it)."""
+
+    lines: tuple[str, ...]
+    ok: bool
+
+
+def drift_report(
+    found: Mapping[TargetKey, tuple[DriftFinding, ...]],
+    unmanaged: Mapping[TargetKey, UnmanagedSummary],
+) -> DriftReport:
+    """Per target (SIG, release, stage): its drift findings, then its unmanaged files
+    (how many, their bytes, the first few paths; those ``publish.unmanaged`` covers are
+    not counted)."""
+    lines: list[str] = []
+    total = 0
+    for key in sorted(found, key=lambda k: (k.sig, k.release, k.stage)):
+        n = len(found[key])
+        total += n
+        what = "no drift" if not n else f"{n} path(s) drifted"
+        lines.append(f"{key.sig} {key.release} {key.stage}: {what}")
+        lines.extend(f"  {finding}" for finding in found[key])
+        extra = unmanaged.get(key)
+        if extra is not None and extra.files:
+            lines.append(
+                f"  unmanaged (kept, not drift): {extra.files} file(s), {extra.bytes} bytes"
+            )
+            lines.extend(f"    {path}" for path in extra.examples)
+            if extra.files > len(extra.examples):
+                lines.append(f"    ... and {extra.files - len(extra.examples)} more")
+    return DriftReport(tuple(lines), total == 0)
 
 
 # -- one repository ---------------------------------------------------------------

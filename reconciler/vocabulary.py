@@ -113,6 +113,9 @@ class DriftKind(StrEnum):
 
     MISSING = "missing"
     CHANGED = "changed"  # size, mtime or inode differ from the inventory
+    #: Never produced any more: a path the inventory lacks is unmanaged, not drift (issue
+    #: 14). Kept so that the findings an older version recorded still read; they are
+    #: dropped when read (``drift.actionable``), never reported or repaired.
     UNEXPECTED = "unexpected"
     CORRUPT = "corrupt"  # the bytes do not hash to the compose's checksum (the deep check)
 

@@ -5,7 +5,10 @@ Paths are written relative to the target (the prefix is added): a compose file i
 ``rel: link``. ``basis`` is ``inventory`` (the default), ``changes`` (then ``changes``
 lists each compose's ``{base, added: {rel: [size, mtime]}, removed: [rel]}``, oldest
 first) or ``tree`` (then ``tree`` gives ``matching`` compose paths and every path
-``present`` in the tree).
+``present`` in the tree). ``unmanaged`` are the paths in the target that the inventory
+lacks, as the last walk found them: ``rel: file``, ``rel: dir``, ``rel: link`` or
+``rel: ignored`` (a file a ``publish.unmanaged`` pattern covers); ``prune`` is the
+SIG's ``publish.prune``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from reconciler.changeset import (
     change_set,
 )
 from reconciler.composefiles import Changes, SourceFile
-from reconciler.state.records import InventoryEntry
+from reconciler.state.records import InventoryEntry, UnmanagedEntry
 from reconciler.vocabulary import InventoryKind
 
 PREFIX = "mirror/pub/sig/9/core/"
@@ -70,8 +73,19 @@ def basis(case: dict[str, Any]) -> Basis:
     return FromInventory(compose, inventory)
 
 
+_KINDS = {"file": InventoryKind.FILE, "ignored": InventoryKind.FILE,
+          "dir": InventoryKind.DIR, "link": InventoryKind.LINK}  # fmt: skip
+
+
+def unmanaged(case: dict[str, Any]) -> dict[str, UnmanagedEntry]:
+    return {
+        PREFIX + rel: UnmanagedEntry(PREFIX + rel, _KINDS[raw], 100, 1, 1, raw == "ignored")
+        for rel, raw in (case.get("unmanaged") or {}).items()
+    }
+
+
 def make_change_set(case: dict[str, Any]) -> ChangeSet:
     """``pending`` paths are relative to the target unless they start with ``/`` (then
     relative to the stage root: another target's)."""
     pending = {p[1:] if p.startswith("/") else PREFIX + p for p in case.get("pending", [])}
-    return change_set(PREFIX, basis(case), pending)
+    return change_set(PREFIX, basis(case), pending, unmanaged(case), bool(case.get("prune")))

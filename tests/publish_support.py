@@ -8,6 +8,8 @@ pins production to A, and ``pin(B)`` makes the next apply promote B.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,3 +131,76 @@ def history(world: World) -> list[dict[str, Any]]:
 
     with StateDB.open(world.root / "state") as state:
         return json.loads(json.dumps(history_rows(state.history.entries())))  # type: ignore[no-any-return]
+
+
+#: What the old scripts' trees hold besides the repos (relpaths in the SIG directory).
+IMAGE = "images/rpi/Rocky-9-rpi.raw.xz"  # declared unmanaged (publish.unmanaged: [images])
+OLD_KEY = "x86_64/core-common/RPM-GPG-KEY-Rocky-SIG-Core"  # a key at a repo's top
+STRAYS = ("README.txt", "x86_64/core-common/notes.txt")  # a human's files
+#: The owner the old scripts' rsync gave the trees (not the reconciler's).
+OTHER_ID = 4321
+
+
+def build_adopted_world(tmp: Path, **publish: Any) -> Iterator[World]:
+    """Compose A, then B, staged; production is a tree the old scripts made, never
+    published by the reconciler: B's repos rsync'd (``-rlptDSH``), then A's over them
+    (A's old packages and metadata, A's ``repomd.xml``), a key at a repo's top, an
+    image, stray files, everything owned by another uid. ``world.pin(world.b)`` then
+    makes the next apply publish B over it; superseded files go at once (grace 0)."""
+    root = tmp / "world"
+    root.mkdir(parents=True, exist_ok=True)
+    up_root = root / "upstream"
+    su.build_upstream(up_root, PROJECT_ID, REPOS, include=_initial)
+    defaults = {
+        "upstream": {"base_url": "https://build.invalid/v1/projects"},
+        "publish": {"category": CATEGORY, "delete_grace": "0s", "unmanaged": ["images"],
+                    **publish},
+        "compose": {"keep_composes": 5},
+        "promotion": {"require_staged": True, "min_soak": "0h"},
+        "releases": {"9": {"arches": ["x86_64", "aarch64"]}},
+    }  # fmt: skip
+    ds = make_desired_state(root / "desired-state", yaml.safe_dump(defaults), write=False)
+    with su.UpstreamServer(up_root) as server:
+        config = write_host_config(root, server.base_url, drift_interval=0)
+        world = World(root, config, ds, up_root, server)
+        ds.write(production=None)
+        assert world.run("apply") == 0
+        world.a = world.staged()
+        world.update_upstream()
+        assert world.run("apply") == 0
+        world.b = world.staged()
+        old = world.production / SIG_REL
+        old.mkdir(parents=True)
+        for cid, how in ((world.b, "-rlptDSH"), (world.a, "-rlptDSHI")):  # -I: A's wins
+            rsync = ["rsync", how, f"{world.compose_sig_dir(cid)}/", f"{old}/"]
+            subprocess.run(rsync, check=True)
+        for rel in (IMAGE, OLD_KEY, *STRAYS):
+            (old / rel).parent.mkdir(parents=True, exist_ok=True)
+            (old / rel).write_bytes(f"not the reconciler's: {rel}\n".encode())
+        for path in (old, *old.rglob("*")):
+            os.lchown(path, OTHER_ID, OTHER_ID)
+        yield world
+
+
+#: What :func:`snapshot` keeps of a file: inode, size, mtime, owner, group, sha256.
+Stat = tuple[int, int, int, int, int, str]
+
+
+def snapshot(top: Path) -> dict[str, Stat]:
+    """Every regular file under ``top`` (relpath -> :data:`Stat`): to prove which changed."""
+    import hashlib
+
+    out = {}
+    for path in sorted(top.rglob("*")):
+        st = path.lstat()
+        if path.is_file() and not path.is_symlink():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(path.relative_to(top))] = (
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_uid,
+                st.st_gid,
+                digest,
+            )
+    return out

@@ -133,3 +133,56 @@ def test_the_order_is_mirror_safe_and_nothing_is_both_placed_and_pended(
         known = change.path in inventory
         assert change.kind is (ChangeKind.REPLACE if known else ChangeKind.PLACE)
     assert all(c.phase in PublishPhase for c in result.places)
+
+
+# --- unmanaged paths: kept, unless prune retires them -------------------------------
+
+UNMANAGED = [
+    *RELS,
+    "x86_64/core-common/Packages/o/old-0.1-1.x86_64.rpm",
+    "x86_64/core-common/repodata/old-primary.xml.gz",
+    "x86_64/core-common/RPM-GPG-KEY-Rocky-SIG-Core",
+    "x86_64/core-gone/Packages/g/gone-1.0-1.x86_64.rpm",
+    "x86_64/core-common/Packages",
+    "images/rpi/image.raw.xz",
+    "stray.txt",
+]
+unmanaged_st = st.dictionaries(
+    st.sampled_from(UNMANAGED), st.sampled_from(["file", "dir", "link", "ignored"])
+)
+
+
+def _is_prunable(rel: str, files: dict[str, Any]) -> bool:
+    repos = {f.removesuffix("/repodata/repomd.xml") for f in files if f.endswith("/repomd.xml")}
+    return any(rel.startswith((f"{r}/Packages/", f"{r}/repodata/")) for r in repos)
+
+
+@settings(max_examples=300, deadline=None)
+@given(world=world_st, found=unmanaged_st, prune=st.booleans(), tree=st.booleans())
+def test_an_unmanaged_path_is_retired_only_by_prune_and_only_in_a_repo_it_publishes(
+    world: dict[str, Any], found: dict[str, str], prune: bool, tree: bool
+) -> None:
+    case = {
+        "basis": "tree" if tree else "inventory",
+        "files": {rel: list(v) for rel, v in world["files"].items()},
+        "inventory": {
+            rel: ("dir" if rel in DIRS else list(v)) for rel, v in world["inventory"].items()
+        },
+        "unmanaged": {rel: kind for rel, kind in found.items() if rel not in world["inventory"]},
+        "tree": {"present": list(found)},
+        "prune": prune,
+    }
+    result = make_change_set(case)
+    inventory = {PREFIX + rel for rel in case["inventory"]}
+    for path in result.pend:
+        if path in inventory:
+            continue  # superseded: the reconciler published it
+        rel = path.removeprefix(PREFIX)
+        assert prune, f"{rel}: pended without prune, and the inventory does not record it"
+        assert path in result.adopt
+        assert case["unmanaged"][rel] in ("file", "link"), "never a directory or an ignored file"
+        assert rel not in world["files"], "never what the compose has"
+        assert _is_prunable(rel, world["files"]), f"{rel}: not in a published repo's dirs"
+    assert set(result.adopt) <= set(result.pend)
+    if not prune:
+        assert result.adopt == ()

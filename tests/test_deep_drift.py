@@ -140,8 +140,13 @@ def test_only_the_deep_check_sees_bytes_changed_in_place(
 def test_an_apply_with_the_deep_check_due_repairs_from_the_upstream(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every local copy is the damaged inode: the bytes come from the upstream again."""
+    """Every local copy is the damaged inode: the bytes come from the upstream again. A
+    file nobody published, beside the damaged one, is no concern of the repair."""
     damaged = corrupt_in_place(world, world.production / SIG_REL / REL)
+    stray = (world.production / SIG_REL / REL).with_name("stray-0.1-1.noarch.rpm")
+    stray.write_bytes(b"not published by the reconciler")
+    os.chown(stray, 4321, 4321)
+    kept = stray.stat()
     deep_due(world)
     with StateDB.open(world.root / "state") as state:
         checked = state.sources.drift_deep_checked_at()
@@ -154,6 +159,10 @@ def test_an_apply_with_the_deep_check_due_repairs_from_the_upstream(
     assert_repaired(world, damaged)
     for stage in ("production", "staging"):
         assert status(world, capsys, stage)["state"] == "Synced"
+    now = stray.stat()
+    assert (now.st_ino, now.st_mtime_ns, now.st_uid) == (kept.st_ino, kept.st_mtime_ns, 4321)
+    assert stray.read_bytes() == b"not published by the reconciler"
+    assert status(world, capsys, "production")["unmanaged"]["files"] == 1  # type: ignore[index]
 
 
 def test_the_repair_takes_a_good_copy_from_another_tree(world: World) -> None:

@@ -125,7 +125,9 @@ def test_drift_is_found_reported_and_repaired(
     out = capsys.readouterr().out
     assert f"missing: {gone.relative_to(world.production)}" in out
     assert f"changed: {changed.relative_to(world.production)}" in out
-    assert "unexpected: " in out and "stray.rpm" in out
+    assert "unexpected" not in out, "a file nobody published is not drift"
+    assert f"    {SIG_REL}/{REPO}/Packages/stray.rpm\n" in out
+    assert "unmanaged (kept, not drift): 1 file(s), 1 bytes" in out
     assert world.run("plan", "--format", "json") == 2
     plan = json.loads(capsys.readouterr().out)
     assert [a["repair"] for a in plan["actions"]] == [True]
@@ -133,9 +135,10 @@ def test_drift_is_found_reported_and_repaired(
     assert gone.is_file() and changed.read_bytes() == original
     assert world.run("verify", "--drift") == 0
     assert verify_tree(world.production).ok
-    assert (sig / REPO / "Packages" / "stray.rpm").exists(), (
-        "a stray file is only deleted after the grace"
-    )
+    assert (sig / REPO / "Packages" / "stray.rpm").read_bytes() == b"x", "never deleted"
+    with StateDB.open(world.root / "state") as state:
+        pending = {p.relpath for p in state.pending.all()}
+    assert f"{SIG_REL}/{REPO}/Packages/stray.rpm" not in pending, "nor pending deletion"
 
 
 def test_drift_report_mode_does_not_repair(

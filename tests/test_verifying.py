@@ -271,3 +271,41 @@ def test_several_problems_all_reported(tmp_path: Path) -> None:
     quick = verify_tree(tree, quick=True)
     assert str(corrupted) not in paths(quick.problems)
     assert len(quick.problems) == len(report.problems) - 1
+
+
+# -- verify --drift: drift fails it, unmanaged paths are only reported ----------------
+
+
+def test_the_drift_report_counts_unmanaged_files_apart_and_they_fail_nothing() -> None:
+    from datetime import UTC, datetime
+
+    from reconciler.facts import DriftFinding, TargetKey
+    from reconciler.state import UnmanagedSummary
+    from reconciler.verifying import drift_report
+    from reconciler.vocabulary import DriftKind, Stage
+
+    prod, staging = TargetKey(Stage.PRODUCTION, "core", "9"), TargetKey(Stage.STAGING, "core", "9")
+    examples = tuple(f"mirror/pub/sig/9/core/x86_64/core-common/f{i}" for i in range(5))
+    found = {prod: (), staging: ()}
+    unmanaged = {
+        prod: UnmanagedSummary(7, 1234, examples, datetime.now(UTC)),
+        staging: UnmanagedSummary(0, 0, (), datetime.now(UTC)),
+    }
+    report = drift_report(found, unmanaged)
+    assert report.ok, "unmanaged files are not drift"
+    assert report.lines == (
+        "core 9 production: no drift",
+        "  unmanaged (kept, not drift): 7 file(s), 1234 bytes",
+        *(f"    {e}" for e in examples),
+        "    ... and 2 more",
+        "core 9 staging: no drift",
+    )
+    gone = DriftFinding("mirror/pub/sig/9/core/x86_64/core-common/repodata/repomd.xml",
+                        DriftKind.MISSING)  # fmt: skip
+    report = drift_report({prod: (gone,), staging: ()}, {})
+    assert not report.ok
+    assert report.lines == (
+        "core 9 production: 1 path(s) drifted",
+        f"  missing: {gone.path}",
+        "core 9 staging: no drift",
+    )

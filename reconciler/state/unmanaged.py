@@ -66,6 +66,14 @@ class Unmanaged:
             if stage in LISTED_STAGES:
                 conn.executemany(_NOTE_LISTING_CHANGE, ((stage.value, p) for p in changed))
 
+    def walks(self, stage: Stage) -> dict[str, datetime]:
+        """Every prefix of ``stage`` that was walked, and when it last was."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT prefix, walked_at FROM unmanaged_walks WHERE stage = ?", (stage.value,)
+            ).fetchall()
+        return {prefix: from_text(at) for prefix, at in rows}
+
     def forget(self, stage: Stage, relpaths: Iterable[str]) -> None:
         """``relpaths`` are unmanaged no more (published over, adopted, or deleted)."""
         paths = list(relpaths)
