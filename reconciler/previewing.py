@@ -54,13 +54,16 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
     inventory = state.inventory.entries(action.stage, prefix)
     pending = {p.relpath for p in state.pending.all(action.stage)}
     files = tuple(compose_files(tree, action.compose_id))
-    changes = change_set(prefix, FromInventory(files, inventory), pending)
     found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(spec.unmanaged(action.sig)))
-    unmanaged = {e.relpath: e for e in found if e.kind is not InventoryKind.DIR}
+    walked = {e.relpath: e for e in found}
+    changes = change_set(
+        prefix, FromInventory(files, inventory), pending, walked, spec.prune(action.sig)
+    )
+    unmanaged = {p: e for p, e in walked.items() if e.kind is not InventoryKind.DIR}
     places: list[Change] = list(changes.places)
+    take = [c.path for c in places if c.path in unmanaged]
     add = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path not in unmanaged]
-    take = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path in unmanaged]
-    repl = [c.path for c in places if c.kind is ChangeKind.REPLACE]
+    repl = [c.path for c in places if c.kind is ChangeKind.REPLACE and c.path not in unmanaged]
     pend = [*changes.pend]
     kept = [e for p, e in unmanaged.items() if p not in {*take, *pend}]
     reported = [e.relpath for e in kept if not e.ignored]

@@ -11,6 +11,7 @@ retires only old packages and metadata); ``dnf`` installs from the result with g
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -95,6 +96,7 @@ def old_world(tmp_path: Path, upstream: Upstream, cli: Any, prune: bool) -> OldW
         target = rsync_into(sig_dir, root / stage)
         stray = target / "x86_64" / "core-common" / "NOTES-from-ops.txt"
         stray.write_text("put here by a person\n")
+        os.chown(stray, OLD_UID, OLD_GID)
         file_lists(root / stage / CATEGORY)
     ds = make_desired_state(tmp_path / "desired-state", _defaults(prune, "0s"), write=False)
     config = write_host_config(root, upstream.server.base_url, drift_interval=0)
@@ -222,9 +224,12 @@ def test_apply_over_old_trees_keeps_everything_it_did_not_publish(
     # a quick-fedora-mirror client deletes what the lists do not name
     assert "9/core/images/Rocky-9-core-rpi.raw.xz" in lists
     assert "9/core/x86_64/core-common/NOTES-from-ops.txt" in lists
-    status = json.loads(world.run("status", "--format", "json").out)
+    status = json.loads(world.cli("status", "--format", "json", "--config", world.config).out)
     prod = next(r for r in status if r["stage"] == "production")
     assert prod["actual"] == cid and prod["state"] == "Synced"
+    # what the old scripts left is reported (the image, covered by publish.unmanaged, not)
+    assert prod["unmanaged"]["files"] > 0
+    assert not any("images/" in e for e in prod["unmanaged"]["examples"])
     repo = world.production / SIG / "x86_64" / "core-common"
     done = dnf_install(tmp_path / "dnf", repo.as_uri(), su.SAMPLE_KEY, "sig-hello")
     assert done.returncode == 0, done.stderr
