@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .checksums import SHA256, hash_file
 from .composefiles import SourceFile
@@ -29,7 +29,7 @@ from .facts import TargetKey
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .manifest import read_manifest, scan_source
-from .ownership import walk_unmanaged
+from .ownership import walk_rest, walk_unmanaged
 from .pathglob import PathPatterns
 from .publishing import entry_for
 from .spec import ReleaseSpec, Spec
@@ -163,6 +163,7 @@ def adopt(
     names whose tree exists and that the state has no inventory of. One line each."""
     lines: list[str] = []
     category = spec.defaults.publish.category
+    walked: list[str] = []
     for sig_name, sig in sorted(spec.sigs.items()):
         if request.sig not in (None, sig_name):
             continue
@@ -174,12 +175,29 @@ def adopt(
                 if request.stage not in (None, stage):
                     continue
                 target = host.published(category, stage, sig_name, rel_name)
+                if stage is Stage.PRODUCTION:
+                    walked.append(target.inventory_prefix)
                 line = _adopt_one(state, spec, compose, target, rel, request, now)
                 if line:
                     lines.append(line)
     if not lines:
         lines.append("nothing to adopt: no published tree matches")
+    if not request.dry_run and request.stage in (None, Stage.PRODUCTION):
+        lines.append(_adopt_rest(host, state, category, walked, now))
     return lines
+
+
+def _adopt_rest(
+    host: HostConfig, state: StateDB, category: str, walked: list[str], now: datetime
+) -> str:
+    """Production's category outside the desired targets (SIGs and releases no desired
+    state names yet): unmanaged, so that the file lists keep naming them for mirrors."""
+    prefix = f"{PurePosixPath(category)}/"
+    owned = state.inventory.entries(Stage.PRODUCTION, prefix).keys()
+    rest = walk_rest(host.roots.production, category, owned, walked)
+    state.unmanaged.replace_rest(Stage.PRODUCTION, prefix, rest, walked, now)
+    files = sum(1 for e in rest if e.kind is not InventoryKind.DIR)
+    return f"production outside the desired targets: {files} unmanaged file(s) kept"
 
 
 def _adopt_one(

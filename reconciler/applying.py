@@ -20,18 +20,17 @@ from typing import TYPE_CHECKING
 from . import drift
 from .composemeta import write_status
 from .errors import PublishError, ReconcilerError
-from .facts import Learned, TargetKey
+from .facts import TargetKey
 from .hostconfig import HostConfig
-from .layout import ComposeTree, PublishedTree
+from .layout import PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
-from .manifest import Changes, read_changes
 from .names import COMPOSE_ID_RE
-from .observing import walk_unmanaged
 from .planning import Action, Plan, Verdict
 from .publishing import Owner, Publisher
-from .retiring import delete_due, write_production_filelists
+from .recording import changes_chain, walk_target, write_lists
+from .retiring import delete_due
 from .spec import Spec
-from .state import ActionStart, StateDB, TargetRecord, TargetStatus, UnmanagedEntry
+from .state import ActionStart, StateDB, TargetRecord, TargetStatus
 from .vocabulary import (
     PUBLISHED_STAGES,
     ActionKind,
@@ -46,9 +45,6 @@ if TYPE_CHECKING:
     from .progress import Reporter
 
 log = logging.getLogger(__name__)
-
-#: At most this many composes' changes are chained for one publish (else: compare all).
-MAX_CHANGES_CHAIN = 30
 
 
 def _fields(action: Action) -> dict[str, str | None]:
@@ -108,23 +104,6 @@ class _Outcome:
     compose_id: str | None = None
     bytes: int = 0
     files: int = 0
-
-
-def record_learned(state: StateDB, learned: Learned) -> None:
-    """Keep what observing learned (upstream validators, drift findings, unmanaged
-    paths): observing itself never writes."""
-    if learned.upstream:
-        state.sources.set_upstream_cache(learned.upstream)
-    if learned.drift is not None:
-        for key, found in learned.drift.items():
-            state.sources.set_drift(key, found)
-    walked_at = learned.drift_checked_at or datetime.now(UTC)
-    for key, walk in (learned.unmanaged or {}).items():
-        state.unmanaged.replace(key.stage, walk.prefix, walk.entries, walked_at)
-    if learned.drift_checked_at is not None:
-        state.sources.set_drift_checked(learned.drift_checked_at)
-    if learned.drift_deep_checked_at is not None:
-        state.sources.set_drift_deep_checked(learned.drift_deep_checked_at)
 
 
 @dataclass
@@ -299,7 +278,7 @@ class Applier:
         policy = self.spec.defaults.publish
         publisher = Publisher(self.state, target, Owner(policy.owner, policy.group))
         key = TargetKey(action.stage, action.sig, action.release)
-        changes = None if action.repair else self._changes(tree, key, compose_id)
+        changes = None if action.repair else changes_chain(self.state, tree, key, compose_id)
         # a repair checks what drift named by content, and places only verified bytes
         drifted = drift.actionable(self.state.sources.drift(key)) if action.repair else ()
         # The first publish to a target (or the first after an unfinished one) may land
@@ -308,7 +287,9 @@ class Applier:
         held = self.state.targets.get(action.sig, action.release, action.stage)
         fresh = held is None or self.state.targets.is_publishing(key)
         prune = self.spec.prune(action.sig)
-        found = self._walk(target, record=False) if fresh and prune else None
+        found = (
+            walk_target(self.spec, self.state, target, record=False) if fresh and prune else None
+        )
         healer = None
         if action.repair:  # createrepo_c and the upstream client: only when repairing
             from .healing import Healer
@@ -329,42 +310,14 @@ class Applier:
         )
         self.state.sources.set_drift(key, ())
         if fresh:
-            self._walk(target)
+            walk_target(self.spec, self.state, target)
         healed = healer.touched if healer is not None else set()
         if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
-            self._write_filelists()
+            write_lists(self.spec, self.host, self.state)
         self.state.targets.set(TargetRecord(action.sig, action.release, action.stage, compose_id,
                                             datetime.now(UTC), self.context.revision))  # fmt: skip
         self.state.targets.published(key)
         return _Outcome(compose_id, stats.bytes, stats.files)
-
-    def _walk(self, target: PublishedTree, record: bool = True) -> dict[str, UnmanagedEntry]:
-        """What ``target`` holds that its inventory does not (unmanaged); ``record``: keep it."""
-        owned = self.state.inventory.entries(target.stage, target.inventory_prefix)
-        walk = walk_unmanaged(self.spec, target, owned)
-        if record:
-            self.state.unmanaged.replace(target.stage, walk.prefix, walk.entries, datetime.now(UTC))
-        return {e.relpath: e for e in walk.entries}
-
-    def _changes(self, tree: ComposeTree, key: TargetKey, compose_id: str) -> list[Changes] | None:
-        """The composes' changes files leading from what the target holds to ``compose_id``
-        (oldest first), or None: then the publish compares the whole inventory.
-
-        None as well when an earlier publish to the target did not finish (it is still
-        marked publishing): the inventory may then hold part of another compose.
-        """
-        held = self.state.targets.get(key.sig, key.release, key.stage)
-        if held is None or held.compose_id == compose_id or self.state.targets.is_publishing(key):
-            return None
-        chain: list[Changes] = []
-        cid = compose_id
-        while cid != held.compose_id:
-            found = read_changes(tree.changes(cid), tree.sig_dir(compose_id))
-            if found is None or len(chain) >= MAX_CHANGES_CHAIN:
-                return None
-            chain.append(found)
-            cid = found.base
-        return chain[::-1]
 
     def _prune(self, action: Action) -> _Outcome:
         cid = action.compose_id or ""
@@ -403,16 +356,7 @@ class Applier:
             # The lists follow the inventory: when it changed since they were written (these
             # deletions, or a pass killed between deleting and listing), write them now.
             if stage is Stage.PRODUCTION and self.state.inventory.lists_outdated(stage):
-                self._write_filelists()
-
-    def _write_filelists(self) -> None:
-        publish = self.spec.defaults.publish
-        written = write_production_filelists(
-            self.state, self.host.roots.production, publish.category,
-            owner=publish.owner, group=publish.group,
-        )  # fmt: skip
-        if written:
-            log.info("file lists renewed: %s", ", ".join(written))
+                write_lists(self.spec, self.host, self.state)
 
     def _record_statuses(self, verdicts: tuple[Verdict, ...], results: list[ActionResult]) -> None:
         now = datetime.now(UTC)

@@ -340,9 +340,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify_drift(args: argparse.Namespace) -> int:
-    from .applying import record_learned
     from .observing import check_drift, unmanaged_summaries
     from .reconciling import load_source, open_state
+    from .recording import record_learned
     from .verifying import drift_report
 
     host = _host(args)

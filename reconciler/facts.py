@@ -57,12 +57,15 @@ class UnmanagedWalk:
 
     prefix: str  # the target's inventory prefix (``mirror/pub/sig/9/core/``)
     entries: tuple[UnmanagedEntry, ...] = ()
+    #: a walk of a whole category (``mirror/pub/sig/``): the SIG directories it did not
+    #: enter, walked on their own
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Learned:
     """What observing learned that the state should keep. Observing never writes:
-    the apply step records this (:func:`reconciler.applying.record_learned`)."""
+    the apply step records this (:func:`reconciler.recording.record_learned`)."""
 
     #: Validators of every upstream ``repomd.xml`` fetched anew.
     upstream: tuple[UpstreamCacheEntry, ...] = ()
@@ -73,6 +76,8 @@ class Learned:
     #: The unmanaged paths the same walk found in each published target (else None):
     #: reported, never drift.
     unmanaged: Mapping[TargetKey, UnmanagedWalk] | None = None
+    #: The rest of each listed stage's category, outside the targets walked (else None).
+    rest: Mapping[Stage, UnmanagedWalk] | None = None
     #: When the deep check (content against the composes' checksums) ran, if it did.
     drift_deep_checked_at: datetime | None = None
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import drift, ownership
 from .checksums import DigestCache, Sum, expected_sums, metadata_sums
@@ -51,7 +51,7 @@ from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import StateDB, UnmanagedSummary
 from .upstream import Upstream
-from .vocabulary import PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
+from .vocabulary import LISTED_STAGES, PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,39 @@ def check_drift(
         walks[key] = walk_unmanaged(spec, tree, inventory.keys())
     if deep:
         log.info("deep drift check: %d bytes read", cache.bytes)
+    rest = {
+        stage: walk_rest(
+            host, state, stage, category, [w for k, w in walks.items() if k.stage is stage]
+        )
+        for stage in LISTED_STAGES
+    }
     return Learned(
         drift=found,
         drift_checked_at=now,
         unmanaged=walks,
+        rest={k: v for k, v in rest.items() if v is not None},
         drift_deep_checked_at=now if deep else None,
     )
+
+
+def walk_rest(
+    host: HostConfig,
+    state: StateDB,
+    stage: Stage,
+    category: str,
+    walked: Collection[UnmanagedWalk],
+) -> UnmanagedWalk | None:
+    """What the stage's category holds outside the SIG directories ``walked`` (and its
+    inventory): other SIGs and releases, a person's files. None when there is no
+    category directory. Reads only."""
+    root = host.roots.of(stage)
+    prefix = f"{PurePosixPath(category)}/"
+    if not root.joinpath(*PurePosixPath(category).parts).is_dir():
+        return None
+    owned = state.inventory.entries(stage, prefix).keys()
+    skipped = tuple(sorted(w.prefix for w in walked))
+    entries = ownership.walk_rest(root, category, owned, skipped)
+    return UnmanagedWalk(prefix, tuple(entries), skipped)
 
 
 def walk_unmanaged(spec: Spec, tree: PublishedTree, owned: Collection[str]) -> UnmanagedWalk:

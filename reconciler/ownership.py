@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Collection
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from .filelistformat import UNLISTED
 from .layout import PublishedTree
 from .names import TMP_SUFFIX
 from .pathglob import PathPatterns
@@ -55,4 +56,37 @@ def walk_unmanaged(
                     st.st_ctime_ns, patterns.matches(rel),
                 )
             )  # fmt: skip
+    return found
+
+
+def walk_rest(
+    root: Path, category: str, owned: Collection[str], walked: Collection[str]
+) -> list[UnmanagedEntry]:
+    """Everything under ``<root>/<category>`` that neither the inventory (``owned``) nor a
+    SIG directory's own walk covers: SIGs and releases no desired state names (yet),
+    anything a person put beside them. The file lists must name these too, or a
+    quick-fedora-mirror client deletes them. ``walked`` are the inventory prefixes
+    (``mirror/pub/sig/9/core/``) of the SIG directories walked on their own: not entered.
+    The lists themselves and temporary files are not rows."""
+    top = root.joinpath(*PurePosixPath(category).parts)
+    if not top.is_dir() or top.is_symlink():
+        return []
+    skip = {w.removesuffix("/") for w in walked}
+    found: list[UnmanagedEntry] = []
+    for dirpath, dirs, files in os.walk(top):
+        here = Path(dirpath)
+        rel_here = str(here.relative_to(root))
+        dirs[:] = [d for d in dirs if f"{rel_here}/{d}" not in skip]
+        for name in (*dirs, *files):
+            if name.endswith(TMP_SUFFIX) or (here == top and name in UNLISTED):
+                continue
+            relpath = f"{rel_here}/{name}"
+            if relpath in owned:
+                continue
+            try:
+                st = (here / name).lstat()
+            except FileNotFoundError:
+                continue
+            kind = _kind(st.st_mode)
+            found.append(UnmanagedEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return found

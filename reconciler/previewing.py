@@ -64,7 +64,7 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
     take = [c.path for c in places if c.path in unmanaged]
     add = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path not in unmanaged]
     repl = [c.path for c in places if c.kind is ChangeKind.REPLACE and c.path not in unmanaged]
-    pend = [*changes.pend]
+    pend = [p for p in changes.pend if p not in pending]  # not those pending already
     kept = [e for p, e in unmanaged.items() if p not in {*take, *pend}]
     reported = [e.relpath for e in kept if not e.ignored]
     examples = [

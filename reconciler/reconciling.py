@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .applying import Applier, ApplyResult, Context, record_learned
+from .applying import Applier, ApplyResult, Context
 from .errors import (
     NoGoodRevision,
     PlanError,
@@ -33,6 +33,7 @@ from .layout import ComposeTree
 from .locking import exclusive_lock, waiting_lock
 from .observing import observe
 from .planning import Plan, plan
+from .recording import record_learned
 from .spec import Spec
 from .specfile import load_spec
 from .state import REBUILD_HINT, SourceRecord, StateDB

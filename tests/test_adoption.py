@@ -97,9 +97,17 @@ def old_world(tmp_path: Path, upstream: Upstream, cli: Any, prune: bool) -> OldW
         stray = target / "x86_64" / "core-common" / "NOTES-from-ops.txt"
         stray.write_text("put here by a person\n")
         os.chown(stray, OLD_UID, OLD_GID)
+        # a SIG and a release no desired state names (yet): the mirrors must keep them
+        for other in ("9/storage/x86_64/storage-common", "8/core/x86_64/core-common"):
+            repo = root / stage / CATEGORY / other
+            repo.mkdir(parents=True)
+            (repo / "repomd-of-another-sig.xml").write_text("not ours\n")
         file_lists(root / stage / CATEGORY)
     ds = make_desired_state(tmp_path / "desired-state", _defaults(prune, "0s"), write=False)
-    config = write_host_config(root, upstream.server.base_url, drift_interval=0)
+    # no drift check at all: what the first lists name must not wait for one
+    config = write_host_config(
+        root, upstream.server.base_url, drift_interval=0, drift_deep_interval=0
+    )
     world = OldWorld(root, config, ds, cli)
     world.pin(None)
     return world
@@ -165,6 +173,7 @@ def test_adopt_records_a_baseline_without_changing_a_byte(world: OldWorld) -> No
     assert result.code == 0, result.err
     assert "adopted core 9 staging" in result.out and "adopted core 9 production" in result.out
     assert "1 covered by publish.unmanaged" in result.out
+    assert "production outside the desired targets: 2 unmanaged file(s) kept" in result.out
     assert {t: snapshot(world.root / t) for t in trees} == before, "adopt changed a file"
     with StateDB.open(world.root / "state") as state:
         unmanaged = state.unmanaged.entries(Stage.PRODUCTION, f"{SIG}/")
@@ -224,6 +233,12 @@ def test_apply_over_old_trees_keeps_everything_it_did_not_publish(
     # a quick-fedora-mirror client deletes what the lists do not name
     assert "9/core/images/Rocky-9-core-rpi.raw.xz" in lists
     assert "9/core/x86_64/core-common/NOTES-from-ops.txt" in lists
+    assert "9/storage/x86_64/storage-common/repomd-of-another-sig.xml" in lists
+    assert "8/core/x86_64/core-common/repomd-of-another-sig.xml" in lists
+    timelist = (world.production / CATEGORY / "fullfiletimelist-sig").read_text()
+    assert "9/storage/x86_64/storage-common/repomd-of-another-sig.xml" in timelist
+    for other in ("9/storage", "8/core"):  # and the reconciler left them alone
+        assert (world.production / CATEGORY / other).is_dir()
     status = json.loads(world.cli("status", "--format", "json", "--config", world.config).out)
     prod = next(r for r in status if r["stage"] == "production")
     assert prod["actual"] == cid and prod["state"] == "Synced"

@@ -74,6 +74,38 @@ class Unmanaged:
             ).fetchall()
         return {prefix: from_text(at) for prefix, at in rows}
 
+    def replace_rest(
+        self,
+        stage: Stage,
+        prefix: str,
+        entries: Iterable[UnmanagedEntry],
+        walked: Iterable[str],
+        walked_at: datetime,
+    ) -> None:
+        """Like :meth:`replace` for ``prefix`` (a category), except the rows under the
+        prefixes ``walked`` (SIG directories walked on their own), which stay."""
+        skip = tuple(walked)
+
+        def kept(relpath: str) -> bool:
+            return relpath.startswith(skip)
+
+        new = {e.relpath: e for e in entries if not kept(e.relpath)}
+        old = {p: e for p, e in self.entries(stage, prefix).items() if not kept(p)}
+        changed = [p for p in old.keys() | new.keys() if old.get(p) != new.get(p)]
+        with self._db.write() as conn:
+            conn.executemany(
+                "DELETE FROM unmanaged WHERE stage = ? AND relpath = ?",
+                ((stage.value, p) for p in old.keys() - new.keys()),
+            )
+            conn.executemany(_UPSERT, (e.to_row(stage) for e in new.values()))
+            conn.execute(
+                "INSERT INTO unmanaged_walks (stage, prefix, walked_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (stage, prefix) DO UPDATE SET walked_at = excluded.walked_at",
+                (stage.value, prefix, to_text(walked_at)),
+            )
+            if stage in LISTED_STAGES:
+                conn.executemany(_NOTE_LISTING_CHANGE, ((stage.value, p) for p in changed))
+
     def forget(self, stage: Stage, relpaths: Iterable[str]) -> None:
         """``relpaths`` are unmanaged no more (published over, adopted, or deleted)."""
         paths = list(relpaths)
