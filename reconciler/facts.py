@@ -94,6 +94,8 @@ class ComposeFact:
     finished_at: datetime | None = None
     upstream_revision: str | None = None
     refresh: int | None = None
+    #: its packages' signatures were verified against the release's keys when composed
+    verified: bool = False
 
     @property
     def finished(self) -> bool:

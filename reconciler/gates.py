@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .facts import ComposeFact
 from .spec import PromotionDefaults, ReleaseSpec, Spec
 
 
@@ -77,6 +78,18 @@ def signature_gate(spec: Spec, rel: ReleaseSpec) -> str | None:
     )
 
 
+def unverified(spec: Spec, rel: ReleaseSpec, compose: ComposeFact | None) -> str | None:
+    """Why ``compose`` must be made again before production may take one: its packages
+    were not verified (a key was missing then, or the check was off), and now they
+    would be. ``None``: it was verified, or nothing is verified now."""
+    if compose is None or compose.verified or not spec.verifies_signatures(rel):
+        return None
+    return (
+        f"{compose.compose_id} was composed without verifying its packages' signatures; "
+        "every key is in keys/ now"
+    )
+
+
 def promotion_gate(
     spec: Spec,
     rel: ReleaseSpec,
@@ -84,11 +97,15 @@ def promotion_gate(
     staged_at: datetime | None,
     staged_new: str | None,
     now: datetime,
+    compose: ComposeFact | None = None,
 ) -> str | None:
     """Every gate that keeps ``pin`` out of production, joined (``None``: none does).
-    ``staged_new``: what the same plan stages first, if anything."""
+    ``staged_new``: what the same plan stages first, if anything; ``compose``: the pin's
+    compose as observed (an unverified one waits for a verified compose to be pinned)."""
+    stale = unverified(spec, rel, compose)
     problems = (
         signature_gate(spec, rel),
+        f"{stale}: pin a compose made since" if stale else None,
         staging_gate(spec.defaults.promotion, pin, staged_at, staged_new == pin, now),
     )
     return "; ".join(p for p in problems if p) or None

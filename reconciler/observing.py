@@ -89,6 +89,7 @@ def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
                 finished_at=finished_at,
                 upstream_revision=record.upstream_revision if record else None,
                 refresh=record.refresh if record else None,
+                verified=bool(record.signature_keys) if record else False,
             )
         )
     return tuple(facts)

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from .facts import ComposeFact, Observed, ReleaseFacts
-from .gates import promotion_gate, signature_note
+from .gates import promotion_gate, signature_note, unverified
 from .preview import PublishPreview
 from .spec import ReleaseSpec, Spec
 from .vocabulary import (
@@ -253,6 +253,8 @@ class _ReleasePlanner:
             return False
         if newest is None:
             return self._compose_due(actual, "no finished compose yet", Trigger.COMMIT)
+        if (stale := unverified(self.spec, self.rel, newest)) is not None:
+            return self._compose_due(actual, stale, Trigger.COMMIT)
         if newest.upstream_revision == f.upstream.revision:
             self._say(
                 Stage.COMPOSE,
@@ -389,7 +391,8 @@ class _ReleasePlanner:
             return actual
         if problem is None and want != actual:
             staged_at = self.facts.staged_at.get(pin)
-            problem = promotion_gate(self.spec, self.rel, pin, staged_at, staged_new, self.now)
+            problem = promotion_gate(self.spec, self.rel, pin, staged_at, staged_new, self.now,
+                                     self.facts.compose(pin))  # fmt: skip
         if problem:
             self._say(Stage.PRODUCTION, TargetState.BLOCKED, pin, actual, problem)
             return actual

@@ -68,6 +68,7 @@ def compose_fact(raw: dict[str, Any]) -> ComposeFact:
         running=bool(raw.get("running", False)),
         upstream_revision=raw.get("upstream"),
         refresh=raw.get("refresh", 0),
+        verified=bool(raw.get("verified", False)),
     )
 
 
@@ -116,6 +117,7 @@ def simulate(spec: Spec, observed: Observed, plan: Plan) -> Observed:
                 observed.now,
                 f.upstream.revision,
                 rel.compose.refresh,
+                spec.verifies_signatures(rel),  # the compose verifies what it can
             )
             f = replace(f, composes=(*f.composes, fact))
         elif action.kind is ActionKind.PUBLISH:

@@ -154,7 +154,11 @@ def test_a_missing_key_blocks_promotions_only(
     staging decide alike; production never takes a new compose while the key is missing."""
     named = {**rel, "gpg_keys": ["RPM-GPG-KEY-K"]}
     observed = make_observed(world)
-    present = plan(make_spec(named, defaults, keys=("RPM-GPG-KEY-K",)), observed, "r")
+    # with the key there, the composes were verified when made (else they are made again)
+    verified = make_observed(
+        {**world, "composes": [{**c, "verified": True} for c in world["composes"]]}
+    )
+    present = plan(make_spec(named, defaults, keys=("RPM-GPG-KEY-K",)), verified, "r")
     missing = plan(make_spec(named, defaults), observed, "r")
 
     def decisions(p: Plan, stage: Stage) -> list[str]:

@@ -105,3 +105,36 @@ def test_a_missing_key_blocks_production_until_the_check_is_turned_off(
     assert (published / "x86_64/core-common/repodata/repomd.xml").is_file()
     assert cli("verify", published).code == 0
     assert cli("plan", "--config", config).code == 0
+
+
+def test_a_key_added_later_makes_a_verified_compose_and_the_unverified_one_stays_out(
+    cli: Any, config: Path, repo: DesiredRepo
+) -> None:
+    """Composed while the key was missing (unverified); then the key is committed: the
+    next pass composes again, verifying every package, and production takes only that."""
+    from reconciler import testing as su
+
+    assert cli("apply", "--config", config).code == 0
+    unverified = status(cli, config)["compose"]["actual"]
+    # the sample packages are signed by the sample key: it stands for the SIG's real one
+    (repo.work / "desired-state" / "keys" / KEY).write_bytes(su.SAMPLE_KEY.read_bytes())
+    repo.set_release(production=unverified)
+    repo.commit("Add the SIG's key; promote what was staged")
+    planned = cli("plan", "--config", config)
+    assert planned.code == 1, planned.out + planned.err  # production is blocked
+    assert "compose core 9" in planned.out
+    assert f"{unverified} was composed without verifying" in planned.out
+    assert "pin a compose made since" in planned.out
+    assert cli("apply", "--config", config).code == 1
+    st = status(cli, config)
+    verified = st["compose"]["actual"]
+    assert verified != unverified and st["staging"]["actual"] == verified
+    assert st["production"]["state"] == "Blocked" and st["production"]["actual"] is None
+    record = json.loads(
+        (config.parent / "compose/9" / verified / "compose/metadata/reconciler.json").read_text()
+    )
+    assert record["signature_keys"], "the new compose verified the packages"
+    repo.set_release(production=verified)
+    repo.commit(f"Promote {verified}")
+    assert cli("apply", "--config", config).code == 0
+    assert status(cli, config)["production"]["actual"] == verified
