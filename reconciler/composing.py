@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from pathlib import Path
 
 from . import checksums, repodata
 from .carrying import keep_repodata, link_tree, place_keys, share_unchanged
-from .composedir import allocate, compose_log, make_release_dir, previous_finished
+from .composedir import allocate, compose_log, files_in, make_release_dir, previous_finished
 from .composefiles import RepoContent, SourceFile, diff
 from .composemeta import (
     RECORD_NAME,
@@ -286,7 +285,7 @@ class Composer:
         for variant in self.variants:
             vdir = self.tree.variant_dir(cid, variant)
             found.extend(scan_source(vdir / "repodata", sig_dir))
-            found.extend(_files_in(vdir, sig_dir))
+            found.extend(files_in(vdir, sig_dir))
         found.extend(scan_source(sig_dir / "metadata", sig_dir))
         for variant in carried:
             found.extend(scan_source(self.tree.variant_dir(cid, variant), sig_dir))
@@ -423,16 +422,6 @@ class Composer:
             seconds=time.monotonic() - started,
             missing=missing,
         )
-
-
-def _files_in(directory: Path, root: Path) -> Iterator[SourceFile]:
-    """The regular files directly in ``directory`` (the GPG keys beside repodata/)."""
-    with os.scandir(directory) as it:
-        for entry in it:
-            if entry.is_file(follow_symlinks=False):
-                st = entry.stat(follow_symlinks=False)
-                rel = str(Path(entry.path).relative_to(root))
-                yield SourceFile(rel, root, st.st_size, st.st_mtime_ns)
 
 
 def compose(

@@ -159,15 +159,18 @@ def _keep_streams(
     groups: dict[str, list[ModuleStream]] = defaultdict(list)
     for s in streams:
         groups[s.name_stream].append(s)
+    by_nevra: dict[str, list[PackageFact]] = defaultdict(list)
+    for fact in facts:
+        by_nevra[fact.nevra].append(fact)
     kept: list[ModuleStream] = []
     dropped: list[ModuleStream] = []
     for members in groups.values():
         versions = sorted({s.version for s in members}, reverse=True)
         wanted = set(versions[:keep_versions])
-        in_stream = {n for s in members for n in s.artifacts if n in present}
+        in_stream = sorted({n for s in members for n in s.artifacts if n in present})
         # a version holding one of the stream's newest builds of a package is kept too
         # (dnf reposync: the newest NEVRA may belong to an older version)
-        for ordered in newest_first(f for f in facts if f.nevra in in_stream):
+        for ordered in newest_first(f for n in in_stream for f in by_nevra[n]):
             for fact in ordered[:keep_versions]:
                 wanted.add(max(s.version for s in members if fact.nevra in s.artifacts))
         for s in members:
