@@ -73,7 +73,10 @@ def share_unchanged(previous: LocalRepo | None, repo_dir: Path) -> int:
         if old.stat().st_size != path.stat().st_size:
             continue
         tmp = tmp_name(path)
-        link_or_copy(old, tmp)
+        try:
+            link_or_copy(old, tmp)
+        except FileNotFoundError:  # gone since: the file just written stays
+            continue
         tmp.replace(path)
         shared += 1
     return shared

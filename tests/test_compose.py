@@ -317,3 +317,21 @@ def test_a_changed_key_changes_the_keys_only(
     changed = sorted(rel for rel in first if first[rel] != second[rel])
     assert changed and all(rel.endswith(f"/{su.SAMPLE_KEY.name}") for rel in changed)
     assert len(changed) == 9  # in each of the 8 repos, and in metadata/
+
+
+def test_changed_carried_metadata_rewrites_only_its_repo(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    """Same packages, other modules metadata upstream: that repo gets a new repomd.xml (its
+    unchanged metadata files stay the previous compose's); the other repos keep theirs."""
+    assert run_compose(cli, host, desired_state).code == 0
+    repo = upstream.repo_dir("core-common", "x86_64")
+    text = (su.EXTRAS_DIR / "modules.yaml").read_text().replace("Sample SIG module", "Changed")
+    su.write_repo(repo, sorted((repo / "Packages").glob("*.rpm")), extras=True, modules=text)
+    assert run_compose(cli, host, desired_state).code == 0
+    first, second = (inodes(sig_tree(c)) for c in compose_dirs(host))
+    changed = sorted(rel for rel in second if first.get(rel) != second[rel])
+    assert "x86_64/core-common/repodata/repomd.xml" in changed
+    assert [rel for rel in changed if not rel.startswith("x86_64/core-common/repodata/")] == []
+    names = sorted(Path(rel).name.split("-", 1)[-1] for rel in changed)
+    assert names == ["modules.yaml.gz", "repomd.xml"], changed  # primary etc. are shared
