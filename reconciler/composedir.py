@@ -1,4 +1,5 @@
-"""A compose's directory: the release directory, the compose ID, ``STATUS``, the log.
+"""A compose's directory: the release directory, the compose ID, ``STATUS``, the log, the
+files directly in a directory of it.
 
 The compose ID is productmd's (``SIG-core-9-20261125.0``: UTC date, respin
 counting up); it is taken by creating its directory, so two composes never
@@ -8,11 +9,13 @@ share one. Called under the release's lock by :mod:`reconciler.composing`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
+from .composefiles import SourceFile
 from .composemeta import ComposeOnDisk, list_composes, write_status
 from .errors import ComposeError
 from .fsutil import READ_ONLY, atomic_write, read_only
@@ -75,3 +78,13 @@ def compose_log(path: Path) -> Iterator[None]:
         handler.close()
         with suppress(OSError):
             read_only(path)  # the log of a compose that ended is kept as it is
+
+
+def files_in(directory: Path, root: Path) -> Iterator[SourceFile]:
+    """The regular files directly in ``directory`` (the GPG keys beside repodata/)."""
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                rel = str(Path(entry.path).relative_to(root))
+                yield SourceFile(rel, root, st.st_size, st.st_mtime_ns)

@@ -5,6 +5,11 @@ and mtime it has there; :class:`Changes` is what a compose changed relative to
 the compose it was made on top of. :mod:`reconciler.manifest` reads and writes
 both; composing computes them (:func:`diff`), and a publish's change set
 (:mod:`reconciler.changeset`) folds a chain of them (:func:`combine`).
+
+A :class:`RepoContent` is what a composed repository's metadata is written from;
+two composes whose repo has the same one can share that repo's ``repodata/``
+(composing links the previous compose's, so that nothing a mirror or a dnf cache
+holds changes for a repo that did not).
 """
 
 from __future__ import annotations
@@ -46,6 +51,38 @@ class SourceFile:
         if self.is_repomd:
             return PublishPhase.REPOMD
         return PublishPhase.METADATA if "/repodata/" in f"/{self.rel}" else PublishPhase.PACKAGES
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedFile:
+    """A metadata file a composed repo carries as it is (comps, modules, updateinfo):
+    its record type, its file name without the checksum prefix, its sha256."""
+
+    type: str
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepoContent:
+    """What a composed repo's ``repodata/`` is written from, and so all it depends on: its
+    packages (``pkgid``, checksum type, ``location_href``; the pkgid is the checksum of
+    the RPM's bytes, which the package's records are read from) and the files it carries.
+
+    The GPG keys beside ``repodata/`` are not part of it: no metadata names them.
+    """
+
+    packages: frozenset[tuple[str, str, str]]
+    carried: frozenset[CarriedFile]
+
+    @classmethod
+    def of(
+        cls, packages: Iterable[tuple[str, str, str]], carried: Iterable[CarriedFile]
+    ) -> RepoContent:
+        return cls(
+            frozenset((pkgid, kind.lower(), href) for pkgid, kind, href in packages),
+            frozenset(carried),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,10 @@ One compose, in order:
    retried, verified);
 4. check RPM signatures when asked; write new metadata with createrepo_c
    (:mod:`.repodata`; hrefs rewritten for the hashed layout), carry
-   comps/modules/updateinfo;
+   comps/modules/updateinfo; a repo whose packages and carried metadata are the
+   previous compose's keeps its ``repodata/`` instead, and unchanged GPG keys are
+   its files too (:mod:`.carrying`: byte for byte, so that mirrors and dnf
+   caches do not churn, and the compose's changes list nothing for that repo);
 5. write productmd metadata and the manifest (every file's size, mtime and sha256),
    make every file read-only (0444) and every directory 0755, ``STATUS`` =
    FINISHED, swap ``latest-*``.
@@ -28,18 +31,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import checksums, repodata
-from .composedir import allocate, compose_log, make_release_dir, previous_finished
-from .composefiles import SourceFile, diff
+from .carrying import keep_repodata, link_tree, place_keys, share_unchanged
+from .composedir import allocate, compose_log, files_in, make_release_dir, previous_finished
+from .composefiles import RepoContent, SourceFile, diff
 from .composemeta import (
     RECORD_NAME,
     ComposeOnDisk,
@@ -51,15 +54,16 @@ from .composemeta import (
 )
 from .errors import ComposeError, ReconcilerError, UpstreamError
 from .fetching import FetchedVariant, fetch_variant
-from .fsutil import READ_ONLY, atomic_write, link_or_copy, read_only, read_only_dirs, swap_symlink
+from .fsutil import READ_ONLY, atomic_write, read_only, read_only_dirs, swap_symlink
 from .hostconfig import HostConfig
 from .layout import Variant
 from .locking import exclusive_lock
 from .manifest import read_manifest, scan_source, write_changes, write_manifest
 from .names import TMP_SUFFIX
-from .placement import Previous, plan, previous_index
+from .placement import plan, previous_index
 from .placing import Counters, Placed, Placer
 from .progress import NullReporter, Reporter
+from .repodata import LocalRepo
 from .selection import PackageFact
 from .signatures import Keyring
 from .spec import ReleaseSpec, Spec, variants_of
@@ -123,6 +127,7 @@ class Composer:
         self.all_variants = variants_of(self.rel)
         self.variants = self._requested_variants()
         self.counters = Counters()
+        self._key_bytes: list[tuple[str, bytes]] | None = None
 
     # -- entry point -------------------------------------------------------------
 
@@ -181,9 +186,12 @@ class Composer:
     ) -> tuple[ComposeStatus, tuple[str, ...]]:
         cdir = self.tree.compose_dir(cid)
         before = self._previous_files(previous)
+        repos = self._previous_repos(previous)
         with tempfile.TemporaryDirectory(prefix=".work-", suffix=TMP_SUFFIX, dir=cdir) as work:
             works = self._fetch_all(up, Path(work))
-            the_plan = plan([w.selection for w in works], self._previous_index(previous, before))
+            known = [(v, r.packages.values()) for v, r in repos.items()]
+            index = previous_index(previous.compose_id, known, before) if previous else None
+            the_plan = plan([w.selection for w in works], index)
             if the_plan.problem is not None:  # fetching stops at a refusal already
                 raise UpstreamError(the_plan.problem)
             placer = Placer(up, self.tree, cid, previous.compose_id if previous else None,
@@ -191,11 +199,12 @@ class Composer:
             placed = placer.place(the_plan, f"compose {self.request.sig} {self.request.release}")
             self._check_signatures(placed, previous)
             for w in works:
-                self._write_variant(cid, w)
+                self._write_variant(cid, w, repos.get(w.variant))
         contents = {w.variant: w.selection.composed for w in works}
         missing = self._carry_over(cid, previous, contents)
         carried = [v for v in contents if v not in self.variants]
-        self._copy_keys(self.tree.sig_dir(cid) / "metadata")
+        was = self.tree.sig_dir(previous.compose_id) / "metadata" if previous else None
+        place_keys(self._keys(), self.tree.sig_dir(cid) / "metadata", was)
         write_productmd(
             self.tree,
             cid,
@@ -228,24 +237,23 @@ class Composer:
         with ThreadPoolExecutor(self.host.download.workers) as pool:
             return list(pool.map(fetch, self.variants))
 
-    def _previous_index(
-        self, previous: ComposeOnDisk | None, manifest: Sequence[SourceFile] | None
-    ) -> Previous | None:
-        """The packages of the previous compose (any variant), from its metadata."""
+    def _previous_repos(self, previous: ComposeOnDisk | None) -> dict[Variant, LocalRepo]:
+        """The repos of the previous compose (any variant), from their metadata."""
         if previous is None:
-            return None
-        repos: list[tuple[Variant, list[PackageFact]]] = []
+            return {}
+        repos: dict[Variant, LocalRepo] = {}
         for variant in self.all_variants:
             vdir = self.tree.variant_dir(previous.compose_id, variant)
             try:
-                facts = repodata.repo_index(vdir)
+                repo = repodata.read_local_repo(vdir)
             except ReconcilerError as exc:
                 log.warning(
                     "previous compose %s unreadable at %s: %s", previous.compose_id, vdir, exc
                 )
                 continue
-            repos.append((variant, list(facts.values())))
-        return previous_index(previous.compose_id, repos, manifest)
+            if repo is not None:
+                repos[variant] = repo
+        return repos
 
     def _previous_files(self, previous: ComposeOnDisk | None) -> list[SourceFile] | None:
         """The previous compose's manifest, or None without one."""
@@ -263,7 +271,8 @@ class Composer:
     ) -> list[SourceFile]:
         """The compose's files with their checksums, mostly from what was placed (no walk
         of the packages, none hashed again); the small files the compose wrote are
-        hashed, the carried ones taken from the previous manifest when it says."""
+        hashed, those it linked from the previous compose (carried variants, kept
+        repodata and keys: the same size and mtime) taken from its manifest when it says."""
         sig_dir = self.tree.sig_dir(cid)
         files = [
             SourceFile(
@@ -272,23 +281,22 @@ class Composer:
             for p in placed
             for path in p.paths
         ]
-        written: list[SourceFile] = []
+        found: list[SourceFile] = []
         for variant in self.variants:
             vdir = self.tree.variant_dir(cid, variant)
-            written.extend(scan_source(vdir / "repodata", sig_dir))
-            written.extend(_files_in(vdir, sig_dir))
-        written.extend(scan_source(sig_dir / "metadata", sig_dir))
-        known = {f.rel: f for f in before or ()}
+            found.extend(scan_source(vdir / "repodata", sig_dir))
+            found.extend(files_in(vdir, sig_dir))
+        found.extend(scan_source(sig_dir / "metadata", sig_dir))
         for variant in carried:
-            for f in scan_source(self.tree.variant_dir(cid, variant), sig_dir):
-                was = known.get(f.rel)
-                same = was is not None and (was.size, was.mtime_ns) == (f.size, f.mtime_ns)
-                written.append(replace(f, sha256=was.sha256) if same and was else f)
-        for f in written:
+            found.extend(scan_source(self.tree.variant_dir(cid, variant), sig_dir))
+        known = {f.rel: f for f in before or ()}
+        for f in found:
             read_only(f.path)
-        files.extend(
-            f if f.sha256 else replace(f, sha256=checksums.hash_file(f.path)) for f in written
-        )
+            was = known.get(f.rel)
+            if was is not None and was.sha256 and (was.size, was.mtime_ns) == (f.size, f.mtime_ns):
+                files.append(replace(f, sha256=was.sha256))
+            else:
+                files.append(replace(f, sha256=checksums.hash_file(f.path)))
         return sorted(files, key=lambda f: f.rel)
 
     def _key_files(self) -> list[Path]:
@@ -297,7 +305,7 @@ class Composer:
         return [self.spec_dir / "keys" / n for n in self.rel.gpg_keys if n not in missing]
 
     def _keys_digest(self) -> tuple[str, ...]:
-        return tuple(sorted(hashlib.sha256(k.read_bytes()).hexdigest() for k in self._key_files()))
+        return tuple(sorted(hashlib.sha256(data).hexdigest() for _name, data in self._keys()))
 
     def _check_signatures(self, placed: Sequence[Placed], previous: ComposeOnDisk | None) -> None:
         wanted = self.request.check_signatures
@@ -312,25 +320,34 @@ class Composer:
         with Keyring(self._key_files()) as keyring:
             keyring.check(to_check)
 
-    def _write_variant(self, cid: str, w: FetchedVariant) -> None:
+    def _write_variant(self, cid: str, w: FetchedVariant, previous: LocalRepo | None) -> None:
         vdir = self.tree.variant_dir(cid, w.variant)
         vdir.mkdir(parents=True, exist_ok=True)
         hrefs = w.selection.hrefs
-        packages = repodata.iter_packages(
-            w.meta["primary"], w.meta.get("filelists"), w.meta.get("other")
+        content = RepoContent.of(
+            ((f.pkgid, f.checksum_type, hrefs[f.pkgid]) for f in w.selection.chosen), w.carried
         )
-        revision = str(int(self.now.timestamp()))
-        written = repodata.write_repo(vdir, packages, hrefs, w.extras, revision)
-        if written != len(hrefs):
-            raise UpstreamError(
-                f"{w.url}: metadata lists {len(hrefs)} packages but {written} were readable"
+        if keep_repodata(previous, content, vdir):
+            log.info("%s: same packages and metadata as before: repodata kept", w.variant)
+        else:
+            packages = repodata.iter_packages(
+                w.meta["primary"], w.meta.get("filelists"), w.meta.get("other")
             )
-        self._copy_keys(vdir)
+            revision = str(int(self.now.timestamp()))
+            written = repodata.write_repo(vdir, packages, hrefs, w.extras, revision)
+            if written != len(hrefs):
+                raise UpstreamError(
+                    f"{w.url}: metadata lists {len(hrefs)} packages but {written} were readable"
+                )
+            share_unchanged(previous, vdir)
+        place_keys(self._keys(), vdir, previous.path if previous else None)
 
-    def _copy_keys(self, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
-        for key in self._key_files():
-            atomic_write(dest / key.name, key.read_bytes(), READ_ONLY)
+    def _keys(self) -> list[tuple[str, bytes]]:
+        """The named key files that ``keys/`` has, read once (a missing one blocks
+        production only)."""
+        if self._key_bytes is None:
+            self._key_bytes = [(k.name, k.read_bytes()) for k in self._key_files()]
+        return self._key_bytes
 
     def _carry_over(
         self, cid: str, previous: ComposeOnDisk | None, contents: dict[Variant, list[PackageFact]]
@@ -345,7 +362,7 @@ class Composer:
                 missing.append(str(variant))
                 continue
             dst = self.tree.variant_dir(cid, variant)
-            _link_tree(src, dst)
+            link_tree(src, dst)
             contents[variant] = list(repodata.repo_index(dst).values())
             log.info("carried %s over from %s", variant, previous and previous.compose_id)
         return tuple(missing)
@@ -405,24 +422,6 @@ class Composer:
             seconds=time.monotonic() - started,
             missing=missing,
         )
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    for dirpath, _dirs, files in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            link_or_copy(Path(dirpath) / name, dst / rel / name)
-
-
-def _files_in(directory: Path, root: Path) -> Iterator[SourceFile]:
-    """The regular files directly in ``directory`` (the GPG keys beside repodata/)."""
-    with os.scandir(directory) as it:
-        for entry in it:
-            if entry.is_file(follow_symlinks=False):
-                st = entry.stat(follow_symlinks=False)
-                rel = str(Path(entry.path).relative_to(root))
-                yield SourceFile(rel, root, st.st_size, st.st_mtime_ns)
 
 
 def compose(

@@ -7,6 +7,11 @@ and other must list its packages in its order; then the variant's packages
 are chosen (:func:`reconciler.placement.choose`), and a refusal stops the
 compose here, naming the href. Every error names the URL of the file concerned
 (or of ``repomd.xml``, which names it).
+
+A variant that carries module metadata and keeps fewer than all versions
+(``keep_versions`` > 0) is chosen module by module instead
+(:func:`reconciler.modularity.choose_modular`: why, there), and its
+``modules.yaml`` is written again without the stream versions it no longer has.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import repodata
+from .composefiles import CarriedFile
 from .errors import IntegrityError, ReconcilerError, UpstreamError
 from .layout import Variant
+from .modularity import ModularChoice, choose_modular, modular_packages
+from .modulemd import ModulesFile, read_modules, write_modules
 from .placement import Selection, VariantSource, choose, url_of
 from .selection import check_location, identity_problem
 from .upstream import Expected, Upstream, new_hash
@@ -29,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: The package metadata a compose reads (and rewrites with its own hrefs).
 PACKAGE_METADATA = frozenset({"primary", "filelists", "other"})
+#: The record type of module metadata.
+MODULES = "modules"
+#: The file name suffixes of compressed metadata.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zck")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,7 @@ class FetchedVariant:
     repomd_sha256: str
     meta: Mapping[str, Path]  # primary, filelists, other: the local files
     extras: tuple[tuple[str, Path], ...]  # (record type, local file) carried as they are
+    carried: tuple[CarriedFile, ...] = ()  # the extras' names and checksums
 
     @property
     def variant(self) -> Variant:
@@ -62,6 +75,7 @@ def fetch_variant(
     meta: dict[str, Path] = {}
     sources: dict[str, str] = {}
     extras: list[tuple[str, Path]] = []
+    sums: dict[Path, str] = {}  # carried file -> its sha256
     carried: dict[str, str] = {}  # file name in the composed repodata -> record type
     for rec in records:
         if rec.type not in PACKAGE_METADATA and rec.type not in repodata.CARRIED_TYPES:
@@ -81,22 +95,78 @@ def fetch_variant(
             named = vdir / "extras" / rec.type / rec.plain_name
             named.parent.mkdir(parents=True)
             local.rename(named)
-            repodata.check_carried(named, rec.type, source)
+            sums[named] = repodata.check_carried(named, rec.type, source)
             extras.append((rec.type, named))
         else:
             meta[rec.type] = local
-            sources[rec.type] = source
+        sources[rec.type] = source
     facts = repodata.scan_primary(meta["primary"], sources["primary"])
     pkgids = [f.pkgid for f in facts]
     for kind in ("filelists", "other"):
         if kind in meta:  # createrepo_c reads them in step with primary: they must agree
             repodata.check_in_step(meta[kind], kind, pkgids, sources[kind], sources["primary"])
-    selection = choose(VariantSource(variant, url, tuple(facts)), keep_versions, hashed)
+    upstream = VariantSource(variant, url, tuple(facts))
+    choice, modules = _choose(up, upstream, extras, sources, keep_versions, hashed)
+    selection = choice.selection
     if selection.problem is not None:
         raise UpstreamError(selection.problem)
     _check_chosen(selection, sources["primary"])
+    if modules is not None and choice.filters_modules:
+        filtered = _filter_modules(modules, set(carried), choice, sources[MODULES])
+        sums[filtered] = repodata.check_carried(filtered, MODULES, sources[MODULES])
+        extras = [(kind, filtered if kind == MODULES else p) for kind, p in extras]
     log.info("%s: %d packages upstream, %d chosen", url, len(facts), len(selection.chosen))
-    return FetchedVariant(selection, hashlib.sha256(raw).hexdigest(), meta, tuple(extras))
+    return FetchedVariant(
+        selection,
+        hashlib.sha256(raw).hexdigest(),
+        meta,
+        tuple(extras),
+        tuple(CarriedFile(kind, path.name, sums[path]) for kind, path in extras),
+    )
+
+
+def _choose(
+    up: Upstream,
+    source: VariantSource,
+    extras: list[tuple[str, Path]],
+    sources: Mapping[str, str],
+    keep_versions: int,
+    hashed: bool,
+) -> tuple[ModularChoice, ModulesFile | None]:
+    """The variant's selection, module by module where it has modules and a filter (and
+    then its modules file, read)."""
+    paths = [p for kind, p in extras if kind == MODULES]
+    if keep_versions == 0 or not paths:
+        return ModularChoice(choose(source, keep_versions, hashed)), None
+    if len(paths) > 1:  # one is read by dnf; which one, the compose cannot know
+        raise UpstreamError(f"{sources[MODULES]}: more than one modules record")
+    modules = read_modules(paths[0], sources[MODULES], up.config.max_metadata_bytes)
+    if not modular_packages(source.packages, modules.streams):  # they name none of them
+        return ModularChoice(choose(source, keep_versions, hashed)), None
+    return choose_modular(source, modules.streams, keep_versions, hashed), modules
+
+
+def _filter_modules(
+    modules: ModulesFile, taken: set[str], choice: ModularChoice, source: str
+) -> Path:
+    """A modules file without the stream versions that ``choice`` drops (gzip-compressed,
+    named ``<name>.gz``), to carry in place of the upstream's (``modules.path``)."""
+    path = modules.path
+    name = path.name
+    for suffix in _COMPRESSED:
+        name = name.removesuffix(suffix)
+    name = f"{name}.gz"
+    if name != path.name and name in taken:
+        raise UpstreamError(f"{source}: the filtered modules file would be named {name!r}, "
+                            "as another carried file is")  # fmt: skip
+    dest = path.parent.parent / f"{MODULES}-filtered" / name
+    dest.parent.mkdir()
+    write_modules(modules, choice.dropped_streams, dest, source)
+    log.info(
+        "%s: leaving out module versions %s (not kept by keep_versions)",
+        source, ", ".join(s.nsvc for s in choice.dropped_streams),
+    )  # fmt: skip
+    return dest
 
 
 def _check_chosen(selection: Selection, primary_url: str) -> None:

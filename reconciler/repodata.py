@@ -13,11 +13,14 @@ from pathlib import Path, PurePosixPath
 
 import createrepo_c as cr
 
+from .composefiles import CarriedFile, RepoContent
 from .errors import UpstreamError
 from .selection import PackageFact
 
 #: Records whose content does not depend on package locations, carried over as they are.
 CARRIED_TYPES = frozenset({"group", "group_gz", "group_xz", "modules", "updateinfo", "productid"})
+#: Every record type a composed ``repomd.xml`` has (:func:`write_repo` writes them).
+COMPOSED_TYPES = CARRIED_TYPES | {"primary", "filelists", "other"}
 #: The files :func:`write_repo` names so in ``repodata/`` before giving them their checksums.
 WRITTEN = frozenset({"primary.xml.gz", "filelists.xml.gz", "other.xml.gz", "repomd.xml"})
 _CHECKSUM_PREFIX = re.compile(r"^[0-9a-f]{32,128}-")
@@ -131,24 +134,65 @@ def check_in_step(
         )
 
 
-def check_carried(path: Path, record_type: str, source: str) -> None:
+def check_carried(path: Path, record_type: str, source: str) -> str:
     """Refuse a file to be carried as it is (``record_type``) that :func:`write_repo` could
     not record: createrepo_c reads a file whose name says it is compressed through, for
-    the checksum of its content. ``source`` (a URL) names it in errors."""
+    the checksum of its content. ``source`` (a URL) names it in errors. Returns the
+    file's sha256 (what the composed ``repomd.xml`` will say of it)."""
     try:
-        cr.RepomdRecord(record_type, str(path)).fill(cr.SHA256)
+        record = cr.RepomdRecord(record_type, str(path))
+        record.fill(cr.SHA256)
     except Exception as exc:  # createrepo_c raises plain exceptions
         raise UpstreamError(f"{source}: cannot read {record_type} metadata ({exc})") from exc
+    return str(record.checksum)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRepo:
+    """An already composed repository: its ``repomd.xml`` records and its packages."""
+
+    path: Path
+    records: tuple[MetaFile, ...]
+    packages: Mapping[str, PackageFact]  # pkgid -> fact (hrefs as composed)
+
+    def content(self) -> RepoContent | None:
+        """What its metadata was written from; None when it holds what :func:`write_repo`
+        does not write (then it cannot stand for a repo written now)."""
+        carried: list[CarriedFile] = []
+        for r in self.records:
+            if r.type in CARRIED_TYPES and r.checksum_type == "sha256":
+                carried.append(CarriedFile(r.type, r.plain_name, r.checksum))
+            elif r.type not in COMPOSED_TYPES:
+                return None
+        packages = ((f.pkgid, f.checksum_type, f.href) for f in self.packages.values())
+        return RepoContent.of(packages, carried)
+
+    def repodata_files(self) -> list[Path]:
+        """``repomd.xml`` and every file it names (all of them inside ``repodata/``), or
+        an empty list when it names a file elsewhere."""
+        names = [PurePosixPath(r.href) for r in self.records]
+        if any(n.parent != PurePosixPath("repodata") for n in names):
+            return []
+        repodata = self.path / "repodata"
+        return [repodata / "repomd.xml", *(repodata / n.name for n in names)]
+
+
+def read_local_repo(repo_dir: Path) -> LocalRepo | None:
+    """An already composed local repo, or None when it has no ``repomd.xml``."""
+    repomd = repo_dir / "repodata" / "repomd.xml"
+    if not repomd.is_file():
+        return None
+    records = parse_repomd(repomd, str(repomd))
+    primary_href = next(r.href for r in records if r.type == "primary")
+    primary = repo_dir.joinpath(*PurePosixPath(primary_href).parts)
+    facts = {f.pkgid: f for f in scan_primary(primary, str(primary))}
+    return LocalRepo(repo_dir, tuple(records), facts)
 
 
 def repo_index(repo_dir: Path) -> dict[str, PackageFact]:
     """``pkgid -> fact`` of an already composed local repo (for reuse by hardlink)."""
-    repomd = repo_dir / "repodata" / "repomd.xml"
-    if not repomd.is_file():
-        return {}
-    records = {r.type: r for r in parse_repomd(repomd, str(repomd))}
-    primary = repo_dir.joinpath(*PurePosixPath(records["primary"].href).parts)
-    return {f.pkgid: f for f in scan_primary(primary, str(primary))}
+    repo = read_local_repo(repo_dir)
+    return {} if repo is None else dict(repo.packages)
 
 
 def iter_packages(

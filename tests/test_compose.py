@@ -281,3 +281,57 @@ def test_manifest_lists_exactly_the_files_of_the_compose(
     check(compose_dirs(host)[-1])
     assert run_compose(cli, host, desired_state, "--repo", "core-infra").code == 0  # carried
     check(compose_dirs(host)[-1])
+
+
+def inodes(tree: Path) -> dict[str, int]:
+    return {str(p.relative_to(tree)): p.stat().st_ino for p in tree.rglob("*") if p.is_file()}
+
+
+def test_a_compose_of_an_unchanged_upstream_is_the_same_files(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    """Packages, metadata and keys are the previous compose's inodes, and its changes are
+    empty: a publish of it changes nothing."""
+    from reconciler.manifest import read_changes
+
+    assert run_compose(cli, host, desired_state).code == 0
+    assert run_compose(cli, host, desired_state).code == 0
+    first, second = compose_dirs(host)
+    assert inodes(sig_tree(first)) == inodes(sig_tree(second))
+    tree = ComposeTree(host.compose_root, "core", "9")
+    changes = read_changes(tree.changes(second.name), sig_tree(second))
+    assert changes is not None and changes.base == first.name
+    assert (changes.added, changes.removed) == ((), ())
+
+
+def test_a_changed_key_changes_the_keys_only(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    desired_state.write(compose={"keep_versions": 1, "hashed": True, "check_signatures": False})
+    assert run_compose(cli, host, desired_state).code == 0
+    key = desired_state.path / "keys" / su.SAMPLE_KEY.name
+    key.write_bytes(key.read_bytes() + b"\n")
+    assert run_compose(cli, host, desired_state).code == 0
+    first, second = (inodes(sig_tree(c)) for c in compose_dirs(host))
+    assert first.keys() == second.keys()
+    changed = sorted(rel for rel in first if first[rel] != second[rel])
+    assert changed and all(rel.endswith(f"/{su.SAMPLE_KEY.name}") for rel in changed)
+    assert len(changed) == 9  # in each of the 8 repos, and in metadata/
+
+
+def test_changed_carried_metadata_rewrites_only_its_repo(
+    cli: Any, host: Host, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    """Same packages, other modules metadata upstream: that repo gets a new repomd.xml (its
+    unchanged metadata files stay the previous compose's); the other repos keep theirs."""
+    assert run_compose(cli, host, desired_state).code == 0
+    repo = upstream.repo_dir("core-common", "x86_64")
+    text = (su.EXTRAS_DIR / "modules.yaml").read_text().replace("Sample SIG module", "Changed")
+    su.write_repo(repo, sorted((repo / "Packages").glob("*.rpm")), extras=True, modules=text)
+    assert run_compose(cli, host, desired_state).code == 0
+    first, second = (inodes(sig_tree(c)) for c in compose_dirs(host))
+    changed = sorted(rel for rel in second if first.get(rel) != second[rel])
+    assert "x86_64/core-common/repodata/repomd.xml" in changed
+    assert [rel for rel in changed if not rel.startswith("x86_64/core-common/repodata/")] == []
+    names = sorted(Path(rel).name.split("-", 1)[-1] for rel in changed)
+    assert names == ["modules.yaml.gz", "repomd.xml"], changed  # primary etc. are shared

@@ -33,7 +33,9 @@ from .rpms import (
 # --------------------------------------------------------------------------
 
 
-def write_repo(repo_dir: Path, rpm_paths: Sequence[Path], *, extras: bool = False) -> None:
+def write_repo(
+    repo_dir: Path, rpm_paths: Sequence[Path], *, extras: bool = False, modules: str | None = None
+) -> None:
     """Make ``repo_dir`` a repository of exactly ``rpm_paths``.
 
     The RPMs are copied to ``repo_dir/Packages/`` (copies, not hardlinks, so
@@ -43,8 +45,10 @@ def write_repo(repo_dir: Path, rpm_paths: Sequence[Path], *, extras: bool = Fals
     written with createrepo_c.  With ``extras`` the repository also gets comps
     (``group`` and ``group_gz``), an ``updateinfo`` with one advisory per
     source package, and ``modules`` (a static modulemd document that names no
-    sample package).  Calling it again regenerates everything: stale metadata
-    files are removed after the new ``repomd.xml`` is in place.
+    sample package).  ``modules`` (the text of a ``modules.yaml``) gives the
+    repository that module metadata instead (with or without the other extras).
+    Calling it again regenerates everything: stale metadata files are removed
+    after the new ``repomd.xml`` is in place.
     """
     packages_dir = repo_dir / "Packages"
     packages_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +58,8 @@ def write_repo(repo_dir: Path, rpm_paths: Sequence[Path], *, extras: bool = Fals
     for old in packages_dir.iterdir():
         if old.is_file() and old.name not in wanted:
             old.unlink()
-    _write_metadata(repo_dir, [packages_dir / name for name in sorted(wanted)], extras=extras)
+    rpms = [packages_dir / name for name in sorted(wanted)]
+    _write_metadata(repo_dir, rpms, extras=extras, modules=modules)
 
 
 def add_packages(repo_dir: Path, rpm_paths: Sequence[Path]) -> None:
@@ -105,7 +110,9 @@ def _has_extras(repo_dir: Path) -> bool:
     return repomd_path.exists() and "updateinfo" in cr.Repomd(str(repomd_path))
 
 
-def _write_metadata(repo_dir: Path, rpms: Sequence[Path], *, extras: bool) -> None:
+def _write_metadata(
+    repo_dir: Path, rpms: Sequence[Path], *, extras: bool, modules: str | None = None
+) -> None:
     """Write ``repo_dir/repodata`` for ``rpms`` (which lie in ``repo_dir/Packages``).
 
     Files are prepared in ``repodata.~tmp~/``, moved into ``repodata/``, then
@@ -126,6 +133,13 @@ def _write_metadata(repo_dir: Path, rpms: Sequence[Path], *, extras: bool) -> No
     records = _write_package_metadata(work, packages)
     if extras:
         records += _write_extras(work, packages)
+    if modules is not None:
+        records = [r for r in records if r.type != "modules"]
+        modules_gz = work / "modules.yaml.gz"
+        out = cr.CrFile(str(modules_gz), cr.MODE_WRITE, cr.GZ_COMPRESSION)
+        out.write(modules)
+        out.close()
+        records.append(cr.RepomdRecord("modules", str(modules_gz)))
 
     repomd = cr.Repomd()
     for record in records:
