@@ -1123,3 +1123,41 @@ def test_unmanaged_rows_are_replaced_per_walk_listed_and_summarised(tmp_path: Pa
         assert db.unmanaged.summary(Stage.PRODUCTION, prefix).files == 0
         with pytest.raises(ValueError, match="not under"):
             db.unmanaged.replace(Stage.PRODUCTION, prefix, [other], T0)
+
+
+WRITER = """
+import sys
+from reconciler.state import InventoryEntry, StateDB
+from reconciler.vocabulary import InventoryKind, Stage
+with StateDB.open(__import__("pathlib").Path(sys.argv[1])) as db:
+    print("writing", flush=True)
+    for i in range(1_000_000):
+        entry = InventoryEntry(f"a/{i}/" + "x" * 200, InventoryKind.FILE, 1, 1, 1, None)
+        db.inventory.apply_changes(Stage.PRODUCTION, [entry], [])
+"""
+
+
+def test_opening_while_another_process_writes_is_never_called_truncated(tmp_path: Path) -> None:
+    """``status`` opens the database while ``run`` writes: the length check must not take
+    a commit between its checkpoint and its page count for a truncated file (a third
+    of such opens said "damaged ... run state rebuild" before)."""
+    StateDB.open(tmp_path).close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        for w in writers:
+            assert w.stdout is not None and w.stdout.readline().strip() == "writing"
+        for _ in range(400):
+            StateDB.open(tmp_path).close()
+    finally:
+        for w in writers:
+            w.kill()
+            w.communicate()

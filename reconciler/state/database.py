@@ -134,22 +134,28 @@ class Database:
     def _check_length(self, conn: sqlite3.Connection) -> None:
         """A file shorter than its pages (and not made up by the WAL) was truncated.
 
-        A passive checkpoint first moves committed WAL frames into the file
-        (SQLite itself reports a file too short for them as corrupt); what it
-        could not move, because of readers, may still make up the difference.
+        Other processes may write meanwhile (``status`` while ``run`` works): the page
+        count is read first, then the WAL's size, then the file's. Every page committed
+        before the count is in the file or in the WAL; the file only grows, and a WAL
+        is only removed once the file holds all of it. So the file and the WAL, measured
+        in that order, cover the count unless the file lost pages. (The checkpoint's own
+        frame counts cannot be used: a commit between it and the count makes them stale,
+        and a third of the opens during writes then looked truncated.)
         """
-        busy, frames, moved = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # moves what it can into the file
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         expected = pages * page_size
+        wal = self.path.with_name(self.path.name + "-wal")
         try:
+            in_wal = wal.stat().st_size if wal.exists() else 0
             have = self.path.stat().st_size
+        except FileNotFoundError:  # the WAL went between exists() and stat(): all in the file
+            have, in_wal = self.path.stat().st_size, 0
         except OSError as exc:
             raise StateError(f"state database {self.path}: {exc}") from exc
-        if busy or frames != moved:
-            have += max(int(frames), 0) * page_size
         slack = 65536 if expected > 2**30 else 0  # the lock-byte page is never written
-        if expected > have + slack:
+        if expected > have + in_wal + slack:
             raise _damaged(self.path, f"{expected} bytes of pages, file has {have}: truncated")
 
     def _migrate(self) -> None:
