@@ -1143,14 +1143,9 @@ def test_opening_while_another_process_writes_is_never_called_truncated(tmp_path
     of such opens said "damaged ... run state rebuild" before)."""
     StateDB.open(tmp_path).close()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = [sys.executable, "-c", WRITER, str(tmp_path)]
     writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for _ in range(2)
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)
     ]
     try:
         for w in writers:
