@@ -7,6 +7,7 @@ Reads only. The caller records the result (``StateDB.unmanaged.replace``).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Collection
@@ -18,6 +19,20 @@ from .names import TMP_SUFFIX
 from .pathglob import PathPatterns
 from .state import UnmanagedEntry
 from .vocabulary import InventoryKind
+
+log = logging.getLogger(__name__)
+
+
+#: what a file list cannot carry in a name (filelistformat refuses it): such a path is
+#: not a row; it is logged instead (a mirror cannot be told of it either way)
+_UNLISTABLE = frozenset("\t\n\r")
+
+
+def _listable(name: str, path: Path) -> bool:
+    if _UNLISTABLE.isdisjoint(name):
+        return True
+    log.warning("%r: a name the mirrors' file lists cannot carry; not listed", str(path))
+    return False
 
 
 def _kind(mode: int) -> InventoryKind:
@@ -39,8 +54,9 @@ def walk_unmanaged(
     found: list[UnmanagedEntry] = []
     for dirpath, dirs, files in os.walk(top):
         here = Path(dirpath)
+        dirs[:] = [d for d in dirs if _listable(d, here / d)]  # nor anything under it
         for name in (*dirs, *files):
-            if name.endswith(TMP_SUFFIX):
+            if name.endswith(TMP_SUFFIX) or not (name in dirs or _listable(name, here / name)):
                 continue
             path = here / name
             rel = str(path.relative_to(top))
@@ -76,9 +92,11 @@ def walk_rest(
     for dirpath, dirs, files in os.walk(top):
         here = Path(dirpath)
         rel_here = str(here.relative_to(root))
-        dirs[:] = [d for d in dirs if f"{rel_here}/{d}" not in skip]
+        dirs[:] = [d for d in dirs if f"{rel_here}/{d}" not in skip and _listable(d, here / d)]
         for name in (*dirs, *files):
             if name.endswith(TMP_SUFFIX) or (here == top and name in UNLISTED):
+                continue
+            if name not in dirs and not _listable(name, here / name):
                 continue
             relpath = f"{rel_here}/{name}"
             if relpath in owned:

@@ -90,8 +90,12 @@ def _check_glob(value: str) -> str:
             f"invalid unmanaged pattern {value!r}: a relative path of letters, digits, "
             "'._-+@%=,~' and the wildcards * ? ** [...], parts joined by '/'"
         )
-    if any(part in (".", "..") for part in value.split("/")):
+    parts = value.split("/")
+    if any(part in (".", "..") for part in parts):
         raise ValueError(f"invalid unmanaged pattern {value!r}: no '.' or '..' parts")
+    # each ** may try every depth: a few keep the match linear enough on any tree
+    if parts.count("**") > 2:
+        raise ValueError(f"invalid unmanaged pattern {value!r}: at most two '**' parts")
     return value
 
 

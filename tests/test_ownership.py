@@ -11,7 +11,7 @@ from reconciler.vocabulary import InventoryKind, Stage
 
 
 def test_walk_finds_what_the_inventory_lacks(tmp_path: Path) -> None:
-    tree = PublishedTree(Stage.PRODUCTION, tmp_path, "mirror/pub/sig", "9", "altarch")
+    tree = PublishedTree(Stage.PRODUCTION, tmp_path, "mirror/pub/sig", "altarch", "9")
     repo = tree.path / "aarch64" / "altarch-common"
     (repo / "Packages" / "a").mkdir(parents=True)
     (repo / "Packages" / "a" / "a-1.rpm").write_bytes(b"rpm")
@@ -36,9 +36,27 @@ def test_walk_finds_what_the_inventory_lacks(tmp_path: Path) -> None:
     assert found[p + "link"].kind is InventoryKind.LINK and not found[p + "link"].ignored
     assert (
         walk_unmanaged(
-            PublishedTree(Stage.PRODUCTION, tmp_path, "mirror/pub/sig", "9", "none"),
+            PublishedTree(Stage.PRODUCTION, tmp_path, "mirror/pub/sig", "none", "9"),
             owned,
             PathPatterns.of([]),
         )
         == []
     )
+
+
+def test_a_name_the_lists_cannot_carry_is_not_a_row(tmp_path: Path) -> None:
+    """A tab or newline in a name (put there by anyone who can write the tree) would make
+    every list unwritable; it is logged and left out, with what is under such a dir."""
+    from reconciler.ownership import walk_rest
+
+    tree = PublishedTree(Stage.PRODUCTION, tmp_path, "mirror/pub/sig", "core", "9")
+    tree.path.mkdir(parents=True)
+    (tree.path / "ok.txt").write_text("x")
+    (tree.path / "bad\nname.txt").write_text("x")
+    (tree.path / "bad\tdir").mkdir()
+    (tree.path / "bad\tdir" / "inner.txt").write_text("x")
+    found = [e.relpath for e in walk_unmanaged(tree, set(), PathPatterns.of([]))]
+    assert found == [tree.inventory_prefix + "ok.txt"]
+    rest = [e.relpath for e in walk_rest(tmp_path, "mirror/pub/sig", set(), [])]
+    assert not [p for p in rest if "\n" in p or "\t" in p]
+    assert "mirror/pub/sig/9/core/ok.txt" in rest

@@ -132,6 +132,14 @@ BAD_SIG_CASES: list[tuple[str, str, str, str, int, str]] = [
         "signatures.check is off: say why in signatures.reason",
     ),
     (
+        "unmanaged pattern that backtracks",
+        "sig: core\n",
+        "sig: core\npublish: {unmanaged: ['**/a/**/b/**/c']}\n",
+        "sigs/core.yaml",
+        2,
+        "at most two '**' parts",
+    ),
+    (
         "unmanaged pattern leaving the tree",
         "sig: core\n",
         "sig: core\npublish: {unmanaged: [images, ../etc]}\n",
