@@ -83,7 +83,11 @@ class World:
                 su.add_packages(d, [su.sample_rpm(n) for n in names])
 
 
-def build_world(tmp: Path, grace: str = "24h", **host_extra: Any) -> Iterator[World]:
+def build_world(
+    tmp: Path, grace: str = "24h", later_second: bool = False, **host_extra: Any
+) -> Iterator[World]:
+    """``later_second``: compose B in a later second than A, as real composes are (a mirror
+    client's rsync takes a file of the same size and whole-second mtime as unchanged)."""
     root = tmp / "world"
     root.mkdir(parents=True, exist_ok=True)
     up_root = root / "upstream"
@@ -105,6 +109,10 @@ def build_world(tmp: Path, grace: str = "24h", **host_extra: Any) -> Iterator[Wo
         world.pin(world.a)
         assert world.run("apply") == 0
         world.update_upstream()
+        if later_second:
+            import time
+
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
         assert world.run("apply") == 0
         world.b = world.staged()
         assert world.b != world.a

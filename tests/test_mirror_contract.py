@@ -65,7 +65,7 @@ KEY = "9/core/x86_64/core-common/RPM-GPG-KEY-Rocky-SIG-Core"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from build_world(tmp_path)
+    yield from build_world(tmp_path, later_second=True)
 
 
 def _free_port() -> int:
