@@ -195,7 +195,7 @@ def _adopt_rest(
     prefix = f"{PurePosixPath(category)}/"
     owned = state.inventory.entries(Stage.PRODUCTION, prefix).keys()
     rest = walk_rest(host.roots.production, category, owned, walked)
-    state.unmanaged.replace_rest(Stage.PRODUCTION, prefix, rest, walked, now)
+    state.unmanaged.replace(Stage.PRODUCTION, prefix, rest, now, walked)
     files = sum(1 for e in rest if e.kind is not InventoryKind.DIR)
     return f"production outside the desired targets: {files} unmanaged file(s) kept"
 

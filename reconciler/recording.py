@@ -45,7 +45,7 @@ def record_learned(state: StateDB, learned: Learned) -> None:
     for key, walk in (learned.unmanaged or {}).items():
         state.unmanaged.replace(key.stage, walk.prefix, walk.entries, walked_at)
     for stage, rest in (learned.rest or {}).items():
-        state.unmanaged.replace_rest(stage, rest.prefix, rest.entries, rest.skipped, walked_at)
+        state.unmanaged.replace(stage, rest.prefix, rest.entries, walked_at, rest.skipped)
     if learned.drift_checked_at is not None:
         state.sources.set_drift_checked(learned.drift_checked_at)
     if learned.drift_deep_checked_at is not None:
@@ -73,8 +73,9 @@ def _walk_rest_once(host: HostConfig, state: StateDB, category: str) -> None:
     targets = [UnmanagedWalk(p) for p in walked if p != prefix and p.startswith(prefix)]
     rest = walk_rest(host, state, Stage.PRODUCTION, category, targets)
     if rest is not None:
-        state.unmanaged.replace_rest(Stage.PRODUCTION, rest.prefix, rest.entries, rest.skipped,
-                                     datetime.now(UTC))  # fmt: skip
+        state.unmanaged.replace(
+            Stage.PRODUCTION, rest.prefix, rest.entries, datetime.now(UTC), rest.skipped
+        )
 
 
 def write_lists(spec: Spec, host: HostConfig, state: StateDB) -> None:

@@ -44,19 +44,31 @@ class Unmanaged:
         return {row[0]: UnmanagedEntry.from_row(row) for row in rows}
 
     def replace(
-        self, stage: Stage, prefix: str, entries: Iterable[UnmanagedEntry], walked_at: datetime
+        self,
+        stage: Stage,
+        prefix: str,
+        entries: Iterable[UnmanagedEntry],
+        walked_at: datetime,
+        keep: Iterable[str] = (),
     ) -> None:
         """A walk of ``prefix`` found ``entries`` (all under it): they become everything
-        known there. Paths whose row appeared, went or changed are noted for the lists."""
-        new = {e.relpath: e for e in entries}
+        known there, but under the prefixes ``keep`` (a category's walk keeps the rows of
+        the SIG directories walked on their own). Paths whose row appeared, went or
+        changed are noted for the lists."""
+        kept = tuple(keep)
+        new = {e.relpath: e for e in entries if not e.relpath.startswith(kept)}
         for relpath in new:
             if not relpath.startswith(prefix):
                 raise ValueError(f"unmanaged path {relpath!r} is not under {prefix!r}")
-        old = self.entries(stage, prefix)
+        old = {
+            p: e for p, e in self.entries(stage, prefix).items() if not p.startswith(kept or "\0")
+        }
         changed = [p for p in old.keys() | new.keys() if old.get(p) != new.get(p)]
-        where, params = under_prefix(stage, prefix)
         with self._db.write() as conn:
-            conn.execute(f"DELETE FROM unmanaged WHERE {where}", params)  # noqa: S608 - fixed
+            conn.executemany(
+                "DELETE FROM unmanaged WHERE stage = ? AND relpath = ?",
+                ((stage.value, p) for p in old.keys() - new.keys()),
+            )
             conn.executemany(_UPSERT, (e.to_row(stage) for e in new.values()))
             conn.execute(
                 "INSERT INTO unmanaged_walks (stage, prefix, walked_at) VALUES (?, ?, ?)"
@@ -73,38 +85,6 @@ class Unmanaged:
                 "SELECT prefix, walked_at FROM unmanaged_walks WHERE stage = ?", (stage.value,)
             ).fetchall()
         return {prefix: from_text(at) for prefix, at in rows}
-
-    def replace_rest(
-        self,
-        stage: Stage,
-        prefix: str,
-        entries: Iterable[UnmanagedEntry],
-        walked: Iterable[str],
-        walked_at: datetime,
-    ) -> None:
-        """Like :meth:`replace` for ``prefix`` (a category), except the rows under the
-        prefixes ``walked`` (SIG directories walked on their own), which stay."""
-        skip = tuple(walked)
-
-        def kept(relpath: str) -> bool:
-            return relpath.startswith(skip)
-
-        new = {e.relpath: e for e in entries if not kept(e.relpath)}
-        old = {p: e for p, e in self.entries(stage, prefix).items() if not kept(p)}
-        changed = [p for p in old.keys() | new.keys() if old.get(p) != new.get(p)]
-        with self._db.write() as conn:
-            conn.executemany(
-                "DELETE FROM unmanaged WHERE stage = ? AND relpath = ?",
-                ((stage.value, p) for p in old.keys() - new.keys()),
-            )
-            conn.executemany(_UPSERT, (e.to_row(stage) for e in new.values()))
-            conn.execute(
-                "INSERT INTO unmanaged_walks (stage, prefix, walked_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (stage, prefix) DO UPDATE SET walked_at = excluded.walked_at",
-                (stage.value, prefix, to_text(walked_at)),
-            )
-            if stage in LISTED_STAGES:
-                conn.executemany(_NOTE_LISTING_CHANGE, ((stage.value, p) for p in changed))
 
     def forget(self, stage: Stage, relpaths: Iterable[str]) -> None:
         """``relpaths`` are unmanaged no more (published over, adopted, or deleted)."""
