@@ -44,7 +44,7 @@ from .filelistformat import (
     render_imagelist,
     render_timelist,
 )
-from .fsutil import fsync_dir, tmp_name
+from .fsutil import atomic_write
 from .names import TMP_SUFFIX
 
 __all__ = [
@@ -195,21 +195,12 @@ def _replace(path: Path, data: bytes, ids: tuple[int, int], current: bytes | Non
     if current == data:
         _own(path, ids)
         return False
-    tmp = tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fd, 0o644)  # world-readable whatever the umask: mirrors read the lists
-            fh.write(data)
-            fh.flush()
-            if ids != (-1, -1):  # before the rename: the list is never seen with another owner
-                _chown(path, ids, lambda: os.fchown(fh.fileno(), *ids))
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+
+    def own(fd: int) -> None:  # before the rename: the list is never seen with another owner
+        if ids != (-1, -1):
+            _chown(path, ids, lambda: os.fchown(fd, *ids))
+
+    atomic_write(path, data, 0o644, own)  # world-readable whatever the umask: mirrors read it
     return True
 
 

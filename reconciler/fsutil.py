@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .names import TMP_SUFFIX
@@ -34,15 +35,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file, fsync it, and rename it over ``path``."""
+def atomic_write(
+    path: Path,
+    data: bytes | str,
+    mode: int = 0o644,
+    before_rename: Callable[[int], None] | None = None,
+) -> None:
+    """Write ``data`` to a temporary file, fsync it, and rename it over ``path``.
+
+    ``mode`` is set whatever the umask; ``before_rename(fd)`` runs on the written file
+    before it gets its name (a chown: the file is never seen with another owner).
+    """
     raw = data.encode() if isinstance(data, str) else data
     tmp = tmp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(raw)
             fh.flush()
+            if before_rename is not None:
+                before_rename(fh.fileno())
             os.fsync(fh.fileno())
         tmp.replace(path)
     except BaseException:
