@@ -15,13 +15,12 @@ of the compose is among the owned files, the target holds that compose.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from .checksums import SHA256, hash_file
+from .checksums import hash_file
 from .composefiles import SourceFile
 from .composemeta import list_composes
 from .errors import ReconcilerError
@@ -31,7 +30,7 @@ from .layout import ComposeTree, PublishedTree
 from .manifest import read_manifest, scan_source
 from .ownership import walk_rest, walk_unmanaged
 from .pathglob import PathPatterns
-from .publishing import entry_for
+from .publishing import entry_for, holds_bytes
 from .spec import ReleaseSpec, Spec
 from .state import InventoryEntry, StateDB, TargetRecord, UnmanagedEntry
 from .vocabulary import PUBLISHED_STAGES, ComposeStatus, InventoryKind, Stage
@@ -76,20 +75,6 @@ def newest_finished(tree: ComposeTree) -> str | None:
     return done[-1].compose_id if done else None
 
 
-def _same_bytes(path: Path, src: SourceFile) -> bool:
-    """Whether ``path`` is a regular file holding ``src``'s bytes (never follows a link)."""
-    try:
-        st = path.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
-            return False
-        if st.st_ino == src.path.stat().st_ino and st.st_dev == src.path.stat().st_dev:
-            return True
-        want = src.sha256 or hash_file(src.path, SHA256)
-        return hash_file(path, SHA256) == want
-    except FileNotFoundError:
-        return False
-
-
 def take_baseline(
     target: PublishedTree,
     files: Sequence[SourceFile],
@@ -103,7 +88,7 @@ def take_baseline(
     held_repomds = 0
     for f in files:
         path = target.path / f.rel
-        if not _same_bytes(path, f):
+        if not holds_bytes(path, f):
             continue
         relpath = target.inventory_prefix + f.rel
         sha1 = hash_file(path, "sha1") if f.is_repomd else None

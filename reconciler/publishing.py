@@ -201,7 +201,7 @@ class Publisher:
             return self._placed(change.path, dst, None)
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
-        if (not self._cross_fs and _same_inode(src.path, dst)) or _holds(dst, src):
+        if (not self._cross_fs and _same_inode(src.path, dst)) or holds_bytes(dst, src):
             # Already in place (a publish interrupted before it recorded its inventory):
             # renaming a second link of the same inode over it would do nothing at all.
             # Once links do not work here (_cross_fs) the next step is a copy, a new
@@ -354,7 +354,9 @@ class Publisher:
     def _tree_facts(self, files: Sequence[SourceFile], suspect: Collection[str]) -> TreeFacts:
         """Which compose files the tree holds with the same bytes; every file in the tree."""
         return TreeFacts(
-            frozenset(f.rel for f in files if _same_file(self.target / f.rel, f, f.rel in suspect)),
+            frozenset(
+                f.rel for f in files if holds_bytes(self.target / f.rel, f, f.rel in suspect)
+            ),
             frozenset(_walk_files(self.stage_root, self.target)),
         )
 
@@ -393,19 +395,7 @@ class Publisher:
             self.state.unmanaged.forget(self.stage, known)
 
 
-def _holds(dst: Path, src: SourceFile) -> bool:
-    """Whether the regular file ``dst`` has ``src``'s size and sha256 (the manifest's,
-    else the compose copy's)."""
-    try:
-        st = dst.lstat()
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
-        return False
-    return hash_file(dst) == (src.sha256 or hash_file(src.path))
-
-
-def _same_file(dst: Path, src: SourceFile, suspect: bool) -> bool:
+def holds_bytes(dst: Path, src: SourceFile, suspect: bool = False) -> bool:
     """Whether ``dst`` holds ``src``'s bytes: the same inode does, unless drift named it
     (bytes written in place are in the compose's inode too); then, and for another
     inode, its digest decides (the manifest's, else the compose copy's)."""
