@@ -220,6 +220,9 @@ def test_corrupt_state_database_is_a_clear_error_and_can_be_rebuilt(
     for extra in ("state.db-wal", "state.db-shm"):
         (config.parent / "state" / extra).unlink(missing_ok=True)
     db.write_bytes(os.urandom(8192))
+    # a file nobody published: the rebuilt state must not take it for the reconciler's
+    stray = config.parent / "staging/mirror/pub/sig/9/core/x86_64/core-common/ops-note.txt"
+    stray.write_text("left by a person\n")
     result = cli("status", "--config", config)
     assert result.code == 1 and str(db) in result.err and "reconciler state rebuild" in result.err
     result = cli("state", "rebuild", "--config", config)
@@ -230,7 +233,14 @@ def test_corrupt_state_database_is_a_clear_error_and_can_be_rebuilt(
         # the rebuilt inventory is the tree as found (pending deletions were lost with the
         # database): the next publish there compares everything, not a compose's changes
         assert state.targets.is_publishing(TargetKey(Stage.STAGING, "core", "9"))
+        rel = "mirror/pub/sig/9/core/x86_64/core-common/ops-note.txt"
+        assert rel not in state.inventory.entries(Stage.STAGING)
+        assert rel in state.unmanaged.entries(Stage.STAGING)
     assert cli("plan", "--config", config).code == 0
+    assert cli("apply", "--config", config).code == 0
+    with StateDB.open(config.parent / "state") as state:
+        assert rel not in {p.relpath for p in state.pending.all(Stage.STAGING)}
+    assert stray.read_text() == "left by a person\n"
 
 
 def test_missing_state_database_is_a_clear_error(cli: Any, config: Path, repo: DesiredRepo) -> None:
