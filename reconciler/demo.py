@@ -118,8 +118,9 @@ def _step(title: str, host: HostConfig) -> str | None:
     """Plan and apply once; print the plan, what was done and the status table."""
     print(f"\n{'=' * 78}\n{title}\n{'=' * 78}")
     with open_state(host) as state:
+        # first what a plan shows (each publish's files), then the apply
+        print(plan_text(run_pass(host, state, apply=False).plan))
         result = run_pass(host, state, apply=True)
-        print(plan_text(result.plan))
         for r in result.applied.results if result.applied else ():
             print(f"  -> {r.result}: {r.action.describe()}" + (f" ({r.error})" if r.error else ""))
         print()

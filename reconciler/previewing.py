@@ -44,10 +44,10 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
     assert action.stage is not None
     head = (action.sig, action.release, action.stage, action.compose_id)
     if action.compose_id is None:
-        return PublishPreview(*head, note="files: known once the compose this plan makes is done")
+        return PublishPreview(*head, note="known once the compose this plan makes is done")
     tree = host.compose_tree(action.sig, action.release)
     if not tree.sig_dir(action.compose_id).is_dir():
-        return PublishPreview(*head, note=f"files: compose {action.compose_id} is not on disk")
+        return PublishPreview(*head, note=f"compose {action.compose_id} is not on disk")
     target = host.published(spec.defaults.publish.category, action.stage, action.sig,
                             action.release)  # fmt: skip
     prefix = target.inventory_prefix
