@@ -635,6 +635,11 @@ def one_run(env: Env, index: int, mode: str, profile_dir: Path | None = None) ->
                 staging=xroot / "staging",
                 production=xroot / "production",
             )
+            # a second host sharing this host's composes: its state starts empty on
+            # purpose (else the reconciler refuses: composes show it ran here before)
+            from reconciler.state import StateDB
+
+            StateDB.open(w.dir / "hostx" / "state").close()
             note("r.publish1_xfs", w.reconciler("apply", "--yes", config=cfg))
             if has_rsync:
                 note(
