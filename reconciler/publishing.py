@@ -243,6 +243,13 @@ class Publisher:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
             self._cross_fs = True
+            # every file of this publish is copied now: twice the space, and slower;
+            # under the shipped unit it means the roots are not on one mount
+            log.warning(
+                "publishing to %s copies instead of hardlinking (%s): the compose root and "
+                "%s should be on one mounted filesystem (deploy/README.md)",
+                self.target, exc.strerror, self.stage_root,
+            )  # fmt: skip
             return False
         self.owner.give(dst)
         return True

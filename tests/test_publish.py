@@ -209,10 +209,15 @@ def test_two_publishes_to_the_same_tree(world: World, capsys: pytest.CaptureFixt
 
 
 @needs_root
-def test_read_only_and_full_production_filesystem(tmp_path: Path) -> None:
+def test_read_only_and_full_production_filesystem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     prod = tmp_path / "world" / "production"
     with tmpfs(prod, "size=4m"):
         for w in build_world(tmp_path):
+            # production is another filesystem: the publish said it copies, and why
+            said = capsys.readouterr().err
+            assert "copies instead of hardlinking (Invalid cross-device link)" in said
             before = repomd(prod)
             w.pin(w.b)
             remount(prod, "ro")
