@@ -11,7 +11,8 @@
 #   - /etc/reconciler/config.yaml (deploy/config.example.yaml), readable by
 #     uid 990; inside the container set metrics.listen to "0.0.0.0:9090" if
 #     the port below should be reachable;
-#   - the three roots and the state directory, owned by uid/gid 990:
+#   - the three roots, on one file system under one directory (TREES, /mnt), and
+#     the state directory, owned by uid/gid 990:
 #       install -d -o 990 -g 990 -m 0755 /mnt/compose /mnt/repos-staging /mnt/repos-production
 #       install -d -o 990 -g 990 -m 0750 /var/lib/reconciler
 #
@@ -22,11 +23,10 @@
 # trees keep their labels and the container runs without SELinux separation
 # (--security-opt label=disable); the other restrictions below still apply.
 #
-# Hardlinks: each volume is its own mount, and link(2) never crosses mounts,
-# so packages are copied, not hardlinked, from the compose root into staging
-# and production even when the three share a file system. To keep the
-# hardlinks, keep the three under one directory on the host and mount that
-# once (and point `roots:` in the config below it); see deploy/README.md.
+# Hardlinks: each volume is its own mount, and link(2) never crosses mounts. So
+# the three roots are one volume (TREES, mounted at /mnt): packages are
+# hardlinked from the compose root into staging and production, as under the
+# systemd unit (deploy/README.md). The config's `roots:` are under /mnt.
 set -euo pipefail
 
 IMAGE=${IMAGE:-localhost/sig-reconciler:0.1.0}
@@ -34,9 +34,7 @@ NAME=${NAME:-reconciler}
 RUN_AS=${RUN_AS:-990:990}
 CONFIG_DIR=${CONFIG_DIR:-/etc/reconciler}
 STATE_DIR=${STATE_DIR:-/var/lib/reconciler}
-COMPOSE_ROOT=${COMPOSE_ROOT:-/mnt/compose}
-STAGING_ROOT=${STAGING_ROOT:-/mnt/repos-staging}
-PRODUCTION_ROOT=${PRODUCTION_ROOT:-/mnt/repos-production}
+TREES=${TREES:-/mnt}
 METRICS_PORT=${METRICS_PORT:-127.0.0.1:9090:9090}
 SHARED_TREES=${SHARED_TREES:-0}
 
@@ -68,9 +66,7 @@ args=(
     "${security[@]}"
     --volume "$CONFIG_DIR:/etc/reconciler:ro,Z"
     --volume "$STATE_DIR:/var/lib/reconciler:Z"
-    --volume "$COMPOSE_ROOT:/mnt/compose$tree_label"
-    --volume "$STAGING_ROOT:/mnt/repos-staging$tree_label"
-    --volume "$PRODUCTION_ROOT:/mnt/repos-production$tree_label"
+    --volume "$TREES:/mnt$tree_label"
     "$IMAGE"
 )
 exec podman run "${args[@]}" "${@:-run}"
