@@ -186,9 +186,11 @@ def commit_info(host: HostConfig, sha: str) -> tuple[str, str, datetime] | None:
         if key in _commits:
             return _commits[key]
     from .gitrepo import GitRepo
+    from .gitsource import GitSource
 
-    try:
-        commit = GitRepo(host.git, host.layout.git).commit(sha)
+    try:  # the clone the loop fetches into (its place is GitSource's to say)
+        repo_dir = GitSource(host.git, host.layout.git).repo_dir
+        commit = GitRepo(host.git, repo_dir).commit(sha)
         found: tuple[str, str, datetime] | None = (
             commit.summary, commit.author, commit.committed_at
         )  # fmt: skip
