@@ -20,17 +20,17 @@ from .vocabulary import Result, Stage, TargetState
 STATE_LOOK: dict[TargetState, tuple[str, str]] = {
     TargetState.SYNCED: ("ok", "\u2714"),
     TargetState.OUT_OF_SYNC: ("warn", "\u21bb"),
-    TargetState.PROGRESSING: ("info", "\u23f3"),
-    TargetState.BLOCKED: ("bad", "\u26d4"),
+    TargetState.PROGRESSING: ("info", "\u25d4"),
+    TargetState.BLOCKED: ("bad", "\u2298"),
     TargetState.FAILED: ("bad", "\u2716"),
-    TargetState.SUSPENDED: ("muted", "\u23f8"),
+    TargetState.SUSPENDED: ("muted", "\u2016"),
 }
 RESULT_LOOK: dict[Result, tuple[str, str]] = {
     Result.OK: ("ok", "\u2714"),
     Result.FAILED: ("bad", "\u2716"),
-    Result.BLOCKED: ("bad", "\u26d4"),
+    Result.BLOCKED: ("bad", "\u2298"),
     Result.SKIPPED: ("muted", "\u2013"),
-    Result.RUNNING: ("info", "\u23f3"),
+    Result.RUNNING: ("info", "\u25d4"),
 }
 
 
