@@ -185,9 +185,10 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser(
         "status",
         help="per SIG, release and stage: desired, actual, state",
-        description="The state of every target as of the last pass.",
+        description="The state of every target as of the last pass. --format html writes the "
+        "status page to stdout, for publishing as a static file.",
     )
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json", "html"], default="table")
     _add_common(p)
 
     p = sub.add_parser(

@@ -260,6 +260,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .reporting import print_status
 
     host = _host(args)
+    if args.format == "html":  # the status page, for publishing as a static file
+        from .pagerender import render_index
+        from .statuspage import gather
+
+        with open_state(host) as state:
+            sys.stdout.write(render_index(gather(host, state)))
+        return 0
     with open_state(host) as state:
         unmanaged = unmanaged_summaries(state)
         print_status(state.targets.statuses(), _source_summary(state), args.format, unmanaged)

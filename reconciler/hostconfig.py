@@ -8,13 +8,26 @@ Records only: no I/O here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 from .layout import ComposeTree, PublishedTree, StateLayout
-from .schema import Limits, Record
+from .schema import Check, Limits, Record
 from .vocabulary import Stage
+
+#: A ``commit_url``: http(s), no spaces or quotes, ``{sha}`` exactly once, no other braces.
+_COMMIT_URL = re.compile(r"https?://[^\s{}\"'<>]+\{sha\}[^\s{}\"'<>]*")
+
+
+def _commit_url(value: str) -> str:
+    if len(value) > 500 or not _COMMIT_URL.fullmatch(value):
+        raise ValueError(
+            "must be an http(s) URL with {sha} where the commit goes, such as "
+            "https://forge.example/desired-state/commit/{sha}"
+        )
+    return value
 
 
 def _default_workers() -> int:
@@ -118,6 +131,15 @@ class HostConfig(Record):
     hooks: HooksConfig = HooksConfig()
     #: auto: JSON when stderr is not a terminal, text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
+    #: Where the status page links a desired-state commit: ``{sha}`` is replaced by its
+    #: full sha (``https://forge.example/desired-state/commit/{sha}``); None: no links.
+    commit_url: Annotated[str, Check(_commit_url)] | None = None
+
+    def commit_link(self, sha: str | None) -> str | None:
+        """The link to a commit, or None (no template, no commit)."""
+        if self.commit_url is None or not sha:
+            return None
+        return self.commit_url.replace("{sha}", sha)
 
     @property
     def layout(self) -> StateLayout:

@@ -37,10 +37,11 @@ from watchdog.observers.api import BaseObserver
 
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
-from .metrics import Metrics, MetricsServer, read_secret
+from .metrics import Metrics, read_secret
 from .observing import unmanaged_summaries
 from .reconciling import PassResult, apply_lock, open_state, run_pass
 from .vocabulary import ActionKind, PassOutcome, Result, Stage, TargetState
+from .webapp import SitePages, WebServer, make_app
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +234,14 @@ class Loop:
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
 
-    def _serve(self) -> MetricsServer | None:
+    def _serve(self) -> WebServer | None:
         if not self.host.metrics.listen:
             return None
         secret = read_secret(self.host.webhook_secret_file)
-        server = MetricsServer(self.host.metrics.listen, self.metrics, secret, self.wake.set)
-        server.start()
-        log.info("serving /metrics, /healthz and /trigger on %s", server.address,
+        pages = SitePages(self.host, lambda: self.metrics.last_pass)
+        app = make_app(self.metrics, secret, self.wake.set, pages)
+        server = WebServer(self.host.metrics.listen, app).start()
+        log.info("serving the status page, /metrics, /healthz and /trigger on %s", server.address,
                  extra={"event": "metrics.listening", "address": server.address})  # fmt: skip
         return server
 
