@@ -128,7 +128,7 @@ class MirrorConfig(Record):
 
     def url(self, release: str, sig: str, rel: str) -> str:
         """The URL of a file ``rel`` (relative to the SIG's directory) on this mirror."""
-        parts = [self.base_url, self.path, release, sig, rel]
+        parts = (p.strip("/") for p in (self.base_url, self.path, release, sig, rel))
         return "/".join(p for p in parts if p)
 
 

@@ -164,7 +164,9 @@ def print_status(
                  count]  # fmt: skip
         if mirrors:
             seen = mirrors.get(TargetKey(s.stage, s.sig, s.release))
-            cells.append(f"mirrors {seen.describe()}" if seen is not None else "-")
+            cells.append(seen.describe() if seen is not None else "-")
+            if seen is not None:  # whole on one line too, however narrow the table
+                notes.append(f"{s.sig} {s.release} {s.stage}: mirrors {seen.describe()}")
         table.add_row(*cells)
         if extra is not None and extra.files:
             more = extra.files - len(extra.examples)

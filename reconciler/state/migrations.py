@@ -263,15 +263,17 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             current INTEGER NOT NULL CHECK (current IN (0, 1)),
             PRIMARY KEY (sig, release, path, sha1)
         ) WITHOUT ROWID""",
+        # path: what follows "<release>/<sig>/" in the inventory path (after the category)
         """INSERT OR IGNORE INTO mirror_served
             (sig, release, path, sha1, published_at, current)
             SELECT t.sig, t.release,
-                   substr(i.relpath, instr(i.relpath, '/' || t.release || '/' || t.sig || '/')
+                   substr('/' || i.relpath, instr('/' || i.relpath,
+                          '/' || t.release || '/' || t.sig || '/')
                           + length(t.release) + length(t.sig) + 3),
                    i.checksum, t.published_at, 1
             FROM targets t JOIN inventory i
               ON i.stage = t.stage AND i.checksum IS NOT NULL
-             AND instr(i.relpath, '/' || t.release || '/' || t.sig || '/') > 0
+             AND instr('/' || i.relpath, '/' || t.release || '/' || t.sig || '/') > 0
             WHERE t.stage = 'production'""",
         """CREATE TABLE mirror_checks (
             mirror TEXT NOT NULL,
