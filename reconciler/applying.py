@@ -26,6 +26,7 @@ from .layout import PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
 from .names import COMPOSE_ID_RE
 from .planning import Action, Plan, Verdict
+from .propagation import check_if_due
 from .publishing import Owner, Publisher
 from .recording import changes_chain, walk_target, write_lists
 from .retiring import delete_due
@@ -139,6 +140,9 @@ class Applier:
                 failed.add(key)
         self._delete_due()
         self._record_statuses(plan.verdicts, results)
+        published = any(r.result is Result.OK and r.action.kind is ActionKind.PUBLISH
+                        and r.action.stage is Stage.PRODUCTION for r in results)  # fmt: skip
+        check_if_due(self.host, self.state, published)  # did the mirrors pick it up?
         return ApplyResult(tuple(results), stopped)
 
     def _event(
@@ -316,6 +320,10 @@ class Applier:
             write_lists(self.spec, self.host, self.state)
         self.state.targets.set(TargetRecord(action.sig, action.release, action.stage, compose_id,
                                             datetime.now(UTC), self.context.revision))  # fmt: skip
+        if action.stage is Stage.PRODUCTION:  # what mirrors should now serve, and since when
+            self.state.mirrors.record_served(
+                action.sig, action.release, target.inventory_prefix, datetime.now(UTC)
+            )
         self.state.targets.published(key)
         return _Outcome(compose_id, stats.bytes, stats.files)
 

@@ -22,6 +22,7 @@ from .commands import (
     cmd_demo,
     cmd_filelist,
     cmd_history,
+    cmd_mirrors,
     cmd_plan,
     cmd_run,
     cmd_state,
@@ -192,6 +193,18 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_common(p)
 
     p = sub.add_parser(
+        "mirrors",
+        help="did the public mirrors pick production up",
+        description="For each mirror of the host config (mirrors:) and each SIG release "
+        "production serves: current, behind (since when production published what it "
+        "lacks), foreign (a repomd.xml production never published), unreachable, and "
+        "when it was last checked. From the state; --check asks the mirrors first.",
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--check", action="store_true", help="check the mirrors now")
+    _add_common(p)
+
+    p = sub.add_parser(
         "history",
         help="what was applied, when, from which commit, by whom",
         description="Every action applied, newest first.",
@@ -275,6 +288,7 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "history": cmd_history,
+    "mirrors": cmd_mirrors,
     "state": cmd_state,
     "adopt": cmd_adopt,
     "verify": cmd_verify,

@@ -256,6 +256,7 @@ def _source_summary(state: StateDB) -> dict[str, object]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .observing import unmanaged_summaries
+    from .propagation import summaries
     from .reconciling import open_state
     from .reporting import print_status
 
@@ -269,7 +270,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     with open_state(host) as state:
         unmanaged = unmanaged_summaries(state)
-        print_status(state.targets.statuses(), _source_summary(state), args.format, unmanaged)
+        mirrors = summaries(state, [m.name for m in host.mirrors]) if host.mirrors else {}
+        print_status(state.targets.statuses(), _source_summary(state), args.format, unmanaged,
+                     mirrors)  # fmt: skip
+    return 0
+
+
+def cmd_mirrors(args: argparse.Namespace) -> int:
+    """How each public mirror stands against production; ``--check`` asks them first."""
+    from .propagation import check_mirrors, standings
+    from .reconciling import open_state
+    from .reporting import print_mirrors
+
+    host = _host(args)
+    with open_state(host) as state:
+        if args.check:
+            check_mirrors(host, state)
+        print_mirrors(standings(state, [m.name for m in host.mirrors]), args.format)
     return 0
 
 

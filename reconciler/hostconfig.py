@@ -107,6 +107,50 @@ class HooksConfig(Record):
     timeout: Annotated[float, Limits(gt=0, le=86400)] = 300.0
 
 
+def _check_mirror_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"invalid mirror base_url {value!r}: expected http:// or https://")
+    return value.rstrip("/")
+
+
+def _check_mirror_path(value: str) -> str:
+    """The category's path on the mirror: relative, no '..', no query."""
+    parts = [p for p in value.strip("/").split("/") if p]
+    if any(p in (".", "..") for p in parts) or not re.fullmatch(r"[A-Za-z0-9._~/%+-]*", value):
+        raise ValueError(f"invalid mirror path {value!r}: a relative URL path, no '..'")
+    return "/".join(parts)
+
+
+def _check_mirror_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ValueError(f"invalid mirror name {value!r}: letters, digits, '._-', 1 to 64")
+    return value
+
+
+@dataclass(frozen=True)
+class MirrorConfig(Record):
+    """A public mirror whose copy of production is checked (:mod:`reconciler.propagation`)."""
+
+    name: Annotated[str, Check(_check_mirror_name)]
+    #: http:// or https://, e.g. ``https://mirror.example.org``
+    base_url: Annotated[str, Check(_check_mirror_url)]
+    #: Where production's category is on that mirror, e.g. ``pub/rocky/sig``: a repo's
+    #: ``repomd.xml`` is at ``<base_url>/<path>/<release>/<sig>/<repo dir>/repodata/``.
+    path: Annotated[str, Check(_check_mirror_path)] = ""
+
+    def url(self, release: str, sig: str, rel: str) -> str:
+        """The URL of a file ``rel`` (relative to the SIG's directory) on this mirror."""
+        parts = (p.strip("/") for p in (self.base_url, self.path, release, sig, rel))
+        return "/".join(p for p in parts if p)
+
+
+def _unique_mirrors(value: tuple[MirrorConfig, ...]) -> tuple[MirrorConfig, ...]:
+    names = [m.name for m in value]
+    if len(set(names)) != len(names):
+        raise ValueError(f"mirror names must be unique: {names}")
+    return value
+
+
 @dataclass(frozen=True)
 class HostConfig(Record):
     git: GitConfig | None = None
@@ -129,6 +173,14 @@ class HostConfig(Record):
     #: A file holding the shared secret that POST /trigger requires (Bearer token).
     webhook_secret_file: Path | None = None
     hooks: HooksConfig = HooksConfig()
+    #: Public mirrors whose copies of production are checked after each production
+    #: publish and every ``mirror_check_interval`` seconds.
+    mirrors: Annotated[
+        tuple[MirrorConfig, ...], Limits(max_length=100), Check(_unique_mirrors)
+    ] = ()
+    #: Seconds between mirror checks besides those after a production publish (at most
+    #: a day; 0: only after a production publish).
+    mirror_check_interval: Annotated[int, Limits(ge=0, le=86400)] = 600
     #: auto: JSON when stderr is not a terminal, text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
     #: Where the status page links a desired-state commit: ``{sha}`` is replaced by its

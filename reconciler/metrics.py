@@ -63,6 +63,18 @@ class Metrics:
             "reconciler_unmanaged_bytes", "Bytes of those unmanaged files",
             ["sig", "release", "stage"], registry=r,
         )  # fmt: skip
+        self.mirror_current = Gauge(
+            "reconciler_mirror_current",
+            "1 when the mirror serves production's newest repomd.xml of every repo of the "
+            "SIG release, at its last check; else 0",
+            ["mirror", "sig", "release"], registry=r,
+        )  # fmt: skip
+        self.mirror_lag = Gauge(
+            "reconciler_mirror_lag_seconds",
+            "How long the mirror has been behind production for the SIG release (its "
+            "oldest behind repo); 0 when it is not behind",
+            ["mirror", "sig", "release"], registry=r,
+        )  # fmt: skip
         self.last_pass: dict[str, Any] = {}
 
     def set_target_states(self, rows: Iterable[tuple[str, str, Stage, TargetState]]) -> None:
@@ -81,6 +93,15 @@ class Metrics:
         for sig, release, stage, files, size in rows:
             self.unmanaged_files.labels(sig, release, stage).set(files)
             self.unmanaged_bytes.labels(sig, release, stage).set(size)
+
+    def set_mirrors(self, rows: Iterable[tuple[str, str, str, bool, float]]) -> None:
+        """``(mirror, sig, release, current, lag seconds)`` of each mirror and production
+        target; one no longer listed is dropped."""
+        self.mirror_current.clear()
+        self.mirror_lag.clear()
+        for mirror, sig, release, current, lag in rows:
+            self.mirror_current.labels(mirror, sig, release).set(1 if current else 0)
+            self.mirror_lag.labels(mirror, sig, release).set(lag)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .facts import TargetKey
+from .freshness import MirrorSummary, MirrorTarget, human_duration
 from .planning import Action, Plan
 from .preview import PublishPreview
 from .state import HistoryEntry, TargetStatus, UnmanagedSummary
@@ -17,6 +18,9 @@ from .vocabulary import PlanOutcome
 #: What a target's unmanaged files are, by target (``observing.unmanaged_summaries``).
 UnmanagedByTarget = Mapping[TargetKey, UnmanagedSummary]
 _NOT_WALKED: UnmanagedByTarget = MappingProxyType({})
+#: How each production target's mirrors stand (``propagation.summaries``).
+MirrorsByTarget = Mapping[TargetKey, MirrorSummary]
+_NO_MIRRORS: MirrorsByTarget = MappingProxyType({})
 
 
 def plan_text(plan: Plan) -> str:
@@ -93,13 +97,26 @@ def _unmanaged(summary: UnmanagedSummary | None) -> dict[str, Any] | None:
             "examples": list(summary.examples), "walked_at": walked}  # fmt: skip
 
 
+def _mirrors(summary: MirrorSummary | None) -> dict[str, Any] | None:
+    """A production target's mirrors for JSON (None: no mirror, or not production)."""
+    if summary is None:
+        return None
+    lag = summary.oldest_lag.total_seconds() if summary.oldest_lag is not None else None
+    return {"mirrors": summary.mirrors, "current": summary.current, "behind": summary.behind,
+            "foreign": summary.foreign, "unreachable": summary.unreachable,
+            "unchecked": summary.unchecked, "oldest_lag_seconds": lag,
+            "text": summary.describe()}  # fmt: skip
+
+
 def status_rows(
     statuses: Sequence[TargetStatus],
     source: dict[str, Any],
     unmanaged: UnmanagedByTarget = _NOT_WALKED,
+    mirrors: MirrorsByTarget = _NO_MIRRORS,
 ) -> list[dict[str, Any]]:
     """One object per target; ``unmanaged`` (published targets that were walked) is what
-    it holds that the reconciler did not publish."""
+    it holds that the reconciler did not publish; ``mirrors`` (production targets, when
+    mirrors are configured) how the public mirrors stand."""
     return [
         {
             "sig": s.sig,
@@ -111,6 +128,7 @@ def status_rows(
             "reason": s.reason,
             "updated_at": s.updated_at.isoformat(),
             "unmanaged": _unmanaged(unmanaged.get(TargetKey(s.stage, s.sig, s.release))),
+            "mirrors": _mirrors(mirrors.get(TargetKey(s.stage, s.sig, s.release))),
             "source": source,
         }
         for s in statuses
@@ -122,9 +140,10 @@ def print_status(
     source: dict[str, Any],
     fmt: str,
     unmanaged: UnmanagedByTarget = _NOT_WALKED,
+    mirrors: MirrorsByTarget = _NO_MIRRORS,
 ) -> None:
     if fmt == "json":
-        print(json.dumps(status_rows(statuses, source, unmanaged), indent=2))
+        print(json.dumps(status_rows(statuses, source, unmanaged, mirrors), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -135,14 +154,20 @@ def print_status(
         console.print(f"[yellow]source problem:[/yellow] {problem}")
     for name in source.get("ignored", []):
         console.print(f"[yellow]ignored file:[/yellow] {name} (not a <name>.yaml file)")
-    table = Table("SIG", "release", "stage", "desired", "actual", "state", "reason", "unmanaged")
+    columns = ["SIG", "release", "stage", "desired", "actual", "state", "reason", "unmanaged"]
+    table = Table(*columns, *(["mirrors"] if mirrors else []))
     notes: list[str] = []
     for s in statuses:
         extra = unmanaged.get(TargetKey(s.stage, s.sig, s.release))
         count = f"{extra.files} file(s)" if extra is not None and extra.files else "-"
-        table.add_row(
-            s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason, count
-        )
+        cells = [s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason,
+                 count]  # fmt: skip
+        if mirrors:
+            seen = mirrors.get(TargetKey(s.stage, s.sig, s.release))
+            cells.append(seen.describe() if seen is not None else "-")
+            if seen is not None:  # whole on one line too, however narrow the table
+                notes.append(f"{s.sig} {s.release} {s.stage}: mirrors {seen.describe()}")
+        table.add_row(*cells)
         if extra is not None and extra.files:
             more = extra.files - len(extra.examples)
             notes.append(
@@ -206,3 +231,49 @@ def print_history(entries: Sequence[HistoryEntry], fmt: str) -> None:
             e.actor or e.author or "-",
         )
     console.print(table if entries else "no history yet")
+
+
+def mirror_rows(targets: Sequence[MirrorTarget]) -> list[dict[str, Any]]:
+    """``reconciler mirrors --format json``: one object per mirror and SIG release."""
+
+    def at(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return [
+        {
+            "mirror": t.mirror,
+            "sig": t.sig,
+            "release": t.release,
+            "state": t.state,
+            "behind_since": at(t.behind_since),
+            "lag_seconds": t.lag.total_seconds() if t.lag is not None else None,
+            "checked_at": at(t.checked_at),
+            "error": t.error,
+            "repos": {str(k): v for k, v in t.repos.items() if v},
+        }
+        for t in targets
+    ]
+
+
+def print_mirrors(targets: Sequence[MirrorTarget], fmt: str) -> None:
+    """A table per mirror: each SIG release, how it stands, behind since, last checked."""
+    if fmt == "json":
+        print(json.dumps(mirror_rows(targets), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=160 if not sys.stdout.isatty() else None)
+    if not targets:
+        console.print("no mirror checked yet (host config mirrors:, and a production publish)")
+        return
+    for name in dict.fromkeys(t.mirror for t in targets):
+        table = Table("SIG", "release", "state", "behind since", "last checked", "error",
+                      title=f"mirror {name}", title_justify="left")  # fmt: skip
+        for t in (t for t in targets if t.mirror == name):
+            since = "-"
+            if t.behind_since is not None and t.lag is not None:
+                since = f"{t.behind_since:%Y-%m-%d %H:%M:%S} ({human_duration(t.lag)})"
+            checked = f"{t.checked_at:%Y-%m-%d %H:%M:%S}" if t.checked_at else "never"
+            table.add_row(t.sig, t.release, t.state, since, checked, t.error or "-")
+        console.print(table)

@@ -39,8 +39,9 @@ from .errors import ReconcilerError
 from .hostconfig import HostConfig
 from .metrics import Metrics, read_secret
 from .observing import unmanaged_summaries
+from .propagation import standings
 from .reconciling import PassResult, apply_lock, open_state, run_pass
-from .vocabulary import ActionKind, PassOutcome, Result, Stage, TargetState
+from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
 from .webapp import SitePages, WebServer, make_app
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,11 @@ class Loop:
                     (k.sig, k.release, k.stage, u.files, u.bytes)
                     for k, u in unmanaged_summaries(state, category).items()
                 )
+                self.metrics.set_mirrors(
+                    (t.mirror, t.sig, t.release, t.state is MirrorState.CURRENT,
+                     t.lag.total_seconds() if t.lag is not None else 0.0)
+                    for t in standings(state, [m.name for m in self.host.mirrors])
+                )  # fmt: skip
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
             error = str(exc)
@@ -280,6 +286,9 @@ class Loop:
                     ok = False
                 self.failures = 0 if ok else self.failures + 1
                 delay = next_delay(self.host.interval, self.failures, self.rng)
+                if self.host.mirrors and self.host.mirror_check_interval:
+                    # the mirrors are checked at the end of a pass, when their check is due
+                    delay = min(delay, float(self.host.mirror_check_interval))
                 log.info("next pass in %.0fs", delay)
                 self.wake.wait(delay)
         finally:

@@ -155,6 +155,16 @@ class PublishBasis(StrEnum):
     TREE = "tree"  # the files in the target's tree (a repair)
 
 
+class MirrorState(StrEnum):
+    """How a public mirror stands against production, for one repo or one target."""
+
+    CURRENT = "current"  # serves production's newest repomd.xml
+    BEHIND = "behind"  # serves an older one production published (or lacks the repo)
+    FOREIGN = "foreign"  # serves a repomd.xml production never published
+    UNREACHABLE = "unreachable"  # a connection or HTTP error
+    UNCHECKED = "unchecked"  # not checked since production published it
+
+
 class PassOutcome(StrEnum):
     """How a pass of the loop ended (metrics label values)."""
 
@@ -173,6 +183,7 @@ __all__ = [
     "ComposeStatus",
     "DriftKind",
     "InventoryKind",
+    "MirrorState",
     "PassOutcome",
     "PlacementKind",
     "PlanOutcome",

@@ -139,6 +139,8 @@ def _model_keys(model: type[Any], prefix: str = "") -> set[str]:
 
 
 def _yaml_keys(node: object, prefix: str = "") -> set[str]:
+    if isinstance(node, list):  # a list of records (mirrors): the keys of its items
+        return set().union(*(_yaml_keys(item, prefix) for item in node))
     if not isinstance(node, dict):
         return set()
     keys = set()

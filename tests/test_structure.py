@@ -49,7 +49,14 @@ def test_no_module_is_longer_than_one_reading(module: Path) -> None:
 
 @pytest.mark.parametrize(
     "repository",
-    [state.History, state.Targets, state.Inventory, state.PendingDeletions, state.Sources],
+    [
+        state.History,
+        state.Targets,
+        state.Inventory,
+        state.PendingDeletions,
+        state.Sources,
+        state.Mirrors,
+    ],
     ids=lambda c: c.__name__,
 )
 def test_each_state_repository_is_small(repository: type) -> None:

@@ -15,6 +15,8 @@ from :mod:`.migrations`), read and written through one repository per concern:
 ``StateDB.pending``         :class:`~.pending.PendingDeletions`: superseded paths, and when
 ``StateDB.sources``         :class:`~.sources.Sources`: the desired-state source, upstream
                             validators, drift
+``StateDB.mirrors``         :class:`~.mirrors.Mirrors`: every repomd.xml production
+                            served and when; what each mirror served at its last check
 ==========================  =============================================================
 
 Records (:mod:`.records`) are frozen dataclasses with explicit row conversion.
@@ -31,6 +33,7 @@ from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
+from .mirrors import Mirrors
 from .pending import PendingDeletions
 from .records import (
     HistoryEntry,
@@ -64,6 +67,7 @@ class StateDB:
         self.unmanaged = Unmanaged(db)
         self.pending = PendingDeletions(db)
         self.sources = Sources(db)
+        self.mirrors = Mirrors(db)
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
@@ -108,6 +112,7 @@ __all__ = [
     "HistoryEntry",
     "InventoryEntry",
     "ListingRow",
+    "Mirrors",
     "PendingDeletion",
     "SourceRecord",
     "StageEvent",

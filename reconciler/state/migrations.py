@@ -249,5 +249,45 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             PRIMARY KEY (stage, prefix)
         ) WITHOUT ROWID""",
     ),
+    # 6 -> 7: mirror propagation. Every repomd.xml production served (per SIG release and
+    # path in the SIG's directory) and when it was published there; what each mirror
+    # served at its last check, with the validators of the next conditional GET. The
+    # repomd.xml production serves now (the inventory keeps their SHA1) seed the first.
+    (
+        """CREATE TABLE mirror_served (
+            sig TEXT NOT NULL,
+            release TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha1 TEXT NOT NULL,
+            published_at TEXT NOT NULL,
+            current INTEGER NOT NULL CHECK (current IN (0, 1)),
+            PRIMARY KEY (sig, release, path, sha1)
+        ) WITHOUT ROWID""",
+        # path: what follows "<release>/<sig>/" in the inventory path (after the category)
+        """INSERT OR IGNORE INTO mirror_served
+            (sig, release, path, sha1, published_at, current)
+            SELECT t.sig, t.release,
+                   substr('/' || i.relpath, instr('/' || i.relpath,
+                          '/' || t.release || '/' || t.sig || '/')
+                          + length(t.release) + length(t.sig) + 3),
+                   i.checksum, t.published_at, 1
+            FROM targets t JOIN inventory i
+              ON i.stage = t.stage AND i.checksum IS NOT NULL
+             AND instr('/' || i.relpath, '/' || t.release || '/' || t.sig || '/') > 0
+            WHERE t.stage = 'production'""",
+        """CREATE TABLE mirror_checks (
+            mirror TEXT NOT NULL,
+            sig TEXT NOT NULL,
+            release TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha1 TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            error TEXT,
+            missing INTEGER NOT NULL CHECK (missing IN (0, 1)),
+            checked_at TEXT NOT NULL,
+            PRIMARY KEY (mirror, sig, release, path)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
