@@ -271,9 +271,9 @@ def _collapse(name: str, changes: list[_ArchChange]) -> list[PackageChange]:
         had_set.add(had)
         will_set.add(will)
     out = []
-    for (kind, old, new), (had, will) in groups.items():
-        arches = tuple(sorted(had, key=_arch_key))
-        to = tuple(sorted(will, key=_arch_key))
+    for (kind, old, new), (had_arches, will_arches) in groups.items():
+        arches = tuple(sorted(had_arches, key=_arch_key))
+        to = tuple(sorted(will_arches, key=_arch_key))
         out.append(PackageChange(kind, name, old, new, arches, () if to == arches else to))
     return out
 
