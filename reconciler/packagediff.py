@@ -67,6 +67,9 @@ def compare_evr(a: Nevra, b: Nevra) -> int:
     return 0
 
 
+_by_evr = cmp_to_key(compare_evr)
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Advisory:
     """One updateinfo record: its ID, type (security, bugfix, ...) and severity."""
@@ -210,25 +213,27 @@ def _arch_key(arch: str) -> tuple[bool, str]:
     return (arch == "src", arch)  # sources after the binaries
 
 
-def _newest(packages: Iterable[Nevra]) -> Nevra:
-    return max(packages, key=cmp_to_key(compare_evr))
-
-
 # one arch's change: kind, old evr, new evr, the arch it had, the arch it will have
 _ArchChange = tuple[PackageChangeKind, str, str, str, str]
 
 
 def _versions(old: set[Nevra], new: set[Nevra], arch: str, to: str) -> list[_ArchChange]:
-    """One name.arch: the newest version that goes against the newest that comes (an
-    upgrade or a downgrade); further versions that go are removed, that come, added."""
-    gone = sorted(old - new, key=cmp_to_key(compare_evr), reverse=True)
-    come = sorted(new - old, key=cmp_to_key(compare_evr), reverse=True)
+    """One name.arch (or one name across a move from ``arch`` to ``to``): the newest
+    version that goes against the newest that comes (an upgrade or a downgrade); further
+    versions that go are removed, that come, added. A version that only moves (the same
+    epoch:version-release as ``noarch`` now) is removed there and added here."""
+    was, will = {p.evr: p for p in old}, {p.evr: p for p in new}
+    gone = sorted((was[e] for e in was.keys() - will.keys()), key=_by_evr, reverse=True)
+    come = sorted((will[e] for e in will.keys() - was.keys()), key=_by_evr, reverse=True)
     out: list[_ArchChange] = []
-    if gone and come:
+    if gone and come and compare_evr(gone[0], come[0]):  # rpm may call two spellings equal
         a, b = gone.pop(0), come.pop(0)
         up = compare_evr(b, a) > 0
         kind = PackageChangeKind.UPGRADED if up else PackageChangeKind.DOWNGRADED
         out.append((kind, a.evr, b.evr, arch, to))
+    if arch != to:
+        moved = [was[e] for e in sorted(was.keys() & will.keys())]
+        gone, come = gone + moved, come + [will[p.evr] for p in moved]
     out += [(PackageChangeKind.REMOVED, p.evr, "", arch, arch) for p in gone]
     out += [(PackageChangeKind.ADDED, "", p.evr, to, to) for p in come]
     return out
@@ -245,11 +250,11 @@ def _name_changes(
     gone, come = sorted(old.keys() - new.keys()), sorted(new.keys() - old.keys())
     if come == [NOARCH] and gone and "src" not in gone:
         for arch in gone:
-            out += _versions({_newest(old[arch])}, {_newest(new[NOARCH])}, arch, NOARCH)
+            out += _versions(old[arch], new[NOARCH], arch, NOARCH)
         return out
     if gone == [NOARCH] and come and "src" not in come:
         for arch in come:
-            out += _versions({_newest(old[NOARCH])}, {_newest(new[arch])}, NOARCH, arch)
+            out += _versions(old[NOARCH], new[arch], NOARCH, arch)
         return out
     out += [c for arch in gone for c in _versions(old[arch], set(), arch, arch)]
     out += [c for arch in come for c in _versions(set(), new[arch], arch, arch)]
