@@ -32,6 +32,7 @@ from typing import Any
 
 from .facts import ComposeFact, Observed, ReleaseFacts
 from .gates import promotion_gate, signature_note, unverified
+from .packagediff import PackageDiff
 from .preview import PublishPreview
 from .spec import ReleaseSpec, Spec
 from .vocabulary import (
@@ -100,6 +101,7 @@ class Plan:
     errors: tuple[str, ...] = field(default_factory=tuple)
     #: what each publish would do to its target's files (``reconciler plan`` only)
     previews: tuple[PublishPreview, ...] = ()
+    diffs: tuple[PackageDiff, ...] = ()  # what each compose and publish ships (``plan`` only)
 
     @property
     def troubled(self) -> tuple[Verdict, ...]:
@@ -136,7 +138,7 @@ class Plan:
         previews = tuple(PublishPreview.from_dict(p) for p in raw.get("previews", ()))
         return cls(
             raw["revision"], raw["observed_digest"], actions, verdicts, tuple(raw["errors"]),
-            previews,
+            previews, tuple(PackageDiff.from_dict(d) for d in raw.get("diffs", ())),
         )  # fmt: skip
 
 

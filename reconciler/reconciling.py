@@ -220,10 +220,15 @@ def run_pass(
                 "stale plan: the trees or the upstream changed since it was made; plan again"
             )
         current = saved
-    if not apply:  # a plan: say what each publish would do to its target's files
+    if not apply:  # a plan: say what each publish would do to its files, and what it ships
+        from .diffing import package_diffs
         from .previewing import previews
 
-        shown = replace(current, previews=previews(host, source.spec, state, current))
+        shown = replace(
+            current,
+            previews=previews(host, source.spec, state, current),
+            diffs=package_diffs(host, current),
+        )
         return PassResult(source, shown)
     # a local folder has no source record: keep what is known, with what it did not read
     kept = replace(source.record or state.sources.source(), ignored=source.spec.ignored_files)

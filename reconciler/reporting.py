@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -10,10 +12,11 @@ from typing import Any
 
 from .facts import TargetKey
 from .freshness import MirrorSummary, MirrorTarget, human_duration
+from .packagediff import PackageDiff
 from .planning import Action, Plan
 from .preview import PublishPreview
 from .state import HistoryEntry, TargetStatus, UnmanagedSummary
-from .vocabulary import PlanOutcome
+from .vocabulary import PlanOutcome, Stage
 
 #: What a target's unmanaged files are, by target (``observing.unmanaged_summaries``).
 UnmanagedByTarget = Mapping[TargetKey, UnmanagedSummary]
@@ -34,6 +37,10 @@ def plan_text(plan: Plan) -> str:
         if preview is not None:
             lines.append(f"       files: {preview.summary()}")
             lines.extend(f"         {e}" for e in preview.examples)
+        diff = _diff_of(plan, action)
+        if diff is not None:  # what it ships: counts, then per repo (folded)
+            lines.extend(f"       {'  ' * d}{'packages: ' if not d else ''}{text}"
+                         for d, text in diff.lines())  # fmt: skip
     if plan.troubled:
         lines.append("Blocked or failed:")
         lines.extend(
@@ -62,14 +69,46 @@ def _preview_of(plan: Plan, action: Action) -> PublishPreview | None:
     return None
 
 
+def _diff_of(plan: Plan, action: Action) -> PackageDiff | None:
+    key = (action.sig, action.release, action.stage or Stage.COMPOSE, action.compose_id)
+    return next((d for d in plan.diffs if (d.sig, d.release, d.stage, d.compose_id) == key), None)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+
+
+def _md(text: str) -> str:
+    """Text from metadata (an advisory ID, a package name) as inert markdown: no HTML,
+    no emphasis, no link, no table cell boundary."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def _diff_markdown(plan: Plan) -> list[str]:
+    """Per compose or publish with package changes: counts first, then each repo's
+    advisories and changes (each list folded after ``packagediff.FOLD``)."""
+    out: list[str] = []
+    for i, a in enumerate(plan.actions, 1):
+        diff = _diff_of(plan, a)
+        if diff is None or not diff.repos:
+            continue
+        out += ["", f"**{i}. {_md(a.describe())}**: {_md(diff.summary())}", ""]
+        for d, text in diff.lines():
+            if d:  # a repo's counts; under it, each line as code: versions read as they are
+                shown = _md(text) if d == 1 else "`" + text.replace("`", "'") + "`"
+                out.append(f"{'  ' * (d - 1)}- {shown}")
+    return ["", "**Packages**", *out] if out else []
+
+
 def plan_markdown(plan: Plan) -> str:
     lines = [f"### Reconciler plan at `{(plan.revision or 'local')[:12]}`", ""]
     if plan.actions:
-        lines += ["| # | action | why | files |", "|---|---|---|---|"]
+        lines += ["| # | action | why | files | packages |", "|---|---|---|---|---|"]
         for i, a in enumerate(plan.actions, 1):
-            preview = _preview_of(plan, a)
+            preview, diff = _preview_of(plan, a), _diff_of(plan, a)
             files = preview.summary() if preview is not None else ""
-            lines.append(f"| {i} | {a.describe()} | {a.reason} | {files} |")
+            ships = _md(diff.summary()) if diff is not None else ""
+            lines.append(f"| {i} | {a.describe()} | {a.reason} | {files} | {ships} |")
+        lines += _diff_markdown(plan)
     else:
         lines.append("No action to take.")
     if plan.outcome is PlanOutcome.IN_SYNC:

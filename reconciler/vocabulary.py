@@ -139,6 +139,15 @@ class ChangeKind(StrEnum):
     CANCEL = "cancel"  # wanted again: its pending deletion is cancelled
 
 
+class PackageChangeKind(StrEnum):
+    """How a package of a repo changes between what a target holds and what it will hold."""
+
+    UPGRADED = "upgraded"
+    DOWNGRADED = "downgraded"
+    ADDED = "added"
+    REMOVED = "removed"
+
+
 class PublishPhase(IntEnum):
     """The mirror-safe order of a publish (DESIGN.md section 6): each phase before the next."""
 
@@ -184,6 +193,7 @@ __all__ = [
     "DriftKind",
     "InventoryKind",
     "MirrorState",
+    "PackageChangeKind",
     "PassOutcome",
     "PlacementKind",
     "PlanOutcome",
