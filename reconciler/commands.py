@@ -263,10 +263,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     host = _host(args)
     if args.format == "html":  # the status page, for publishing as a static file
         from .pagerender import render_index
-        from .statuspage import gather
+        from .statuspage import extras_from, gather
 
         with open_state(host) as state:
-            sys.stdout.write(render_index(gather(host, state)))
+            sys.stdout.write(render_index(gather(host, state, extras=extras_from(host, state))))
         return 0
     with open_state(host) as state:
         unmanaged = unmanaged_summaries(state)

@@ -20,6 +20,7 @@ failure. The loop itself only ends on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -35,10 +36,12 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from .diffing import package_diffs
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
 from .metrics import Metrics, read_secret
 from .observing import unmanaged_summaries
+from .packagediff import PackageDiff
 from .propagation import standings
 from .reconciling import PassResult, apply_lock, open_state, run_pass
 from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
@@ -162,6 +165,8 @@ class Loop:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.failures = 0
+        #: what the actions the last pass could not finish would ship (the status page)
+        self.pending_diffs: tuple[PackageDiff, ...] = ()
         self.metrics = Metrics()
         self.rng = random.Random()  # noqa: S311 - jitter, not security
 
@@ -197,6 +202,7 @@ class Loop:
             log.error("pass failed unexpectedly: %s", error, exc_info=True,
                       extra={"event": "pass.failed", "unexpected": True})  # fmt: skip
         else:
+            self.pending_diffs = self._pending_diffs(result)
             self._record(result, statuses, time.monotonic() - started, None)
             log.info(
                 "pass done: %d action(s), %s", len(result.plan.actions),
@@ -240,11 +246,24 @@ class Loop:
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
 
+    def _pending_diffs(self, result: PassResult) -> tuple[PackageDiff, ...]:
+        """The package diffs of the actions the pass did not finish (failed, skipped):
+        what merging the desired state still has to ship. Never fails the pass."""
+        applied = result.applied.results if result.applied is not None else ()
+        pending = tuple(r.action for r in applied if r.result is not Result.OK)
+        if not pending:
+            return ()
+        try:
+            return package_diffs(self.host, dataclasses.replace(result.plan, actions=pending))
+        except Exception as exc:  # a page extra: reported, never the loop's failure
+            log.warning("package diffs of the pending actions: %s", exc)
+            return ()
+
     def _serve(self) -> WebServer | None:
         if not self.host.metrics.listen:
             return None
         secret = read_secret(self.host.webhook_secret_file)
-        pages = SitePages(self.host, lambda: self.metrics.last_pass)
+        pages = SitePages(self.host, lambda: self.metrics.last_pass, lambda: self.pending_diffs)
         app = make_app(self.metrics, secret, self.wake.set, pages)
         server = WebServer(self.host.metrics.listen, app).start()
         log.info("serving the status page, /metrics, /healthz and /trigger on %s", server.address,

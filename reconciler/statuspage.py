@@ -24,13 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import packagediff, propagation
 from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .manifest import read_manifest
 from .observing import unmanaged_summaries
 from .state import HistoryEntry, StateDB, TargetStatus
-from .vocabulary import TROUBLE_STATES, Result, Stage, TargetState, Trigger
+from .vocabulary import TROUBLE_STATES, PackageChangeKind, Result, Stage, TargetState, Trigger
 
 #: History rows kept per SIG release on the main page, and on a release's own page.
 HISTORY_PER_RELEASE = 10
@@ -169,6 +170,37 @@ class Extras:
 
     mirrors: Mapping[TargetKey, MirrorCell] = field(default_factory=dict)
     diffs: tuple[PackageDiff, ...] = ()
+
+
+#: at most this many lines of one action's package diff on the page (then folded)
+DIFF_LINES = 60
+
+
+def extras_from(
+    host: HostConfig, state: StateDB, diffs: Sequence[packagediff.PackageDiff] = ()
+) -> Extras:
+    """The page's extras from the state (mirror propagation, when mirrors are
+    configured) and from the package diffs of the actions the last pass left pending."""
+    mirrors: dict[TargetKey, MirrorCell] = {}
+    if host.mirrors:
+        names = [m.name for m in host.mirrors]
+        for key, s in propagation.summaries(state, names).items():
+            lag = s.oldest_lag.total_seconds() if s.oldest_lag is not None else None
+            mirrors[key] = MirrorCell(s.current, s.behind, s.unreachable, lag)
+    return Extras(mirrors, tuple(_page_diff(d) for d in diffs if not d.note))
+
+
+def _page_diff(d: packagediff.PackageDiff) -> PackageDiff:
+    counts = dict.fromkeys(PackageChangeKind, 0)
+    for repo in d.repos:
+        for change in repo.changes:
+            counts[change.kind] += 1
+    what = d.compose_id or "the new compose"
+    action = f"compose {d.sig} {d.release}" if d.stage is Stage.COMPOSE else f"{what} to {d.stage}"
+    lines = tuple("  " * depth + text for depth, text in d.lines())[:DIFF_LINES]
+    k = PackageChangeKind
+    return PackageDiff(d.sig, d.release, d.stage, action, counts[k.ADDED], counts[k.REMOVED],
+                       counts[k.UPGRADED], counts[k.DOWNGRADED], lines)  # fmt: skip
 
 
 _STAGES = tuple(Stage)

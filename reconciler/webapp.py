@@ -29,7 +29,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -43,9 +43,10 @@ from waitress.task import WSGITask
 from .errors import ConfigError, ReconcilerError
 from .hostconfig import HostConfig
 from .metrics import MAX_BODY, MAX_CONNECTIONS, REQUEST_TIMEOUT, Metrics
+from .packagediff import PackageDiff
 from .pagerender import render_index, render_release
 from .state import StateDB
-from .statuspage import Extras, StatusPage, gather, last_pass_of, release_page
+from .statuspage import StatusPage, extras_from, gather, last_pass_of, release_page
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -81,9 +82,10 @@ class SitePages:
         self,
         host: HostConfig,
         last_pass: Callable[[], Mapping[str, Any]],
-        extras: Callable[[], Extras] = Extras,
+        diffs: Callable[[], Sequence[PackageDiff]] = tuple,
     ) -> None:
-        self.host, self._last_pass, self._extras = host, last_pass, extras
+        """``diffs``: the package diffs of what the last pass left pending."""
+        self.host, self._last_pass, self._diffs = host, last_pass, diffs
 
     def _open(self) -> StateDB | None:
         if not self.host.layout.database.exists():
@@ -97,7 +99,8 @@ class SitePages:
                               (), self.REFRESH_S)  # fmt: skip
             return render_index(page)
         with state:
-            page = gather(self.host, state, self._last_pass(), self._extras(), self.REFRESH_S)
+            extras = extras_from(self.host, state, self._diffs())
+            page = gather(self.host, state, self._last_pass(), extras, self.REFRESH_S)
         return render_index(page)
 
     def release(self, sig: str, release: str) -> str | None:

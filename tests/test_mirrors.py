@@ -161,6 +161,9 @@ def test_a_promotion_reaches_one_mirror_lags_on_another_and_a_third_is_down(
         assert "mirrors 1/3 current, 1 behind " in text and "1 unreachable" in text
         table = _cli(world, "mirrors", capsys=capsys)
         assert "mirror stale" in table and "behind" in table and "unreachable" in table
+        # and on the status page (here its static export), in the production cell
+        page = _cli(world, "status", "--format", "html", capsys=capsys)
+        assert "mirrors: 1 current" in page and "1 behind" in page and "1 unreachable" in page
 
         # the stale mirror catches up
         mirrors["stale"].refresh(world.production)

@@ -165,3 +165,31 @@ def test_a_commit_url_must_be_an_http_template_with_the_sha(tmp_path: Path, url:
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "commit_url": url}))
     with pytest.raises(ConfigError, match="commit_url"):
         load_host_config(config)
+
+
+def test_the_plans_package_diffs_become_the_pages_pending_diffs(
+    cli: Any, world: tuple[Path, DesiredRepo]
+) -> None:
+    """What the loop keeps of the actions a pass left pending (the plan's diffs) is shown
+    with its counts and lines; a diff with only a note ("known once composed") is not."""
+    from reconciler import packagediff as pd
+    from reconciler.statuspage import extras_from
+    from reconciler.vocabulary import PackageChangeKind
+
+    config, _repo = world
+    assert cli("apply", "--config", config).code == 0
+    host = load_host_config(config)
+    change = pd.PackageChange(PackageChangeKind.UPGRADED, "sig-hello", "1.0-1", "1.1-1",
+                              ("x86_64", "aarch64"))  # fmt: skip
+    diffs = (
+        pd.PackageDiff("core", "9", Stage.PRODUCTION, "SIG-core-9-20261204.1",
+                       "SIG-core-9-20261204.0", (pd.RepoDiff("core-common", (change,)),)),
+        pd.PackageDiff("core", "9", Stage.COMPOSE, None, note="known once composed"),
+    )  # fmt: skip
+    with StateDB.open(host.state_dir, create=False) as state:
+        extras = extras_from(host, state, diffs)
+        page = text_of(render_index(gather(host, state, extras=extras)))
+    assert len(extras.diffs) == 1 and not extras.mirrors  # no mirrors configured
+    assert "SIG-core-9-20261204.1 to production" in page
+    assert "0 added, 0 removed, 1 upgraded, 0 downgraded" in page
+    assert "upgraded sig-hello 1.0-1 -> 1.1-1" in page
