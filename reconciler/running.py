@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -44,6 +45,7 @@ from .observing import unmanaged_summaries
 from .packagediff import PackageDiff
 from .propagation import standings
 from .reconciling import PassResult, apply_lock, open_state, run_pass
+from .state import PassRecord, StateDB
 from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
 from .webapp import SitePages, WebServer, make_app
 
@@ -240,11 +242,23 @@ class Loop:
         m.set_target_states(statuses)
         m.last_pass = {"finished": time.time(), "ok": ok, "seconds": round(seconds, 3),
                        "error": error, "failures": self.failures}  # fmt: skip
+        self._keep_pass(PassRecord(datetime.now(UTC), round(seconds, 3), ok, error))
         if self.host.metrics.textfile is not None:
             try:
                 m.write_textfile(self.host.metrics.textfile)
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
+
+    def _keep_pass(self, record: PassRecord) -> None:
+        """The last pass, for the exported status page; a state that cannot be opened
+        (the very reason the pass failed, maybe) is only logged."""
+        if not self.host.layout.database.exists():
+            return
+        try:
+            with StateDB.open(self.host.state_dir, create=False) as state:
+                state.history.record_pass(record)
+        except ReconcilerError as exc:
+            log.warning("cannot keep the last pass in the state: %s", exc)
 
     def _pending_diffs(self, result: PassResult) -> tuple[PackageDiff, ...]:
         """The package diffs of the actions the pass did not finish (failed, skipped):

@@ -315,9 +315,17 @@ def gather(
                             summary, author, at)  # fmt: skip
     return StatusPage(
         generated_at=datetime.now(UTC), revision=revision, problems=source.problems,
-        last_pass=last_pass_of(last_pass), rows=rows, trouble=trouble, refresh_s=refresh_s,
-        diffs=extras.diffs, show_mirrors=bool(extras.mirrors),
+        last_pass=last_pass_of(last_pass) or _kept_pass(state), rows=rows, trouble=trouble,
+        refresh_s=refresh_s, diffs=extras.diffs, show_mirrors=bool(extras.mirrors),
     )  # fmt: skip
+
+
+def _kept_pass(state: StateDB) -> LastPass | None:
+    """The last pass as the loop kept it in the state (the exported page)."""
+    kept = state.history.last_pass()
+    if kept is None:
+        return None
+    return LastPass(kept.finished_at, kept.seconds, kept.ok, kept.error)
 
 
 def last_pass_of(last: Mapping[str, Any] | None) -> LastPass | None:

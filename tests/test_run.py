@@ -32,6 +32,10 @@ def test_run_once_converges(cli: Any, host: Host, desired_state: DesiredState) -
     args = ("--config", host.config_path, "--desired-state", desired_state.path)
     assert cli("run", "--once", *args).code == 0
     assert cli("plan", *args).code == 0
+    # the loop kept its last pass: the exported status page shows it too
+    page = cli("status", "--format", "html", "--config", host.config_path).out
+    last = page[page.index('id="last-pass"') :].split("</div>")[0]
+    assert "last pass" in last and "converged" in last and "did not" not in last
 
 
 def test_delays_have_jitter_and_back_off() -> None:

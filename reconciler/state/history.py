@@ -8,7 +8,7 @@ from datetime import datetime
 from ..errors import StateError
 from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, Result, Stage, Trigger
 from .database import Database
-from .records import HISTORY_COLUMNS, HistoryEntry, to_text
+from .records import HISTORY_COLUMNS, HistoryEntry, PassRecord, to_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,23 @@ class History:
         with self._db.read() as conn:
             rows = conn.execute(sql, (Result.RUNNING.value,)).fetchall()
         return [HistoryEntry.from_row(row) for row in rows]
+
+    def record_pass(self, record: PassRecord) -> None:
+        """The loop finished a pass (kept: the last one only)."""
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO last_pass (id, finished_at, seconds, ok, error) VALUES (1, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at,"
+                " seconds = excluded.seconds, ok = excluded.ok, error = excluded.error",
+                (to_text(record.finished_at), record.seconds, int(record.ok), record.error),
+            )
+
+    def last_pass(self) -> PassRecord | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT finished_at, seconds, ok, error FROM last_pass WHERE id = 1"
+            ).fetchone()
+        return None if row is None else PassRecord.from_row(row)
 
     def mark_interrupted(self, finished_at: datetime) -> int:
         """Mark every running action failed with the error "interrupted"; returns how many."""

@@ -289,5 +289,16 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             PRIMARY KEY (mirror, sig, release, path)
         ) WITHOUT ROWID""",
     ),
+    # 7 -> 8: the loop's last pass (when, how long, whether it converged), so that the
+    # exported status page shows it, not only the page the loop serves.
+    (
+        """CREATE TABLE last_pass (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            finished_at TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            ok INTEGER NOT NULL CHECK (ok IN (0, 1)),
+            error TEXT
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -194,6 +194,21 @@ class UnmanagedSummary:
     walked_at: datetime | None  # the last walk that found them; None: never walked
 
 
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    """The loop's last pass: when it finished, how long it took, whether it converged."""
+
+    finished_at: datetime
+    seconds: float
+    ok: bool
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Self:
+        finished_at, seconds, ok, error = row
+        return cls(from_text(finished_at), float(seconds), bool(ok), error)
+
+
 #: A row of a file list: path after the prefix, kind, size, max(mtime, ctime) in whole
 #: seconds, checksum.
 ListingRow = tuple[str, str, int, int, str | None]
