@@ -172,6 +172,27 @@ def write_host_config(root: Path, base_url: str, **extra: Any) -> Path:
     return path
 
 
+def git_host(
+    tmp_path: Path,
+    desired_state: DesiredState,
+    upstream: Upstream,
+    message: str = "Add SIG core",
+    author: str = "Alice Admin",
+    **extra: Any,
+) -> tuple[Path, Any]:
+    """A desired-state git repository (SIG core staged from ``latest``, one commit) and a
+    host config whose source it is: ``(config path, DesiredRepo)``."""
+    from .gitrepo import DesiredRepo
+
+    desired_state.write(production=None, staging="latest")
+    repo = DesiredRepo(tmp_path / "git", desired_state.path)
+    repo.commit(message, author=author)
+    root = tmp_path / "host"
+    root.mkdir()
+    git = {"url": str(repo.server), "branch": "main", "path": "desired-state"}
+    return write_host_config(root, upstream.server.base_url, git=git, **extra), repo
+
+
 @pytest.fixture
 def host(tmp_path: Path, upstream: Upstream) -> Host:
     root = tmp_path / "host"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import DesiredState, Upstream, write_host_config
+from .conftest import DesiredState, Upstream, git_host
 from .gitrepo import DesiredRepo
 from .test_run import Running, running
 
@@ -35,16 +35,9 @@ pytestmark = pytest.mark.skipif(
 def world(
     tmp_path: Path, desired_state: DesiredState, upstream: Upstream
 ) -> tuple[Path, DesiredRepo]:
-    desired_state.write(production=None, staging="latest")
-    repo = DesiredRepo(tmp_path / "git", desired_state.path)
-    repo.commit(f"Add SIG core {XSS}", author="Mallory Markup")
-    root = tmp_path / "host"
-    root.mkdir()
-    config = write_host_config(
-        root, upstream.server.base_url, interval=3600, commit_url=FORGE,
-        git={"url": str(repo.server), "branch": "main", "path": "desired-state"},
-    )  # fmt: skip
-    return config, repo
+    msg = f"Add SIG core {XSS}"
+    return git_host(tmp_path, desired_state, upstream, msg, "Mallory Markup", interval=3600,
+                    commit_url=FORGE)  # fmt: skip
 
 
 @contextmanager

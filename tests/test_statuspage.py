@@ -20,7 +20,7 @@ from reconciler.state import StateDB
 from reconciler.statuspage import Extras, MirrorCell, PackageDiff, gather, release_page
 from reconciler.vocabulary import Stage
 
-from .conftest import DesiredState, Upstream, write_host_config
+from .conftest import DesiredState, Upstream, git_host
 from .gitrepo import DesiredRepo
 
 XSS = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
@@ -31,16 +31,8 @@ FORGE = "https://forge.example/desired-state/commit/{sha}"
 def world(
     tmp_path: Path, desired_state: DesiredState, upstream: Upstream
 ) -> tuple[Path, DesiredRepo]:
-    desired_state.write(production=None, staging="latest")
-    repo = DesiredRepo(tmp_path / "git", desired_state.path)
-    repo.commit(f"Add SIG core {XSS}", author="Mallory Markup")
-    root = tmp_path / "host"
-    root.mkdir()
-    config = write_host_config(
-        root, upstream.server.base_url, commit_url=FORGE,
-        git={"url": str(repo.server), "branch": "main", "path": "desired-state"},
-    )  # fmt: skip
-    return config, repo
+    msg = f"Add SIG core {XSS}"
+    return git_host(tmp_path, desired_state, upstream, msg, "Mallory Markup", commit_url=FORGE)
 
 
 def text_of(page: str) -> str:
