@@ -6,28 +6,32 @@ carries, through createrepo_c. What a target holds is the compose the plan's ver
 names for it (the state's record), so no published tree is walked and no RPM is
 opened. The diff itself is :func:`reconciler.packagediff.package_diff` (pure).
 
-A compose action, and a publish of the compose this plan makes, get a note instead of
-a diff: what a new compose takes is only known once the upstream's primary metadata is
-fetched and selected, which a plan does not do (it reads the upstream's ``repomd.xml``
-only, to stay fast and free of downloads).
+A compose action, and a publish of the compose this plan makes, are diffed against
+what the new compose would take: :mod:`reconciler.composediff` reads the upstream's
+metadata (no packages) as the compose does, once per SIG release that has a compose
+action. A compose action's "held" is the release's newest finished compose; a publish
+of the new compose, what its target holds. Without the desired state's spec (or when
+the upstream cannot be read) the action gets a note instead; the plan never fails.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import createrepo_c as cr
 
+from .composediff import UnreadableMetadata, planned_contents, read_advisories
+from .composedir import previous_finished
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant
 from .names import check_name
 from .packagediff import Advisory, Nevra, PackageDiff, RepoContents, package_diff
 from .planning import Action, Plan
+from .spec import Spec
 from .vocabulary import ActionKind, Stage, VariantKind
 
 log = logging.getLogger(__name__)
@@ -35,16 +39,11 @@ log = logging.getLogger(__name__)
 #: The largest ``composeinfo.json`` / ``rpms.json`` read (a compose of tens of thousands
 #: of packages has an ``rpms.json`` of a few tens of MB).
 MAX_JSON_BYTES = 256 * 1024 * 1024
-#: The largest updateinfo file parsed (compressed size, as the repo carries it).
-MAX_UPDATEINFO_BYTES = 256 * 1024 * 1024
-#: An advisory's ID, type or severity is shown, cut to this length.
-MAX_FIELD = 120
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 COMPOSED_LATER = "known once composed (a plan does not fetch the upstream's package lists)"
 
 
-class _Unreadable(Exception):
-    """A compose's metadata could not be read: its diff is unknown, the plan goes on."""
+#: A compose's metadata could not be read: its diff is unknown, the plan goes on.
+_Unreadable = UnreadableMetadata
 
 
 def _read_json(path: Path) -> Any:
@@ -61,11 +60,6 @@ def _read_json(path: Path) -> Any:
         raise _Unreadable(f"{path.name} is not JSON ({exc})") from exc
 
 
-def _clean(value: object) -> str:
-    """A field of a repo's updateinfo as one short printable line."""
-    return _UNPRINTABLE.sub("?", str(value or ""))[:MAX_FIELD]
-
-
 def _advisories(repo_dir: Path) -> set[Advisory]:
     """The advisories of one composed repo (none when it carries no updateinfo)."""
     repomd = repo_dir / "repodata" / "repomd.xml"
@@ -79,15 +73,7 @@ def _advisories(repo_dir: Path) -> set[Advisory]:
     for record in records:
         # the href of a composed repo's own metadata: a file under its repodata/
         path = repo_dir / "repodata" / Path(str(record.location_href)).name
-        try:
-            if path.stat().st_size > MAX_UPDATEINFO_BYTES:
-                raise _Unreadable(f"{path} is larger than {MAX_UPDATEINFO_BYTES} bytes")
-            info = cr.UpdateInfo(str(path))
-        except _Unreadable:
-            raise
-        except Exception as exc:
-            raise _Unreadable(f"{path}: not a readable updateinfo ({exc})") from exc
-        found |= {Advisory(_clean(u.id), _clean(u.type), _clean(u.severity)) for u in info.updates}
+        found |= read_advisories(path)
     return found
 
 
@@ -135,11 +121,13 @@ def read_contents(tree: ComposeTree, cid: str) -> dict[str, RepoContents]:
 
 
 class _Composes:
-    """The contents of each compose read once per plan (a compose is immutable)."""
+    """The contents of each compose read once per plan (a compose is immutable), and of
+    the new compose of each SIG release the plan composes (its upstream read once)."""
 
-    def __init__(self, host: HostConfig) -> None:
-        self.host = host
+    def __init__(self, host: HostConfig, spec: Spec | None) -> None:
+        self.host, self.spec = host, spec
         self.read: dict[tuple[str, str, str], dict[str, RepoContents] | str] = {}
+        self.planned: dict[tuple[str, str], dict[str, RepoContents] | str] = {}
 
     def contents(self, sig: str, release: str, cid: str) -> dict[str, RepoContents] | str:
         """The compose's contents, or why they are unknown."""
@@ -156,9 +144,21 @@ class _Composes:
                     self.read[key] = f"the packages of {cid} are unknown: {exc}"
         return self.read[key]
 
+    def new_compose(self, sig: str, release: str) -> dict[str, RepoContents] | str:
+        """What a new compose of the release would hold, or why it is unknown."""
+        key = (sig, release)
+        if self.spec is None:
+            return COMPOSED_LATER
+        if key not in self.planned:
+            try:
+                self.planned[key] = planned_contents(self.host, self.spec, sig, release)
+            except UnreadableMetadata as exc:
+                log.warning("package diff of a new compose of %s %s: %s", sig, release, exc)
+                self.planned[key] = f"the packages of the new compose are unknown: {exc}"
+        return self.planned[key]
 
-def _diff(composes: _Composes, plan: Plan, action: Action) -> PackageDiff:
-    stage = action.stage or Stage.COMPOSE
+
+def _held(plan: Plan, action: Action, stage: Stage) -> str | None:
     verdict = next(
         (
             v
@@ -167,24 +167,39 @@ def _diff(composes: _Composes, plan: Plan, action: Action) -> PackageDiff:
         ),
         None,
     )
-    held = verdict.actual if verdict is not None else None
+    return verdict.actual if verdict is not None else None
+
+
+def _diff(composes: _Composes, plan: Plan, action: Action) -> PackageDiff:
+    stage = action.stage or Stage.COMPOSE
+    held = _held(plan, action, stage)
+    new: dict[str, RepoContents] | str
+    if action.kind is ActionKind.COMPOSE:
+        # what the new compose is made on top of: the release's newest finished compose
+        last = previous_finished(composes.host.compose_tree(action.sig, action.release))
+        held = last.compose_id if last is not None else None
     head = (action.sig, action.release, stage, action.compose_id, held)
     if action.kind is ActionKind.COMPOSE or action.compose_id is None:
-        return PackageDiff(*head, note=COMPOSED_LATER)
-    if held == action.compose_id:
+        new = composes.new_compose(action.sig, action.release)
+    elif held == action.compose_id:
         return PackageDiff(*head, note=f"no package changes: it holds {held} already")
-    new = composes.contents(action.sig, action.release, action.compose_id)
+    else:
+        new = composes.contents(action.sig, action.release, action.compose_id)
+    if isinstance(new, str):
+        return PackageDiff(*head, note=new)
     old = composes.contents(action.sig, action.release, held) if held is not None else {}
-    for unknown in (new, old):
-        if isinstance(unknown, str):
-            return PackageDiff(*head, note=unknown)
-    assert not isinstance(new, str) and not isinstance(old, str)
+    if isinstance(old, str):
+        return PackageDiff(*head, note=old)
     return PackageDiff(*head, repos=package_diff(old, new))
 
 
-def package_diffs(host: HostConfig, plan: Plan) -> tuple[PackageDiff, ...]:
-    """The package diff of every compose and publish action of ``plan``."""
-    composes = _Composes(host)
+def package_diffs(
+    host: HostConfig, plan: Plan, spec: Spec | None = None
+) -> tuple[PackageDiff, ...]:
+    """The package diff of every compose and publish action of ``plan``. With the
+    desired state's ``spec``, a new compose's is read from its upstream's metadata;
+    without it, such an action says it is known once composed."""
+    composes = _Composes(host, spec)
     return tuple(
         _diff(composes, plan, a)
         for a in plan.actions

@@ -26,22 +26,32 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import createrepo_c as cr
-import yaml
 
 from .errors import UpstreamError
 from .fsutil import READ_ONLY, atomic_write
 from .modularity import ModuleStream, nevra_key
+
+if TYPE_CHECKING:
+    import yaml
 
 #: The document type of a module stream version.
 MODULEMD = "modulemd"
 #: The compressions the standard library reads, by createrepo_c's name for them.
 _STDLIB = {cr.NO_COMPRESSION: "", cr.GZ_COMPRESSION: "gz", cr.BZ2_COMPRESSION: "bz2",
            cr.XZ_COMPRESSION: "xz"}  # fmt: skip
-#: Reads only strings, lists and mappings (as libmodulemd reads scalars: as they are).
-_LOADER = yaml.CBaseLoader
+# PyYAML is imported in the functions that read a modules file: a plan reads repos'
+# metadata (the package diff of a new compose), most repos carry no modules, and a
+# cached pass must not pay for the import (tests/test_recordcache.py).
+
+
+def _loader() -> type[yaml.CBaseLoader]:
+    """Reads only strings, lists and mappings (as libmodulemd reads scalars: as they are)."""
+    import yaml
+
+    return yaml.CBaseLoader
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,8 @@ class ModulesFile:
 def read_modules(path: Path, source: str, max_bytes: int) -> ModulesFile:
     """The documents of the (compressed) ``modules.yaml`` at ``path``; ``source`` (its
     URL) names it in every error."""
+    import yaml
+
     raw = _decompressed(path, source, max_bytes)
     try:
         text = raw.decode("utf-8")
@@ -78,11 +90,13 @@ def write_modules(
     modules: ModulesFile, drop: Sequence[ModuleStream], dest: Path, source: str
 ) -> None:
     """Write ``modules`` without the documents of ``drop`` to ``dest`` (gzip)."""
+    import yaml
+
     gone = {s.index for s in drop}
     kept = [doc for i, doc in enumerate(modules.documents) if i not in gone]
     text = "".join(kept)
     # the documents were cut out of the upstream's text: they must read back as they were
-    if list(yaml.load_all(text, Loader=_LOADER)) != [_load(doc) for doc in kept]:
+    if list(yaml.load_all(text, Loader=_loader())) != [_load(doc) for doc in kept]:
         raise UpstreamError(f"{source}: modules metadata could not be filtered as it is")
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as out:
@@ -158,14 +172,18 @@ def _zstd(path: Path, source: str, max_bytes: int) -> bytes:
 
 
 def _load(document: str) -> Any:
-    return yaml.load(document, Loader=_LOADER)  # noqa: S506 - strings, lists, mappings only
+    import yaml
+
+    return yaml.load(document, Loader=_loader())  # noqa: S506 - strings, lists, mappings only
 
 
 def _split(text: str) -> list[str]:
     """The documents of a YAML stream, each as its own text from ``---`` to ``...``."""
+    import yaml
+
     documents: list[str] = []
     start: yaml.DocumentStartEvent | None = None
-    for event in yaml.parse(text, Loader=_LOADER):
+    for event in yaml.parse(text, Loader=_loader()):
         if isinstance(event, yaml.DocumentStartEvent):
             start = event
         elif isinstance(event, yaml.DocumentEndEvent) and start is not None:
@@ -179,6 +197,8 @@ def _split(text: str) -> list[str]:
 
 def _index(mark: Any) -> int:
     """Where a parser's mark is in the text (characters; libyaml's and PyYAML's alike)."""
+    import yaml
+
     if mark is None:
         raise yaml.YAMLError("the YAML parser gave no position")
     return int(mark.index)

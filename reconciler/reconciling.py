@@ -227,7 +227,7 @@ def run_pass(
         shown = replace(
             current,
             previews=previews(host, source.spec, state, current),
-            diffs=package_diffs(host, current),
+            diffs=package_diffs(host, current, source.spec),
         )
         return PassResult(source, shown)
     # a local folder has no source record: keep what is known, with what it did not read

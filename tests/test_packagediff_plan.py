@@ -83,10 +83,56 @@ def promoted(cli: Any, gitops: Path, repo: DesiredRepo, upstream: Upstream) -> t
     return first, second
 
 
-def test_a_first_plan_says_the_new_compose_is_known_once_composed(cli: Any, gitops: Path) -> None:
+def test_a_first_plan_diffs_the_new_compose_against_nothing(cli: Any, gitops: Path) -> None:
     result = cli("plan", "--config", gitops)
     assert result.code == 2, result.err
-    assert result.out.count(f"packages: {COMPOSED_LATER}") == 2, result.out  # compose, stage
+    assert COMPOSED_LATER not in result.out
+    # the compose and the staging publish of it: everything the upstream offers is added
+    counts = "packages: from nothing: 10 added; 3 advisories arriving"
+    assert result.out.count(counts) == 2, result.out
+    assert result.out.count("added sig-hello 1.0-1 (aarch64, x86_64, src)") == 2, result.out
+
+
+def test_plan_after_an_upstream_update_lists_the_upgrade_for_compose_and_staging(
+    cli: Any, gitops: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    assert cli("apply", "--config", gitops).code == 0
+    first = _staged(cli, gitops)
+    _update_upstream(upstream)
+
+    text = cli("plan", "--config", gitops)
+    assert text.code == 2, text.out + text.err
+    print(text.out)  # shown when the test fails
+    counts = f"packages: from {first}: 2 upgraded; 1 advisory arriving"
+    compose, stage = text.out.split("compose core 9")[1].split("stage (new compose) to staging")
+    for part in (compose, stage):  # the compose against the newest; staging against itself
+        assert counts in part and UPGRADE in part and DEBUG_UPGRADE in part and ADVISORY in part
+
+    md = cli("plan", "--format", "markdown", "--config", gitops).out
+    assert md.count(f"from {first}: 2 upgraded; 1 advisory arriving") == 4, md  # row + list
+    assert md.count(f"- `{UPGRADE}`") == 2 and md.count(f"- `{ADVISORY}`") == 2, md
+
+    saved = tmp_path / "new.plan"
+    assert cli("plan", "--out", saved, "--config", gitops).code == 2
+    diffs = Plan.from_json(saved.read_text()).diffs
+    assert [(d.stage, d.compose_id, d.held) for d in diffs] == [
+        (Stage.COMPOSE, None, first),
+        (Stage.STAGING, None, first),
+    ]
+    assert diffs[0].repos == diffs[1].repos
+
+
+def test_an_unreadable_upstream_leaves_the_new_compose_unknown_not_the_plan_failed(
+    cli: Any, gitops: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger("reconciler"), "handlers", [])
+    (primary,) = (upstream.repo_dir("core-common", "x86_64") / "repodata").glob("*primary*")
+    primary.write_bytes(b"not the bytes repomd.xml names")
+    result = cli("plan", "--config", gitops)
+    assert result.code == 2, result.out + result.err
+    note = "packages: the packages of the new compose are unknown: "
+    assert result.out.count(note) == 2, result.out
+    assert "added sig-hello" not in result.out
 
 
 def test_pull_request_plan_lists_the_upgrade_and_the_advisory(
