@@ -19,7 +19,7 @@ from reconciler.planning import Action, Plan, Verdict
 from reconciler.specfile import load_host_config
 from reconciler.vocabulary import ActionKind, Stage, TargetState
 
-from .conftest import DesiredState, Upstream, write_host_config
+from .conftest import DesiredState, Upstream, git_host
 from .gitrepo import DesiredRepo
 
 UPGRADE = "upgraded sig-hello 1.0-1 -> 1.1-1 (aarch64, x86_64, src)"
@@ -28,23 +28,21 @@ ADVISORY = "advisory SAMPLE-sig-hello-1.1-1 (enhancement)"
 
 
 @pytest.fixture
-def repo(tmp_path: Path, desired_state: DesiredState) -> DesiredRepo:
-    desired_state.write(production=None, staging="latest")
-    r = DesiredRepo(tmp_path / "git", desired_state.path)
-    r.commit("Add SIG core", author="Alice Admin")
-    return r
+def world(
+    tmp_path: Path, desired_state: DesiredState, upstream: Upstream
+) -> tuple[Path, DesiredRepo]:
+    config, repo = git_host(tmp_path, desired_state, upstream)
+    return config, repo
 
 
 @pytest.fixture
-def gitops(tmp_path: Path, repo: DesiredRepo, upstream: Upstream) -> Path:
-    root = tmp_path / "host"
-    root.mkdir()
-    return write_host_config(
-        root,
-        upstream.server.base_url,
-        git={"url": str(repo.server), "branch": "main", "path": "desired-state",
-             "verify": "none"},
-    )  # fmt: skip
+def repo(world: tuple[Path, DesiredRepo]) -> DesiredRepo:
+    return world[1]
+
+
+@pytest.fixture
+def gitops(world: tuple[Path, DesiredRepo]) -> Path:
+    return world[0]
 
 
 def _staged(cli: Any, config: Path) -> str:
