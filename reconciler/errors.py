@@ -10,6 +10,7 @@ escaping is a bug.
     ├── UnsafePathError      a name or href would leave its root
     ├── LockHeldError        another process holds the lock (names its pid)
     ├── UpstreamError        the build system answered badly (names the URL)
+    │   ├── HTTPStatusError  ... with an HTTP error status (``status``: 404, 410, ...)
     │   └── IntegrityError   bytes do not match the metadata's size/checksum
     ├── SignatureError       an RPM is unsigned or signed by an unlisted key
     ├── ComposeError         a compose could not finish (names the compose)
@@ -65,6 +66,15 @@ class LockHeldError(ReconcilerError):
 
 class UpstreamError(ReconcilerError):
     """The upstream build system could not be read (the message names the URL)."""
+
+
+class HTTPStatusError(UpstreamError):
+    """The server answered with an HTTP error status that is not worth a retry
+    (``status``: a 404 tells a missing file from a failure)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class IntegrityError(UpstreamError):

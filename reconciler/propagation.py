@@ -21,13 +21,12 @@ redirects as for the build system.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from .errors import ReconcilerError, UpstreamError
+from .errors import HTTPStatusError, ReconcilerError, UpstreamError
 from .facts import TargetKey
 from .freshness import MirrorCheck, MirrorSummary, MirrorTarget, judge, summarize
 from .hostconfig import DownloadConfig, HostConfig, MirrorConfig
@@ -50,23 +49,10 @@ _MISSING = frozenset({404, 410})
 Repo = tuple[str, str, str]
 
 
-class _Missing(UpstreamError):
-    """The mirror answered 404 or 410: it does not have the repo (yet)."""
-
-
-class _MirrorClient(Upstream):
-    """The upstream client, telling a missing file (behind) from a failure (unreachable)."""
-
-    def _check_status(self, url: str, response: http.client.HTTPResponse) -> None:
-        if response.status in _MISSING:
-            raise _Missing(f"{url}: HTTP {response.status} {response.reason or ''}".strip())
-        super()._check_status(url, response)
-
-
-def _client() -> _MirrorClient:
+def _client() -> Upstream:
     config = DownloadConfig(workers=1, retries=0, timeout=TIMEOUT, deadline=DEADLINE,
                             max_metadata_bytes=MAX_REPOMD_BYTES)  # fmt: skip
-    return _MirrorClient(config, log)
+    return Upstream(config, log)
 
 
 def _check_one(
@@ -91,11 +77,12 @@ def _check_one(
         url = mirror.url(release, sig, path)
         try:
             body, etag, modified = client.get_if_changed(url, etag, modified)
-        except _Missing as exc:
-            out.append(MirrorCheck(mirror.name, sig, release, path, None, None, None,
-                                   str(exc), True, datetime.now(UTC)))  # fmt: skip
-            continue
         except UpstreamError as exc:
+            if isinstance(exc, HTTPStatusError) and exc.status in _MISSING:
+                # the mirror does not have the repo (yet): behind, not unreachable
+                out.append(MirrorCheck(mirror.name, sig, release, path, None, None, None,
+                                       str(exc), True, datetime.now(UTC)))  # fmt: skip
+                continue
             down = str(exc)
             log.warning("mirror %s: %s", mirror.name, down,
                         extra={"event": "mirror.unreachable", "mirror": mirror.name})  # fmt: skip

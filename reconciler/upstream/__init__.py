@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import IntegrityError, UpstreamError
+from ..errors import HTTPStatusError, IntegrityError, UpstreamError
 from ..fsutil import tmp_name
 from ..hostconfig import DownloadConfig
 from .connections import CLOCK, Connections, Route, abandon, discard, split_url
@@ -226,7 +226,7 @@ class Upstream:
         if code >= 500 or code == 429:
             wait = _retry_after(response.getheader("Retry-After")) if code in (429, 503) else None
             raise _Retryable(reason, retry_after=wait)
-        raise UpstreamError(f"{url}: {reason}")
+        raise HTTPStatusError(f"{url}: {reason}", code)
 
     # -- one request ----------------------------------------------------------------
 
