@@ -27,7 +27,7 @@ from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
-from .manifest import read_manifest, scan_source
+from .manifest import source_files
 from .ownership import walk_rest, walk_unmanaged
 from .pathglob import PathPatterns
 from .publishing import entry_for, holds_bytes
@@ -65,9 +65,7 @@ class Baseline:
 
 def compose_files(tree: ComposeTree, compose_id: str) -> list[SourceFile]:
     """The files of a compose's SIG directory (its manifest, else a walk)."""
-    sig_dir = tree.sig_dir(compose_id)
-    listed = read_manifest(tree.manifest(compose_id), sig_dir)
-    return listed if listed is not None else list(scan_source(sig_dir))
+    return source_files(tree.sig_dir(compose_id), tree.manifest(compose_id))
 
 
 def newest_finished(tree: ComposeTree) -> str | None:

@@ -58,6 +58,7 @@ __all__ = [
     "read_changes",
     "read_manifest",
     "scan_source",
+    "source_files",
     "write_changes",
     "write_manifest",
 ]
@@ -77,6 +78,12 @@ def scan_source(top: Path, root: Path | None = None) -> Iterator[SourceFile]:
             st = path.lstat()
             if stat.S_ISREG(st.st_mode):
                 yield SourceFile(str(path.relative_to(root)), root, st.st_size, st.st_mtime_ns)
+
+
+def source_files(sig_dir: Path, manifest: Path | None) -> list[SourceFile]:
+    """The files of a compose's SIG directory: its manifest's, else a walk of it."""
+    listed = read_manifest(manifest, sig_dir) if manifest is not None else None
+    return listed if listed is not None else list(scan_source(sig_dir))
 
 
 def write_manifest(path: Path, files: Iterable[SourceFile]) -> None:

@@ -59,7 +59,7 @@ from .composefiles import REPOMD, Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
 from .fsutil import DIR_MODE, copy_file, copy_fsync, fsync_dir, inside, tmp_name
 from .layout import PublishedTree
-from .manifest import read_manifest, scan_source
+from .manifest import source_files
 from .names import TMP_SUFFIX
 from .state import InventoryEntry, StateDB, UnmanagedEntry
 from .vocabulary import ChangeKind, InventoryKind, PublishPhase
@@ -348,8 +348,7 @@ class Publisher:
         if chain is not None:
             basis = FromChanges(tuple(chain))
         else:
-            listed = read_manifest(manifest, source) if manifest is not None else None
-            files = tuple(listed if listed is not None else scan_source(source))
+            files = tuple(source_files(source, manifest))
             inventory = self.state.inventory.entries(self.stage, self.prefix_key)
             if repair:
                 basis = FromTree(files, inventory, self._tree_facts(files, suspect))
