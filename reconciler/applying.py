@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import drift
 from .composemeta import write_status
+from .endoflife import in_spec
 from .errors import PublishError, ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
@@ -29,7 +30,7 @@ from .planning import Action, Plan, Verdict
 from .propagation import check_if_due
 from .publishing import Owner, Publisher
 from .recording import changes_chain, walk_target, write_lists
-from .retiring import delete_due
+from .retiring import delete_due, retire_target
 from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
 from .vocabulary import (
@@ -167,7 +168,7 @@ class Applier:
     def _hooks(
         self, action: Action, name: str, result: Result | None = None, error: str | None = None
     ) -> list[HookFailure]:
-        if action.kind is ActionKind.PRUNE:
+        if action.kind in {ActionKind.PRUNE, ActionKind.RETIRE}:
             return []
         hooks = self.host.hooks
         return run_hooks(hooks.dir, self._event(action, name, result, error), hooks.timeout)
@@ -255,6 +256,12 @@ class Applier:
             return self._compose(action)
         if action.kind is ActionKind.PUBLISH:
             return self._publish(action)
+        if action.kind is ActionKind.RETIRE:  # a removed release's target (endoflife)
+            assert action.stage is not None
+            due = datetime.now(UTC) + self.spec.defaults.publish.delete_grace
+            tree = self._published(action, action.stage)
+            stats = retire_target(self.state, tree, due, action.reason)
+            return _Outcome(action.compose_id, stats.bytes, stats.files)
         return self._prune(action)
 
     def _compose(self, action: Action) -> _Outcome:
@@ -341,7 +348,9 @@ class Applier:
             raise ReconcilerError(f"refusing to prune {cid}: published in {', '.join(in_use)}")
         tree = self.host.compose_tree(action.sig, action.release)
         if tree.latest_link.is_symlink() and tree.latest_link.readlink().name == cid:
-            raise ReconcilerError(f"refusing to prune {cid}: {tree.latest_link} points to it")
+            if in_spec(self.spec, action.sig, action.release):
+                raise ReconcilerError(f"refusing to prune {cid}: {tree.latest_link} points to it")
+            tree.latest_link.unlink()  # the release was removed: all its composes go
         path = tree.compose_dir(cid)
         if path.is_dir() and not path.is_symlink():
             # mark first, so that a crash mid-way leaves an obviously dead compose
@@ -377,7 +386,10 @@ class Applier:
         for v in verdicts:
             state, actual, reason = v.state, v.actual, v.reason
             done = outcome.get((v.sig, v.release, v.stage))
-            if done is not None and done.result is Result.OK:
+            retired = done is not None and done.action.kind is ActionKind.RETIRE
+            if retired and done is not None and done.result is Result.OK:
+                state, actual = TargetState.PROGRESSING, None  # its files wait for the grace
+            elif done is not None and done.result is Result.OK:
                 state, actual = TargetState.SYNCED, done.compose_id or actual
                 reason = _settled(v, done)
             elif done is not None and done.result is Result.BLOCKED:

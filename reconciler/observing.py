@@ -330,7 +330,8 @@ def observe(
             if wanted is not None and key not in wanted:
                 continue
             facts = _release_facts(spec, host, state, key, checked)
-            if up is not None and not rel.suspend and rel.compose.trigger == "upstream":
+            quiet = rel.suspend or rel.eol  # an eol release composes nothing: no upstream
+            if up is not None and not quiet and rel.compose.trigger == "upstream":
                 upstream, validators = observe_upstream(
                     spec, rel, up, state, host.upstream_base_url
                 )

@@ -17,7 +17,7 @@ For each SIG release, in this order:
   that are not the previous production compose (kept for rollback), and dead
   unfinished ones.
 
-``suspend: true`` plans nothing for that SIG release and reports Suspended.
+``suspend: true`` plans nothing and reports Suspended (``eol: true``: :mod:`.endoflife`).
 Every action carries a human reason; every target gets a verdict. While a release's
 packages go unverified for a reason the spec shows (a missing key, ``signatures.check:
 false``), every verdict and action of it says so.
@@ -73,7 +73,8 @@ class Action:
             what = self.compose_id or NEW_COMPOSE
             verb = "stage" if self.stage is Stage.STAGING else "promote"
             return f"{verb} {what} to {self.stage} ({target})"
-        return f"prune {self.compose_id} ({target})"
+        what = f"retire {self.stage} of" if self.kind is ActionKind.RETIRE else "prune"
+        return f"{what} {self.compose_id or 'its files'} ({target})"
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,8 @@ class _ReleasePlanner:
                 actual = self._actual(stage)
                 self._say(stage, TargetState.SUSPENDED, None, actual, "suspend: true in the spec")
             return
-        composing = self._plan_compose()
-        staged_new = self._plan_staging(composing)
+        composing = False if self.rel.eol else self._plan_compose()  # endoflife: eol verdicts
+        staged_new = self._actual(Stage.STAGING) if self.rel.eol else self._plan_staging(composing)
         promoted = self._plan_production(staged_new)
         self._plan_prune(composing, staged_new, promoted)
         note = signature_note(self.spec, self.rel)

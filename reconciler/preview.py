@@ -36,6 +36,10 @@ class PublishPreview:
     ignored: int = 0
     examples: tuple[str, ...] = ()  # "<what> <path in the SIG directory>", a few of each
     note: str = ""  # why there are no counts ("the compose this plan makes")
+    #: a RETIRE (a removed release, :mod:`reconciler.endoflife`): the bytes that go, and
+    #: each published directory that goes, "<dir in the SIG directory>: N files, B bytes"
+    bytes: int = 0
+    directories: tuple[str, ...] = ()
 
     def summary(self) -> str:
         if self.note:
@@ -48,4 +52,5 @@ class PublishPreview:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PublishPreview:
-        return cls(**{**raw, "stage": Stage(raw["stage"]), "examples": tuple(raw["examples"])})
+        return cls(**{**raw, "stage": Stage(raw["stage"]), "examples": tuple(raw["examples"]),
+                      "directories": tuple(raw.get("directories", ()))})  # fmt: skip

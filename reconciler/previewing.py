@@ -32,8 +32,42 @@ def previews(
 ) -> tuple[PublishPreview, ...]:
     """A preview of every publish in ``plan``."""
     return tuple(
-        _preview(host, spec, state, a) for a in plan.actions if a.kind is ActionKind.PUBLISH
+        _preview(host, spec, state, a)
+        if a.kind is ActionKind.PUBLISH
+        else _gone(host, spec, state, a)
+        for a in plan.actions
+        if a.kind in {ActionKind.PUBLISH, ActionKind.RETIRE}
     )
+
+
+def _gone(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> PublishPreview:
+    """What retiring a removed release's target takes away: every path of its inventory
+    not pending already, counted per published directory (``<arch>/<repo>``,
+    ``source/<repo>``; files at the top as ``.``), and the unmanaged files that stay."""
+    assert action.stage is not None
+    head = (action.sig, action.release, action.stage, action.compose_id)
+    target = host.published(spec.defaults.publish.category, action.stage, action.sig,
+                            action.release)  # fmt: skip
+    prefix = target.inventory_prefix
+    inventory = state.inventory.entries(action.stage, prefix)
+    pending = {p.relpath for p in state.pending.all(action.stage)}
+    pend = {p: e for p, e in inventory.items()
+            if e.kind is not InventoryKind.DIR and p not in pending}  # fmt: skip
+    per_dir: dict[str, list[int]] = {}
+    for path, entry in pend.items():
+        parts = path.removeprefix(prefix).split("/")
+        counts = per_dir.setdefault("/".join(parts[:2]) if len(parts) > 2 else ".", [0, 0])
+        counts[0] += 1
+        counts[1] += entry.size
+    found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(spec.unmanaged(action.sig)))
+    kept = [e for e in found if e.kind is not InventoryKind.DIR]
+    reported = [e.relpath for e in kept if not e.ignored]
+    examples = [*_examples("pend", prefix, pend), *_examples("keep unmanaged", prefix, reported)]
+    return PublishPreview(
+        *head, pend=len(pend), unmanaged=len(reported), ignored=len(kept) - len(reported),
+        examples=tuple(examples), bytes=sum(e.size for e in pend.values()),
+        directories=tuple(f"{d}: {n} files, {b} bytes" for d, (n, b) in sorted(per_dir.items())),
+    )  # fmt: skip
 
 
 def _examples(what: str, prefix: str, paths: Iterable[str]) -> list[str]:

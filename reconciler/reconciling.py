@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .applying import Applier, ApplyResult, Context
+from .endoflife import plan_with_endoflife
 from .errors import (
     NoGoodRevision,
     PlanError,
@@ -30,9 +31,10 @@ from .errors import (
 from .facts import Learned
 from .hostconfig import HostConfig
 from .layout import ComposeTree
+from .leftovers import removed_releases
 from .locking import exclusive_lock, waiting_lock
 from .observing import observe
-from .planning import Plan, plan
+from .planning import Plan
 from .recording import record_learned
 from .spec import Spec
 from .specfile import load_spec
@@ -175,8 +177,10 @@ def observe_and_plan(host: HostConfig, state: StateDB, source: Source) -> tuple[
     """Observe (reads only) and plan (pure); returns the plan and what observing learned."""
     with Upstream(host.download, log) as up:
         observed = observe(source.spec, host, state, up)
+    removed = removed_releases(source.spec, host, state)  # what removed releases left behind
     repair = host.drift == "repair"
-    return plan(source.spec, observed, source.revision, repair_drift=repair), observed.learned
+    planned = plan_with_endoflife(source.spec, observed, removed, source.revision, repair)
+    return planned, observed.learned
 
 
 @contextmanager

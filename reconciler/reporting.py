@@ -10,13 +10,14 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from .endoflife import is_eol
 from .facts import TargetKey
 from .freshness import MirrorSummary, MirrorTarget, human_duration
 from .packagediff import PackageDiff
 from .planning import Action, Plan
 from .preview import PublishPreview
 from .state import HistoryEntry, TargetStatus, UnmanagedSummary
-from .vocabulary import PlanOutcome, Stage
+from .vocabulary import ActionKind, PlanOutcome, Stage
 
 #: What a target's unmanaged files are, by target (``observing.unmanaged_summaries``).
 UnmanagedByTarget = Mapping[TargetKey, UnmanagedSummary]
@@ -37,6 +38,7 @@ def plan_text(plan: Plan) -> str:
         if preview is not None:
             lines.append(f"       files: {preview.summary()}")
             lines.extend(f"         {e}" for e in preview.examples)
+            lines.extend(f"         goes: {d}" for d in preview.directories)
         diff = _diff_of(plan, action)
         if diff is not None:  # what it ships: counts, then per repo (folded)
             lines.extend(f"       {'  ' * d}{'packages: ' if not d else ''}{text}"
@@ -99,6 +101,27 @@ def _diff_markdown(plan: Plan) -> list[str]:
     return ["", "**Packages**", *out] if out else []
 
 
+def _removals_markdown(plan: Plan) -> list[str]:
+    """Per release removed from the desired state (its RETIRE actions): each published
+    tree and directory that goes, with counts and bytes, and the composes pruned."""
+    out: list[str] = []
+    for i, a in enumerate(plan.actions, 1):
+        preview = _preview_of(plan, a)
+        if a.kind is not ActionKind.RETIRE or preview is None:
+            continue
+        where = f"`{a.stage}`: `{preview.sig}` `{preview.release}`"
+        out += ["", f"**{i}. {where}**: {preview.pend} files, {preview.bytes} bytes go after "
+                "the grace; " + f"{preview.unmanaged} unmanaged kept", ""]  # fmt: skip
+        out += [f"- `{_md(d)}`" for d in preview.directories]
+    retired = {(a.sig, a.release) for a in plan.actions if a.kind is ActionKind.RETIRE}
+    pruned = [a for a in plan.actions
+              if a.kind is ActionKind.PRUNE and (a.sig, a.release) in retired]  # fmt: skip
+    if pruned:
+        out += ["", "Composes pruned:", ""]
+        out += [f"- `{a.compose_id}` ({a.sig} {a.release})" for a in pruned]
+    return ["", "**What goes (releases removed from the desired state)**", *out] if out else []
+
+
 def plan_markdown(plan: Plan) -> str:
     lines = [f"### Reconciler plan at `{(plan.revision or 'local')[:12]}`", ""]
     if plan.actions:
@@ -108,6 +131,7 @@ def plan_markdown(plan: Plan) -> str:
             files = preview.summary() if preview is not None else ""
             ships = _md(diff.summary()) if diff is not None else ""
             lines.append(f"| {i} | {a.describe()} | {a.reason} | {files} | {ships} |")
+        lines += _removals_markdown(plan)
         lines += _diff_markdown(plan)
     else:
         lines.append("No action to take.")
@@ -165,6 +189,7 @@ def status_rows(
             "actual": s.actual,
             "state": s.state,
             "reason": s.reason,
+            "eol": is_eol(s.reason),
             "updated_at": s.updated_at.isoformat(),
             "unmanaged": _unmanaged(unmanaged.get(TargetKey(s.stage, s.sig, s.release))),
             "mirrors": _mirrors(mirrors.get(TargetKey(s.stage, s.sig, s.release))),
@@ -199,7 +224,8 @@ def print_status(
     for s in statuses:
         extra = unmanaged.get(TargetKey(s.stage, s.sig, s.release))
         count = f"{extra.files} file(s)" if extra is not None and extra.files else "-"
-        cells = [s.sig, s.release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason,
+        release = f"{s.release} (eol)" if is_eol(s.reason) else s.release
+        cells = [s.sig, release, s.stage, s.desired or "-", s.actual or "-", s.state, s.reason,
                  count]  # fmt: skip
         if mirrors:
             seen = mirrors.get(TargetKey(s.stage, s.sig, s.release))

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from .errors import UnsafePathError
+from .facts import TargetKey
 from .filelists import (
     CHECKSUMMED,
     contents_digest,
@@ -21,7 +22,8 @@ from .filelists import (
     write_if_changed,
 )
 from .fsutil import inside
-from .publishing import entry_for, root_lock
+from .layout import PublishedTree
+from .publishing import PublishStats, entry_for, root_lock
 from .state import ListingRow, StateDB
 from .vocabulary import InventoryKind, Stage
 
@@ -58,6 +60,24 @@ def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) ->
     state.unmanaged.forget(stage, [str(d.relative_to(stage_root)) for d in removed_dirs])
     state.pending.remove([p.id for p in due])
     return len(removed)
+
+
+def retire_target(
+    state: StateDB, tree: PublishedTree, due_at: datetime, reason: str
+) -> PublishStats:
+    """Retire the target of a release removed from the desired state (endoflife): every
+    path the reconciler published there (its inventory's files; each directory goes when
+    :func:`delete_due` empties it) becomes a pending deletion, due at ``due_at``; unmanaged
+    paths are not in the inventory and stay. The target is then forgotten (no publish, no
+    drift check): what it held shows as pending deletions until they are gone. Pending
+    first, so that a crash in between leaves the target to retire again, not files that
+    nothing would ever delete."""
+    entries = state.inventory.entries(tree.stage, tree.inventory_prefix)
+    files = {p: e for p, e in entries.items() if e.kind is not InventoryKind.DIR}
+    state.pending.add(tree.stage, sorted(files), due_at, reason)
+    state.targets.clear(tree.sig, tree.release, tree.stage)
+    state.sources.set_drift(TargetKey(tree.stage, tree.sig, tree.release), ())
+    return PublishStats(len(files), sum(e.size for e in files.values()), len(files))
 
 
 def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], list[Path]]:

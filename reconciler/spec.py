@@ -266,6 +266,7 @@ class ReleaseSpec(StrictRecord):
     staging: StageRef = "latest"
     production: ProductionRef = None
     suspend: bool = False
+    eol: bool = False  # end of life: no new composes or staging; production kept (endoflife)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import packagediff, propagation
+from .endoflife import is_eol
 from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
@@ -107,6 +108,11 @@ class ReleaseRow:
     release: str
     cells: tuple[Cell | None, ...]  # compose, staging, production (None: no status)
     history: tuple[HistoryRow, ...]
+
+    @property
+    def eol(self) -> bool:
+        """An ``eol: true`` release (its rows say so: :data:`endoflife.EOL_NOTE`)."""
+        return any(c is not None and is_eol(c.reason) for c in self.cells)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ class ActionKind(StrEnum):
     COMPOSE = "compose"
     PUBLISH = "publish"
     PRUNE = "prune"
+    RETIRE = "retire"  # pend a removed release's published files for deletion (endoflife)
 
 
 class Trigger(StrEnum):
