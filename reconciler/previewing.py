@@ -59,7 +59,9 @@ def _gone(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Publi
         counts = per_dir.setdefault("/".join(parts[:2]) if len(parts) > 2 else ".", [0, 0])
         counts[0] += 1
         counts[1] += entry.size
-    found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(spec.unmanaged(action.sig)))
+    sig_gone = action.sig not in spec.sigs  # a removed SIG file: the defaults' patterns
+    patterns = spec.defaults.publish.unmanaged if sig_gone else spec.unmanaged(action.sig)
+    found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(patterns))
     kept = [e for e in found if e.kind is not InventoryKind.DIR]
     reported = [e.relpath for e in kept if not e.ignored]
     examples = [*_examples("pend", prefix, pend), *_examples("keep unmanaged", prefix, reported)]

@@ -112,7 +112,7 @@ def _removals_markdown(plan: Plan) -> list[str]:
         where = f"`{a.stage}`: `{preview.sig}` `{preview.release}`"
         out += ["", f"**{i}. {where}**: {preview.pend} files, {preview.bytes} bytes go after "
                 "the grace; " + f"{preview.unmanaged} unmanaged kept", ""]  # fmt: skip
-        out += [f"- `{_md(d)}`" for d in preview.directories]
+        out += ["- `" + d.replace("`", "'") + "`" for d in preview.directories]  # code: as is
     retired = {(a.sig, a.release) for a in plan.actions if a.kind is ActionKind.RETIRE}
     pruned = [a for a in plan.actions
               if a.kind is ActionKind.PRUNE and (a.sig, a.release) in retired]  # fmt: skip
