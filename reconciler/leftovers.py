@@ -4,7 +4,9 @@ disk. Reads only; :mod:`reconciler.endoflife` plans from it.
 
 A release counts as removed when the state or the compose root still knows it and the
 desired state does not: a target record, a pending deletion under its published
-directory (the grace after it was retired), or a compose directory.
+directory (the grace after it was retired), or a compose the reconciler made (one with
+its ``reconciler.json``: composes another tool left in the compose root are not taken
+for the reconciler's own). All composes of such a release go, the dead ones too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
+from .composemeta import read_record
 from .endoflife import LeftTarget, RemovedRelease, in_spec
 from .hostconfig import HostConfig
 from .names import COMPOSE_ID_RE, NAME_RE, RELEASE_RE
@@ -42,7 +45,10 @@ def _known(spec: Spec, host: HostConfig, state: StateDB) -> Iterator[tuple[str, 
             continue
         for entry in release_dir.iterdir():
             m = COMPOSE_ID_RE.fullmatch(entry.name)
-            if m and m["release"] == release_dir.name and entry.is_dir():
+            if not m or m["release"] != release_dir.name or not entry.is_dir():
+                continue
+            # only a release the reconciler composed: another tool's composes are not its own
+            if read_record(host.compose_tree(m["sig"], m["release"]), entry.name) is not None:
                 yield m["sig"], m["release"]
 
 

@@ -249,6 +249,13 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
     site.apply()
     assert not [k for k in site.status() if (k[0], k[1]) in gone], "nothing of them is left"
     assert site.run("plan").code == 0
+    # a compose another tool left in the compose root is not the reconciler's to prune
+    foreign = site.root / "compose" / "8" / "SIG-old-8-20200101.0"
+    (foreign / "compose").mkdir(parents=True)
+    (foreign / "STATUS").write_text("FINISHED\n")
+    assert site.run("plan").code == 0
+    site.apply()
+    assert (foreign / "STATUS").is_file()
 
 
 # --- the pure decisions: golden tables ---------------------------------------------------
