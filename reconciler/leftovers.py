@@ -29,15 +29,15 @@ def _known(spec: Spec, host: HostConfig, state: StateDB) -> Iterator[tuple[str, 
     for t in state.targets.all():
         if t.stage in PUBLISHED_STAGES:
             yield t.sig, t.release
-    category = PurePosixPath(spec.defaults.publish.category)
+    top = f"{PurePosixPath(spec.defaults.publish.category)}/"
     for stage in PUBLISHED_STAGES:
+        seen: set[tuple[str, str]] = set()  # (many pending paths: split each once, cheaply)
         for p in state.pending.all(stage):
-            parts = PurePosixPath(p.relpath).parts
-            if parts[: len(category.parts)] != category.parts:
-                continue
-            rest = parts[len(category.parts) :]
-            if len(rest) > 2 and RELEASE_RE.fullmatch(rest[0]) and NAME_RE.fullmatch(rest[1]):
-                yield rest[1], rest[0]
+            rest = p.relpath[len(top) :].split("/", 2) if p.relpath.startswith(top) else []
+            if len(rest) == 3 and (rest[1], rest[0]) not in seen:
+                seen.add((rest[1], rest[0]))
+                if RELEASE_RE.fullmatch(rest[0]) and NAME_RE.fullmatch(rest[1]):
+                    yield rest[1], rest[0]
     root = host.roots.compose
     releases = sorted(root.iterdir()) if root.is_dir() else []
     for release_dir in releases:
@@ -45,7 +45,9 @@ def _known(spec: Spec, host: HostConfig, state: StateDB) -> Iterator[tuple[str, 
             continue
         for entry in release_dir.iterdir():
             m = COMPOSE_ID_RE.fullmatch(entry.name)
-            if not m or m["release"] != release_dir.name or not entry.is_dir():
+            if not m or m["release"] != release_dir.name or in_spec(spec, m["sig"], m["release"]):
+                continue
+            if not entry.is_dir():
                 continue
             # only a release the reconciler composed: another tool's composes are not its own
             if read_record(host.compose_tree(m["sig"], m["release"]), entry.name) is not None:
