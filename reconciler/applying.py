@@ -140,7 +140,7 @@ class Applier:
             if result.result is not Result.OK:
                 failed.add(key)
         self._delete_due()
-        self._record_statuses(plan.verdicts, results)
+        self._record_statuses([v for v in plan.verdicts if not self._retired(v)], results)
         published = any(r.result is Result.OK and r.action.kind is ActionKind.PUBLISH
                         and r.action.stage is Stage.PRODUCTION for r in results)  # fmt: skip
         check_if_due(self.host, self.state, published)  # did the mirrors pick it up?
@@ -375,7 +375,17 @@ class Applier:
             if stage is Stage.PRODUCTION and self.state.inventory.lists_outdated(stage):
                 write_lists(self.spec, self.host, self.state)
 
-    def _record_statuses(self, verdicts: tuple[Verdict, ...], results: list[ActionResult]) -> None:
+    def _retired(self, v: Verdict) -> bool:
+        """A removed release's target that was waiting for its deletions, and whose last
+        ones the delayed deletes of this apply just did: it has nothing left to show."""
+        waiting = v.state is TargetState.PROGRESSING and v.stage is not Stage.COMPOSE
+        if not waiting or in_spec(self.spec, v.sig, v.release):
+            return False
+        category = self.spec.defaults.publish.category
+        prefix = self.host.published(category, v.stage, v.sig, v.release).inventory_prefix
+        return not any(p.relpath.startswith(prefix) for p in self.state.pending.all(v.stage))
+
+    def _record_statuses(self, verdicts: list[Verdict], results: list[ActionResult]) -> None:
         now = datetime.now(UTC)
         outcome: dict[tuple[str, str, Stage], ActionResult] = {}
         for r in results:
