@@ -10,6 +10,9 @@ from typing import Any
 
 from .vocabulary import Stage
 
+#: What an example of an unmanaged file that stays says first ("keep unmanaged <path>").
+KEEP_UNMANAGED = "keep unmanaged"
+
 
 @dataclass(frozen=True)
 class PublishPreview:
@@ -37,13 +40,17 @@ class PublishPreview:
     examples: tuple[str, ...] = ()  # "<what> <path in the SIG directory>", a few of each
     note: str = ""  # why there are no counts ("the compose this plan makes")
     #: a RETIRE (a removed release, :mod:`reconciler.endoflife`): the bytes that go, and
-    #: each published directory that goes, "<dir in the SIG directory>: N files, B bytes"
+    #: each published directory that goes, "<dir under the stage root>/: N file(s), B bytes"
     bytes: int = 0
     directories: tuple[str, ...] = ()
 
     def summary(self) -> str:
         if self.note:
             return self.note
+        if self.directories:  # a retired target: nothing comes, everything it published goes
+            return f"{self.pend} to pend for deletion ({self.bytes} bytes); " + (
+                f"{self.unmanaged} unmanaged kept"
+            )
         return (
             f"{self.add} to add, {self.replace} to replace, {self.take_over} to take over, "
             f"{self.pend} to pend for deletion; {self.unmanaged} unmanaged kept"

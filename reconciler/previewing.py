@@ -18,7 +18,7 @@ from .hostconfig import HostConfig
 from .ownership import walk_unmanaged
 from .pathglob import PathPatterns
 from .planning import Action, Plan
-from .preview import PublishPreview
+from .preview import KEEP_UNMANAGED, PublishPreview
 from .spec import Spec
 from .state import StateDB
 from .vocabulary import ActionKind, ChangeKind, InventoryKind
@@ -42,8 +42,9 @@ def previews(
 
 def _gone(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> PublishPreview:
     """What retiring a removed release's target takes away: every path of its inventory
-    not pending already, counted per published directory (``<arch>/<repo>``,
-    ``source/<repo>``; files at the top as ``.``), and the unmanaged files that stay."""
+    not pending already, counted per published directory (the SIG directory's own files,
+    then each ``<arch>/<repo>/`` and ``source/<repo>/``, as paths under the stage's root),
+    and the unmanaged files that stay."""
     assert action.stage is not None
     head = (action.sig, action.release, action.stage, action.compose_id)
     target = host.published(spec.defaults.publish.category, action.stage, action.sig,
@@ -56,7 +57,8 @@ def _gone(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Publi
     per_dir: dict[str, list[int]] = {}
     for path, entry in pend.items():
         parts = path.removeprefix(prefix).split("/")
-        counts = per_dir.setdefault("/".join(parts[:2]) if len(parts) > 2 else ".", [0, 0])
+        where = prefix + ("/".join(parts[:2]) + "/" if len(parts) > 2 else "")
+        counts = per_dir.setdefault(where, [0, 0])
         counts[0] += 1
         counts[1] += entry.size
     sig_gone = action.sig not in spec.sigs  # a removed SIG file: the defaults' patterns
@@ -64,11 +66,11 @@ def _gone(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Publi
     found = walk_unmanaged(target, inventory.keys(), PathPatterns.of(patterns))
     kept = [e for e in found if e.kind is not InventoryKind.DIR]
     reported = [e.relpath for e in kept if not e.ignored]
-    examples = [*_examples("pend", prefix, pend), *_examples("keep unmanaged", prefix, reported)]
+    examples = [*_examples("pend", prefix, pend), *_examples(KEEP_UNMANAGED, prefix, reported)]
     return PublishPreview(
         *head, pend=len(pend), unmanaged=len(reported), ignored=len(kept) - len(reported),
         examples=tuple(examples), bytes=sum(e.size for e in pend.values()),
-        directories=tuple(f"{d}: {n} files, {b} bytes" for d, (n, b) in sorted(per_dir.items())),
+        directories=tuple(f"{d}: {n} file(s), {b} bytes" for d, (n, b) in sorted(per_dir.items())),
     )  # fmt: skip
 
 
@@ -108,7 +110,7 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
         *_examples("replace", prefix, repl),
         *_examples("take over", prefix, take),
         *_examples("pend", prefix, pend),
-        *_examples("keep unmanaged", prefix, reported),
+        *_examples(KEEP_UNMANAGED, prefix, reported),
     ]
     return PublishPreview(
         *head, add=len(add), replace=len(repl), take_over=len(take), pend=len(pend),

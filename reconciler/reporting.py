@@ -15,7 +15,7 @@ from .facts import TargetKey
 from .freshness import MirrorSummary, MirrorTarget, human_duration
 from .packagediff import PackageDiff
 from .planning import Action, Plan
-from .preview import PublishPreview
+from .preview import KEEP_UNMANAGED, PublishPreview
 from .state import HistoryEntry, TargetStatus, UnmanagedSummary
 from .vocabulary import ActionKind, PlanOutcome, Stage
 
@@ -109,10 +109,13 @@ def _removals_markdown(plan: Plan) -> list[str]:
         preview = _preview_of(plan, a)
         if a.kind is not ActionKind.RETIRE or preview is None:
             continue
-        where = f"`{a.stage}`: `{preview.sig}` `{preview.release}`"
+        where = f"{a.stage} of {preview.sig} {preview.release}"
         out += ["", f"**{i}. {where}**: {preview.pend} files, {preview.bytes} bytes go after "
-                "the grace; " + f"{preview.unmanaged} unmanaged kept", ""]  # fmt: skip
+                "publish.delete_grace; " + f"{preview.unmanaged} unmanaged kept", ""]  # fmt: skip
         out += ["- `" + d.replace("`", "'") + "`" for d in preview.directories]  # code: as is
+        keep = f"{KEEP_UNMANAGED} "
+        kept = [e.removeprefix(keep) for e in preview.examples if e.startswith(keep)]
+        out += ["- kept: `" + e.replace("`", "'") + "` (unmanaged)" for e in kept]
     retired = {(a.sig, a.release) for a in plan.actions if a.kind is ActionKind.RETIRE}
     pruned = [a for a in plan.actions
               if a.kind is ActionKind.PRUNE and (a.sig, a.release) in retired]  # fmt: skip

@@ -200,14 +200,18 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
             assert f"retire {stage} of {held[(sig, release)]} ({sig} {release})" in md
         assert f"- `{held[(sig, release)]}` ({sig} {release})" in md  # its composes pruned
     n = len(before[("core", "10")]) - 1  # the notes are not counted
-    assert f"`production`: `core` `10`**: {n} files" in md, md
-    assert "- `x86_64/core-common: " in md and "1 unmanaged kept" in md
+    assert f"production of core 10**: {n} files" in md, md
+    assert "- kept: `x86_64/NOTES.txt` (unmanaged)" in md
+    assert f"- `{CATEGORY}/10/core/x86_64/core-common/: " in md and "1 unmanaged kept" in md
+    assert f"- `{CATEGORY}/9/extras/source/core-infra/: " in md
     assert "release 10 was removed from sigs/core.yaml" in md
     assert "SIG extras was removed from the desired state" in md
     # the plan changed nothing
     assert all(_files(site.tree("production", r, s)) == before[(s, r)] for s, r in gone)
     text = site.run("plan", "--against", "retire", "--format", "text").out
-    assert "retire production of" in text and "goes: x86_64/core-common: " in text
+    assert (
+        "retire production of" in text and f"goes: {CATEGORY}/10/core/x86_64/core-common/: " in text
+    )
     shown = json.loads(site.run("plan", "--against", "retire", "--format", "json").out)
     retired = [p for p in shown["previews"] if p["sig"] == "extras"]
     assert {p["stage"] for p in retired} == {"staging", "production"}
