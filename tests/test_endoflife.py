@@ -16,6 +16,7 @@ import yaml
 
 from reconciler import testing as su
 from reconciler.endoflife import LeftTarget, RemovedRelease, plan_with_endoflife
+from reconciler.planning import Plan
 from reconciler.vocabulary import Stage, TargetState
 
 from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
@@ -292,6 +293,7 @@ def test_golden(case_file: Path) -> None:
         sig, release, stage = key.split()
         assert fragment in verdicts[(sig, release, stage)].reason, key
     assert len(verdicts) == len(p.verdicts), "one verdict per target"
+    assert Plan.from_json(p.to_json()) == p, "a saved plan keeps its retirements"
 
 
 def test_what_was_removed_is_part_of_the_plans_digest() -> None:
