@@ -125,7 +125,10 @@ class ChangeSet:
     composes: int = 0  # FromChanges: how many composes' changes were read
 
     def phase(self, phase: PublishPhase) -> tuple[Change, ...]:
-        return tuple(c for c in self.places if c.phase is phase)
+        """The places of one phase; the last by path, so that each ``repomd.xml.asc``
+        follows its ``repomd.xml`` at once (nothing else sorts between them there)."""
+        found = tuple(c for c in self.places if c.phase is phase)
+        return found if phase is not PublishPhase.REPOMD else tuple(sorted(found, key=_path))
 
     @property
     def steps(self) -> tuple[Change, ...]:
@@ -154,6 +157,10 @@ class ChangeSet:
             phase = f" [{c.phase.name.lower()}]" if c.phase is not None else ""
             lines.append(f"{c.kind.value}{phase} {path}")
         return lines
+
+
+def _path(change: Change) -> str:
+    return change.path
 
 
 def change_set(

@@ -228,7 +228,7 @@ class Publisher:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if src.is_repomd:
+        if src.phase is PublishPhase.REPOMD:  # repomd.xml, or its signature after it
             fsync_dir(dst.parent)
         return self._placed(change.path, dst, checksum)
 
