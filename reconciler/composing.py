@@ -131,7 +131,7 @@ class Composer:
         self.counters = Counters()
         self._key_bytes: list[tuple[str, bytes]] | None = None
         sign = sign_for(spec.defaults.sign, spec.sigs[request.sig].sign)
-        self.signer = Signer(sign, spec_dir / "keys")  # each repomd.xml as it is final
+        self.signer = Signer(sign, spec_dir / "keys", request.release)  # each final repomd.xml
 
     # -- entry point -------------------------------------------------------------
 

@@ -50,10 +50,11 @@ def _c_env(home: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_signer(sign: SignSpec, repomd: Path) -> Path:
-    """Sign ``repomd`` as ``sign`` says; the ``.asc`` written, or ComposeError saying why."""
+def run_signer(sign: SignSpec, repomd: Path, release: str) -> Path:
+    """Sign ``repomd`` (of a compose of ``release``) as ``sign`` says; the ``.asc``
+    written, or ComposeError saying why."""
     asc = repomd.with_name(ASC_NAME)
-    argv = sign.argv(_gpg() if sign.command is None else "", repomd)
+    argv = sign.argv(_gpg() if sign.command is None else "", repomd, release)
     with tempfile.TemporaryFile() as out:  # not a pipe: a straggler cannot hold it open
         try:
             proc = subprocess.Popen(
@@ -138,8 +139,8 @@ class Keyring:
 class Signer:
     """Signs the repos of one compose (nothing when ``sign`` is None)."""
 
-    def __init__(self, sign: SignSpec | None, key_dir: Path) -> None:
-        self.sign, self.key_dir = sign, key_dir
+    def __init__(self, sign: SignSpec | None, key_dir: Path, release: str) -> None:
+        self.sign, self.key_dir, self.release = sign, key_dir, release
         self._keyring: Keyring | None = None
 
     def sign_repo(self, repo: Path, previous: Path | None, kept: bool) -> None:
@@ -152,7 +153,7 @@ class Signer:
         if kept and old is not None and old.is_file() and self._verifies(repomd, old):
             link_or_copy(old, repomd.with_name(ASC_NAME))
             return
-        run_signer(self.sign, repomd)
+        run_signer(self.sign, repomd, self.release)
 
     def _verifies(self, repomd: Path, asc: Path) -> bool:
         assert self.sign is not None

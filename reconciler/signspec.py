@@ -78,10 +78,12 @@ class SignSpec(StrictRecord):
     #: seconds one signing may take; past it the signer's process group is killed
     timeout: Annotated[int, Limits(ge=1, le=3600)] = 60
 
-    def argv(self, gpg: str, repomd: Path) -> list[str]:
-        """The argument list that signs ``repomd`` (``gpg``: the gpg executable)."""
+    def argv(self, gpg: str, repomd: Path, release: str) -> list[str]:
+        """The argument list that signs ``repomd`` of a compose of ``release`` (``gpg``:
+        the gpg executable); ``{release}`` in a command's arguments is the release (the
+        toolkit has one script per major release: ``sign-repo-{release}.sh``)."""
         if self.command is not None:
-            return [*self.command, str(repomd)]
+            return [*(arg.replace("{release}", release) for arg in self.command), str(repomd)]
         assert self.gpg_home is not None and self.key_id is not None
         return [
             gpg, "--batch", "--yes", "--homedir", self.gpg_home, "--local-user", self.key_id,

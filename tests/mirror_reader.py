@@ -25,8 +25,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from reconciler.metasign import Keyring
 from reconciler.verifying import verify_tree
 
 
@@ -54,7 +54,7 @@ def snapshot(src: Path, dest: Path) -> str:
 class Pairs:
     """The signature pairs seen, checked with a keyring of the public key."""
 
-    def __init__(self, keyring: Keyring, work: Path) -> None:
+    def __init__(self, keyring: Any, work: Path) -> None:
         self.keyring, self.work = keyring, work
         self.good: dict[Path, tuple[bytes, bytes]] = {}
         self.counts = {"pairs": 0, "transient": 0, "persistent": 0, "asc_ahead": 0}
@@ -97,6 +97,8 @@ class Pairs:
 def check_pairs(src: Path, work: Path, stop: Path, public_key: Path) -> int:
     """The pair checks alone, again and again until STOPFILE exists (unchanged pairs cost
     two reads, so that the loop is fast enough to see the moments between two renames)."""
+    from reconciler.metasign import Keyring  # only here: the snapshot reader starts as fast
+
     (work / "pair").mkdir(parents=True)
     with Keyring([public_key]) as keyring:
         pairs = Pairs(keyring, work / "pair")

@@ -29,7 +29,7 @@ from reconciler.state import StateDB
 from reconciler.vocabulary import Stage
 
 from .conftest import PROJECT_ID, REPOS, make_desired_state, write_host_config
-from .publish_support import CATEGORY, SIG_REL, World, _initial
+from .publish_support import CATEGORY, SIG_REL, World, _initial, history
 
 KEY_NAME = "RPM-GPG-KEY-Test-Repo-Signing"
 ASC = "repodata/repomd.xml.asc"
@@ -218,7 +218,10 @@ def test_a_compose_that_keeps_its_repodata_keeps_its_signature(
 
 
 SIGNERS = {
-    "fails": (["/bin/sh", "-c", "echo no key here >&2; exit 3", "sh"], "failed (exit 3): no key"),
+    "fails": (
+        ["/bin/sh", "-c", "echo no key for {release} >&2; exit 3", "sh"],
+        "failed (exit 3): no key for 9",
+    ),
     "writes nothing": (["/bin/true"], "wrote no signature"),
     "writes an empty file": (["/bin/sh", "-c", ': > "$1.asc"', "sh"], "wrote an empty signature"),
 }
@@ -271,6 +274,7 @@ def assert_doomed(world: World, cli: Any, reason: str) -> None:
     result = cli("status", "--format", "json", "--config", world.config)
     rows = [r for r in json.loads(result.out) if r["stage"] == "compose"]
     assert rows and reason in (rows[0]["reason"] or ""), result.out
+    assert reason in json.dumps(history(world)), history(world)
     assert not (world.staging / SIG_REL).exists() or not any((world.staging / SIG_REL).rglob("*"))
     assert not (tree / "latest-SIG-core-9").exists()
 
@@ -352,3 +356,25 @@ def test_a_reader_following_the_documented_order_never_settles_on_a_mismatched_p
     assert pairs["rounds"] >= 10, pairs
     code, said = verify(world, world.production)
     assert code == 0, said
+
+
+def test_each_signature_is_placed_right_after_its_repomd_xml() -> None:
+    """Whatever order the compose's files come in, the ``repomd.xml`` phase places each
+    ``.asc`` right after its ``repomd.xml``; a lone ``.asc`` (its ``repomd.xml`` did not
+    change) keeps its place. Pure: the change set alone."""
+    from reconciler.changeset import FromInventory, change_set
+    from reconciler.composefiles import SourceFile
+    from reconciler.vocabulary import PublishPhase
+
+    rels = ["b/repodata/repomd.xml.asc", "a/repodata/repomd.xml", "c/repodata/repomd.xml.asc",
+            "b/repodata/repomd.xml", "a/repodata/repomd.xml.asc", "a/Packages/x.rpm"]  # fmt: skip
+    files = tuple(SourceFile(rel, Path("/c"), 1, 1) for rel in rels)
+    changes = change_set("p/", FromInventory(files, {}), ())
+    placed = [c.path.removeprefix("p/") for c in changes.phase(PublishPhase.REPOMD)]
+    assert placed == [
+        "a/repodata/repomd.xml",
+        "a/repodata/repomd.xml.asc",
+        "c/repodata/repomd.xml.asc",
+        "b/repodata/repomd.xml",
+        "b/repodata/repomd.xml.asc",
+    ]
