@@ -382,11 +382,17 @@ def _signature_checker(args: argparse.Namespace) -> Iterator[SignatureChecker | 
 
         spec, spec_dir = load_spec(args.desired_state, _record_cache()), args.desired_state
     else:
+        from .errors import ReconcilerError
         from .reconciling import load_source, open_state
 
-        host = _host(args)
-        with open_state(host) as state:
-            source = load_source(host, state, None, _record_cache())
+        try:  # the repos are checked anyway; that their signatures are not is said
+            host = _host(args)
+            with open_state(host) as state:
+                source = load_source(host, state, None, _record_cache())
+        except ReconcilerError as exc:
+            print(f"signatures not checked (no desired state): {exc}", file=sys.stderr)
+            yield None
+            return
         spec, spec_dir = source.spec, source.spec_dir
     with SignatureChecker(spec, spec_dir) as checker:
         yield checker

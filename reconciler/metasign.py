@@ -59,7 +59,7 @@ def run_signer(sign: SignSpec, repomd: Path, release: str) -> Path:
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env=_c_env(),
+                start_new_session=True,  # the operator's script gets this environment
             )  # fmt: skip
         except OSError as exc:
             raise ComposeError(f"{repomd}: cannot run signer {argv[0]}: {exc.strerror}") from exc
@@ -117,7 +117,9 @@ class Keyring:
         """None when ``asc`` holds only good signatures of ``data`` by these keys (as
         ``gpg --verify`` decides); else what is wrong."""
         proc = self._gpg("--status-fd", "1", "--verify", str(asc), str(data))
-        status = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("[GNU")]
+        status = [
+            f[1] for f in map(str.split, proc.stdout.splitlines()) if f[1:] and f[0] == "[GNUPG:]"
+        ]
         if proc.returncode == 0 and "GOODSIG" in status:
             return None
         for bad, why in (("BADSIG", "a bad signature of"), ("NO_PUBKEY", "signed by a key not in")):
