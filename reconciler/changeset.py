@@ -125,7 +125,24 @@ class ChangeSet:
     composes: int = 0  # FromChanges: how many composes' changes were read
 
     def phase(self, phase: PublishPhase) -> tuple[Change, ...]:
-        return tuple(c for c in self.places if c.phase is phase)
+        """The places of one phase, in the compose's order; in the last, each
+        ``repomd.xml.asc`` right after its ``repomd.xml`` (:mod:`reconciler.publishing`)."""
+        found = tuple(c for c in self.places if c.phase is phase)
+        if phase is not PublishPhase.REPOMD:
+            return found
+        paths = {c.path for c in found}
+        follows = {  # repomd.xml -> its signature, when both are placed
+            c.path.removesuffix(".asc"): c
+            for c in found
+            if c.path.endswith(".asc") and c.path.removesuffix(".asc") in paths
+        }
+        moved = {c.path for c in follows.values()}
+        ordered: list[Change] = []
+        for c in found:
+            if c.path not in moved:
+                ordered.append(c)
+                ordered.extend((follows[c.path],) if c.path in follows else ())
+        return tuple(ordered)
 
     @property
     def steps(self) -> tuple[Change, ...]:

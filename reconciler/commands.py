@@ -11,6 +11,8 @@ import argparse
 import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from .vocabulary import TROUBLE_STATES, PlanOutcome, Result, Stage
 if TYPE_CHECKING:
     from .composing import ComposeResult
     from .hostconfig import HostConfig
+    from .metasign import SignatureChecker
     from .recordcache import RecordCache
     from .state import StateDB
 
@@ -342,7 +345,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigError("verify needs a PATH (or --drift)")
     from .verifying import verify_tree
 
-    report = verify_tree(args.path, quick=args.quick)
+    with _signature_checker(args) as checker:
+        signatures = checker.check if checker is not None else None
+        report = verify_tree(args.path, quick=args.quick, signatures=signatures)
     if args.format == "json":
         print(
             json.dumps(
@@ -361,6 +366,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict = "consistent" if report.ok else f"{len(report.problems)} problem(s)"
         print(f"{args.path}: {report.repos} repos, {report.packages} packages: {verdict}")
     return 0 if report.ok else 1
+
+
+@contextmanager
+def _signature_checker(args: argparse.Namespace) -> Iterator[SignatureChecker | None]:
+    """With a desired state (``--desired-state``, else the host config's source when
+    ``--config`` names one), repos of SIGs that sign have their signatures checked."""
+    from .metasign import SignatureChecker
+
+    if args.desired_state is None and args.config is None and "RECONCILER_CONFIG" not in os.environ:
+        yield None
+        return
+    if args.desired_state is not None:
+        from .specfile import load_spec
+
+        spec, spec_dir = load_spec(args.desired_state, _record_cache()), args.desired_state
+    else:
+        from .errors import ReconcilerError
+        from .reconciling import load_source, open_state
+
+        try:  # the repos are checked anyway; that their signatures are not is said
+            host = _host(args)
+            with open_state(host) as state:
+                source = load_source(host, state, None, _record_cache())
+        except ReconcilerError as exc:
+            print(f"signatures not checked (no desired state): {exc}", file=sys.stderr)
+            yield None
+            return
+        spec, spec_dir = source.spec, source.spec_dir
+    with SignatureChecker(spec, spec_dir) as checker:
+        yield checker
 
 
 def _verify_drift(args: argparse.Namespace) -> int:

@@ -47,8 +47,9 @@ class SourceFile:
 
     @property
     def phase(self) -> PublishPhase:
-        """When a publish places it: packages and other files, metadata, repomd.xml last."""
-        if self.is_repomd:
+        """When a publish places it: packages and other files, metadata, repomd.xml and
+        its signature ``repomd.xml.asc`` (right after it: :mod:`reconciler.publishing`) last."""
+        if self.is_repomd or self.rel.endswith(f"/{REPOMD}.asc") or self.rel == f"{REPOMD}.asc":
             return PublishPhase.REPOMD
         return PublishPhase.METADATA if "/repodata/" in f"/{self.rel}" else PublishPhase.PACKAGES
 

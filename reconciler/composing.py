@@ -59,6 +59,7 @@ from .hostconfig import HostConfig
 from .layout import Variant
 from .locking import exclusive_lock
 from .manifest import read_manifest, scan_source, write_changes, write_manifest
+from .metasign import Signer
 from .names import TMP_SUFFIX
 from .placement import plan, previous_index
 from .placing import Counters, Placed, Placer
@@ -66,6 +67,7 @@ from .progress import NullReporter, Reporter
 from .repodata import LocalRepo
 from .selection import PackageFact
 from .signatures import Keyring
+from .signspec import sign_for
 from .spec import ReleaseSpec, Spec, variants_of
 from .upstream import Upstream
 from .vocabulary import ComposeStatus
@@ -128,6 +130,8 @@ class Composer:
         self.variants = self._requested_variants()
         self.counters = Counters()
         self._key_bytes: list[tuple[str, bytes]] | None = None
+        sign = sign_for(spec.defaults.sign, spec.sigs[request.sig].sign)
+        self.signer = Signer(sign, spec_dir / "keys", request.release)  # each final repomd.xml
 
     # -- entry point -------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class Composer:
             cdir = self.tree.compose_dir(cid)
             with compose_log(cdir / "logs" / "compose.log"):
                 log.info("compose %s started (previous: %s)", cid, previous and previous.compose_id)
-                with Upstream(self.host.download, log) as up:
+                with Upstream(self.host.download, log) as up, self.signer:
                     try:
                         status, missing = self._compose(up, cid, date, respin, previous)
                     except (ReconcilerError, OSError) as exc:
@@ -327,7 +331,8 @@ class Composer:
         content = RepoContent.of(
             ((f.pkgid, f.checksum_type, hrefs[f.pkgid]) for f in w.selection.chosen), w.carried
         )
-        if keep_repodata(previous, content, vdir):
+        kept = keep_repodata(previous, content, vdir)
+        if kept:
             log.info("%s: same packages and metadata as before: repodata kept", w.variant)
         else:
             packages = repodata.iter_packages(
@@ -340,6 +345,7 @@ class Composer:
                     f"{w.url}: metadata lists {len(hrefs)} packages but {written} were readable"
                 )
             share_unchanged(previous, vdir)
+        self.signer.sign_repo(vdir, previous.path if previous else None, kept)
         place_keys(self._keys(), vdir, previous.path if previous else None)
 
     def _keys(self) -> list[tuple[str, bytes]]:

@@ -6,7 +6,10 @@ docs/architecture.md ("Publishing without breaking a mirror"), in this order:
    compose when on the same filesystem, else copy to a ``.~tmp~`` name and
    rename); delete nothing;
 2. add the new metadata files (their names carry their checksums);
-3. replace each ``repodata/repomd.xml`` by rename (write, fsync, rename);
+3. replace each ``repodata/repomd.xml`` by rename (write, fsync, rename), then at
+   once its ``repomd.xml.asc``: a client reads the pair in that order, so it sees a
+   mismatch only between the two renames (never a signature newer than its
+   ``repomd.xml``) and reads again; docs/architecture.md says why not another order;
 4. replace the file lists by rename (production; :mod:`reconciler.filelists`);
 5. files no longer needed become pending deletions, due after ``delete_grace``;
    :func:`delete_due` removes them on a later pass, then the lists are renewed.
@@ -228,7 +231,7 @@ class Publisher:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if src.is_repomd:
+        if src.phase is PublishPhase.REPOMD:  # repomd.xml, or its signature after it
             fsync_dir(dst.parent)
         return self._placed(change.path, dst, checksum)
 

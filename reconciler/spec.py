@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from .layout import Variant
 from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
 from .schema import Check, Lax, Limits, Prepare, StrictRecord
+from .signspec import SignSpec, sign_problems
 from .vocabulary import PUBLISHED_STAGES, VariantKind
 
 _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
@@ -186,6 +187,7 @@ class Defaults(StrictRecord):
     publish: PublishDefaults = PublishDefaults()
     compose: ComposeDefaults = ComposeDefaults()
     promotion: PromotionDefaults = PromotionDefaults()
+    sign: SignSpec | None = None  # signing each repomd.xml (reconciler.signspec)
 
 
 # --- sigs/<sig>.yaml -------------------------------------------------------------
@@ -274,6 +276,7 @@ class SigSpec(StrictRecord):
     sig: Name
     releases: Annotated[dict[Release, ReleaseSpec], Limits(min_length=1)]
     publish: SigPublish = SigPublish()
+    sign: SignSpec | None = None  # replaces defaults.yaml's sign
 
 
 # --- the whole spec, and checks that span files ------------------------------------
@@ -346,7 +349,8 @@ def cross_check(
     defaults: Defaults, sigs: dict[str, SigSpec], key_files: frozenset[str]
 ) -> list[Problem]:
     """Checks that need more than one file; returns every problem found."""
-    problems: list[Problem] = []
+    signs = {n: s.sign for n, s in sigs.items()}
+    problems = [Problem(f, ("sign",), m) for f, m in sign_problems(defaults.sign, signs, key_files)]
     for name, sig in sigs.items():
         if sig.sig != name:
             problems.append(

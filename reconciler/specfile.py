@@ -143,6 +143,7 @@ def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
     from . import documents
 
     defaults: Defaults | None = None
+    doc: documents.Document | None = None
     if files.defaults is not None:
         doc = documents.read_yaml(files.defaults, "defaults.yaml", issues)
         if doc is not None:
@@ -162,8 +163,10 @@ def validate_folder(files: SpecFiles, issues: list[SpecIssue]) -> Spec:
 
     if defaults is not None:
         for problem in cross_check(defaults, sigs, files.key_files):
-            rel, sdoc = sig_docs[problem.source]
-            issues.append(SpecIssue(rel, sdoc.line_of(problem.loc), problem.message))
+            # a problem of defaults.yaml (its sign) has a source no SIG name can be
+            rel, sdoc = sig_docs.get(problem.source) or ("defaults.yaml", doc)
+            line = sdoc.line_of(problem.loc) if sdoc is not None else None
+            issues.append(SpecIssue(rel, line, problem.message))
 
     if issues or defaults is None:
         raise SpecError(issues or [SpecIssue("defaults.yaml", None, "missing")])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -92,11 +92,19 @@ def verify_repo(repo: Path, *, quick: bool = False) -> list[Problem]:
     With ``quick``, packages are checked by size only; metadata files are
     always checksummed (they are needed to read the repository).
     """
-    return _verify(repo, quick=quick)[1]
+    return _verify(repo, quick)[1]
 
 
-def verify_tree(root: Path, *, quick: bool = False, workers: int = 4) -> VerifyReport:
-    """Verify every repository under ``root``, ``workers`` repositories at a time."""
+#: A check of a repo's ``repomd.xml.asc``: ``(path, problem)``, or None when it is fine or
+#: not expected (:class:`reconciler.metasign.SignatureChecker`).
+SignatureCheck = Callable[[Path], "tuple[str, str] | None"]
+
+
+def verify_tree(
+    root: Path, *, quick: bool = False, workers: int = 4, signatures: SignatureCheck | None = None
+) -> VerifyReport:
+    """Verify every repository under ``root``, ``workers`` repositories at a time; with
+    ``signatures``, each repository's metadata signature too."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     if not root.is_dir():
@@ -105,7 +113,7 @@ def verify_tree(root: Path, *, quick: bool = False, workers: int = 4) -> VerifyR
     packages = 0
     problems: list[Problem] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        for count, found in pool.map(lambda r: _verify(r, quick=quick), repos):
+        for count, found in pool.map(lambda r: _verify(r, quick, signatures), repos):
             packages += count
             problems.extend(found)
     return VerifyReport(repos=len(repos), packages=packages, problems=tuple(problems))
@@ -148,9 +156,14 @@ def drift_report(
 # -- one repository ---------------------------------------------------------------
 
 
-def _verify(repo: Path, *, quick: bool) -> tuple[int, list[Problem]]:
+def _verify(
+    repo: Path, quick: bool, signatures: SignatureCheck | None = None
+) -> tuple[int, list[Problem]]:
     """``(packages listed in primary, problems)`` of one repository."""
     problems: list[Problem] = []
+    signed = signatures(repo) if signatures is not None else None
+    if signed is not None:
+        problems.append(Problem(*signed))
     repomd_path = repo / "repodata" / "repomd.xml"
     if _regular_file(repomd_path, problems) is None:
         return 0, problems

@@ -4,6 +4,15 @@ Until STOPFILE exists, it snapshots every repo under SRC the way a client that
 follows the metadata copies it (each repomd.xml first, then everything else it
 sees), verifies the snapshot with ``reconciler verify``'s code, and counts.
 Prints one JSON line: snapshots, inconsistent, problems, repomd digests seen.
+
+Given a public key file (a fourth argument), it checks instead each repo's pair of
+``repomd.xml`` and ``repomd.xml.asc`` the way the publisher documents for a client
+(reconciler/publishing.py): read ``repomd.xml``, then its ``.asc``, then ``repomd.xml``
+again, starting over when it changed; a pair that does not verify is read again
+(``transient``) until it does, for at most a few seconds (else ``persistent``). A
+mismatch whose ``.asc`` is newer than its ``repomd.xml`` (the ``repomd.xml`` of the
+last good pair with another ``.asc``) is the order the publisher promises never to
+show (``asc_ahead``). It prints the rounds and those counts.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from reconciler.verifying import verify_tree
 
@@ -40,8 +51,71 @@ def snapshot(src: Path, dest: Path) -> str:
     return digest.hexdigest()
 
 
+class Pairs:
+    """The signature pairs seen, checked with a keyring of the public key."""
+
+    def __init__(self, keyring: Any, work: Path) -> None:
+        self.keyring, self.work = keyring, work
+        self.good: dict[Path, tuple[bytes, bytes]] = {}
+        self.counts = {"pairs": 0, "transient": 0, "persistent": 0, "asc_ahead": 0}
+
+    def read(self, repomd: Path) -> tuple[bytes, bytes]:
+        while True:
+            first = repomd.read_bytes()
+            try:
+                asc = repomd.with_name("repomd.xml.asc").read_bytes()
+            except FileNotFoundError:  # a mismatch as well
+                asc = b""
+            if repomd.read_bytes() == first:
+                return first, asc
+
+    def verifies(self, pair: tuple[bytes, bytes]) -> bool:
+        data, asc = self.work / "repomd.xml", self.work / "repomd.xml.asc"
+        data.write_bytes(pair[0])
+        asc.write_bytes(pair[1])
+        return self.keyring.verify(data, asc) is None
+
+    def check(self, src: Path) -> None:
+        for repomd in sorted(src.rglob("repodata/repomd.xml")):
+            pair = self.read(repomd)
+            self.counts["pairs"] += 1
+            if pair != self.good.get(repomd) and not self.verifies(pair):
+                last = self.good.get(repomd)
+                if last is not None and last[0] == pair[0] and last[1] != pair[1]:
+                    self.counts["asc_ahead"] += 1
+                give_up = time.monotonic() + 5
+                while not self.verifies(pair) and time.monotonic() < give_up:
+                    time.sleep(0.01)
+                    pair = self.read(repomd)
+                if not self.verifies(pair):
+                    self.counts["persistent"] += 1
+                    continue
+                self.counts["transient"] += 1
+            self.good[repomd] = pair
+
+
+def check_pairs(src: Path, work: Path, stop: Path, public_key: Path) -> int:
+    """The pair checks alone, again and again until STOPFILE exists (unchanged pairs cost
+    two reads, so that the loop is fast enough to see the moments between two renames)."""
+    from reconciler.metasign import Keyring  # only here: the snapshot reader starts as fast
+
+    (work / "pair").mkdir(parents=True)
+    with Keyring([public_key]) as keyring:
+        pairs = Pairs(keyring, work / "pair")
+        rounds = 0
+        while not stop.exists() or rounds == 0:
+            pairs.check(src)
+            rounds += 1
+            if rounds == 1:
+                (work / "ready").touch()  # the test starts the publish now
+    print(json.dumps({"rounds": rounds, **pairs.counts}))
+    return 0
+
+
 def main() -> int:
     src, work, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    if len(sys.argv) > 4:
+        return check_pairs(src, work, stop, Path(sys.argv[4]))
     count = bad = 0
     problems: list[str] = []
     seen: set[str] = set()
