@@ -7,17 +7,25 @@ ever renamed into place, so a reader sees the old file or the new one.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from .names import TMP_SUFFIX
+from .vocabulary import LinkKind
 
-#: The mode of every file a compose writes or links, and of every published file: a
-#: package is one inode in every tree, so a writable file would be writable everywhere.
+log = logging.getLogger(__name__)
+
+#: The mode of every file a compose writes or links, and of every published file: where
+#: packages are hardlinked they are one inode in every tree, so a writable file would be
+#: writable everywhere.
 READ_ONLY = 0o444
 #: The mode of every directory of a compose and of a published tree.
 DIR_MODE = 0o755
@@ -114,34 +122,226 @@ def inside(root: Path, path: Path) -> bool:
     return True
 
 
-def link_or_copy(src: Path, dst: Path) -> bool:
-    """Hardlink ``src`` to ``dst``; copy via a temporary name across filesystems.
+#: ``ioctl(dst_fd, FICLONE, src_fd)`` (linux/fs.h): ``dst`` shares ``src``'s blocks until
+#: one of them is written (copy on write): XFS with ``reflink=1``, btrfs, bcachefs.
+FICLONE = 0x40049409
+#: What a clone answers when the pair of filesystems cannot share blocks (no reflink
+#: support, an ioctl the filesystem lacks, two filesystems, an old kernel): decided once.
+_NO_CLONES = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.ENOSYS, errno.EXDEV})
+#: ... and when it will not clone this one file (a swap file, a DAX or realtime one).
+_NOT_THIS_CLONE = frozenset({errno.EINVAL, errno.EPERM, errno.ETXTBSY})
+#: What link(2) answers when the pair cannot hardlink (two mounts; a filesystem without
+#: links, or protected_hardlinks), and for this one file (too many links already).
+_NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
+_NOT_THIS_LINK = frozenset({errno.EMLINK})
+#: What each kind falls back to, in the order tried.
+_ORDER = (LinkKind.CLONE, LinkKind.HARDLINK, LinkKind.COPY)
+#: What each pair of filesystems (source device, destination device) was found to do: a
+#: Sharer made later (the next publish, the next pass of ``run``) does not probe again.
+_decided: dict[tuple[int, int], LinkKind] = {}
+_logged: set[str] = set()  # the labels already logged (once per tree pair and process)
+_memo_lock = threading.Lock()
 
-    Returns True for a hardlink. ``dst`` must not exist.
+
+class Sharer:
+    """Gives files of one tree names in another (compose reuse, publishing): a clone
+    (reflink: an inode of its own sharing the source's blocks, so that an edit of one copy
+    cannot reach the others) where the filesystem can, else a hardlink (one inode), else
+    a copy. Each keeps the source's bytes, mode, owner and mtime, as a hardlink would.
+
+    The kind is decided once for the pair of filesystems of the first file (and
+    remembered for the process); a file the decided kind fails for (a mount point
+    inside a tree, say) takes the next kind. ``label`` ("publishing to X"), when given,
+    is logged once with the kind. ``durable``: each clone or copy is fsynced before it
+    gets its name; otherwise :attr:`unsynced` says one was made, and the caller flushes
+    the filesystem before anything names it (as publishing's copies always did).
     """
+
+    def __init__(self, label: str = "", hint: str = "", durable: bool = False) -> None:
+        self.label, self.hint, self.durable = label, hint, durable
+        self.counts: dict[LinkKind, int] = dict.fromkeys(LinkKind, 0)
+        self.unsynced = False
+        self._kind: LinkKind | None = None
+        self._pair: tuple[int, int] | None = None
+        self._why = ""  # why the kinds before the decided one were refused
+        self._lock = threading.Lock()
+
+    @property
+    def kind(self) -> LinkKind | None:
+        """The kind decided (None: nothing shared yet)."""
+        return self._kind
+
+    def new(self, src: Path, dst: Path, prepare: Callable[[Path], None] | None = None) -> LinkKind:
+        """Give ``src`` the new name ``dst``; FileExistsError (nothing changed) when taken.
+
+        The name appears whole: a hardlink is one link(2); a clone or a copy is made at a
+        ``.~tmp~`` name, given ``prepare`` (an owner), and then linked to ``dst`` and
+        its temporary name removed. link(2), unlike rename(2), never replaces a name
+        that exists (an adopted tree's file, one placed by a publish that was
+        interrupted): it fails, atomically. The extra name lives for two system calls;
+        a crash between them leaves a ``.~tmp~`` name that the next pass sweeps, which
+        removes nothing published. renameat2(RENAME_NOREPLACE) would be one call, but
+        Python has no binding for it and not every filesystem has it. A hardlink gets
+        ``prepare`` after it has its name (it is the source's inode anyway).
+        """
+        for kind in self._kinds(src, dst.parent):
+            try:
+                if kind is LinkKind.HARDLINK:
+                    os.link(src, dst, follow_symlinks=False)
+                    if prepare is not None:
+                        prepare(dst)
+                else:
+                    if kind is LinkKind.COPY and os.path.lexists(dst):  # spare a useless copy
+                        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+                    tmp = tmp_name(dst)
+                    self._make(kind, src, tmp)
+                    try:
+                        if prepare is not None:
+                            prepare(tmp)
+                        _name_new(tmp, dst)
+                    except BaseException:
+                        tmp.unlink(missing_ok=True)
+                        raise
+            except OSError as exc:
+                if isinstance(exc, FileExistsError) or not self._refused(kind, exc):
+                    raise
+                continue
+            return self._done(kind)
+        raise AssertionError("a copy is never refused")  # pragma: no cover
+
+    def temp(self, src: Path, tmp: Path) -> LinkKind:
+        """``src`` at the temporary name ``tmp`` (removed first if left over), which the
+        caller renames over the name it replaces."""
+        tmp.unlink(missing_ok=True)
+        for kind in self._kinds(src, tmp.parent):
+            try:
+                self._make(kind, src, tmp)
+            except OSError as exc:
+                if not self._refused(kind, exc):
+                    raise
+                continue
+            return self._done(kind)
+        raise AssertionError("a copy is never refused")  # pragma: no cover
+
+    def _make(self, kind: LinkKind, src: Path, dst: Path) -> None:
+        if kind is LinkKind.HARDLINK:
+            os.link(src, dst, follow_symlinks=False)
+        elif kind is LinkKind.CLONE:
+            clone_file(src, dst, self.durable)
+        else:
+            copy_file(src, dst, self.durable)
+
+    def _kinds(self, src: Path, dst_dir: Path) -> tuple[LinkKind, ...]:
+        """The kinds to try, the decided one first."""
+        with self._lock:
+            if self._kind is None and self._pair is None:
+                self._pair = (src.lstat().st_dev, dst_dir.stat().st_dev)
+                with _memo_lock:
+                    self._kind = _decided.get(self._pair)
+            kind = self._kind
+        return _ORDER if kind is None else _ORDER[_ORDER.index(kind) :]
+
+    def _refused(self, kind: LinkKind, exc: OSError) -> bool:
+        """Whether ``kind`` cannot do it here (then the next one is tried); a refusal of the
+        whole pair of filesystems moves the decision on."""
+        if kind is LinkKind.CLONE:
+            pair, one = _NO_CLONES, _NOT_THIS_CLONE
+        elif kind is LinkKind.HARDLINK:
+            pair, one = _NO_LINKS, _NOT_THIS_LINK
+        else:
+            return False
+        if exc.errno in pair:
+            with self._lock:
+                self._why = exc.strerror or str(exc)
+                if self._kind is kind:  # decided before (the filesystem changed since)
+                    self._decide(_ORDER[_ORDER.index(kind) + 1])
+            return True
+        return exc.errno in one
+
+    def _done(self, kind: LinkKind) -> LinkKind:
+        with self._lock:
+            self.counts[kind] += 1
+            self.unsynced |= kind is not LinkKind.HARDLINK and not self.durable
+            if self._kind is None:
+                self._decide(kind)
+        return kind
+
+    def _decide(self, kind: LinkKind) -> None:
+        self._kind = kind
+        with _memo_lock:
+            if self._pair is not None:
+                _decided[self._pair] = kind
+            if not self.label or self.label in _logged:
+                return
+            _logged.add(self.label)
+        why = f" ({self._why})" if self._why else ""
+        if kind is LinkKind.CLONE:
+            log.info("%s clones (reflink): the trees share blocks, not inodes", self.label)
+        elif kind is LinkKind.HARDLINK:
+            log.info("%s hardlinks (no reflinks here)%s", self.label, why)
+        else:
+            log.warning("%s copies instead of hardlinking%s%s", self.label, why, self.hint)
+
+
+def clone_or_link(src: Path, dst: Path) -> LinkKind:
+    """``src`` at the new name ``dst`` (FileExistsError when taken): a clone, else a
+    hardlink, else a copy (:meth:`Sharer.new`, the decision remembered per pair)."""
+    return Sharer().new(src, dst)
+
+
+def _name_new(tmp: Path, dst: Path) -> None:
+    """Give the finished ``tmp`` the name ``dst`` unless ``dst`` exists (FileExistsError)."""
     try:
-        os.link(src, dst, follow_symlinks=False)
-        return True
+        os.link(tmp, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+        if isinstance(exc, FileExistsError) or exc.errno not in _NO_LINKS | _NOT_THIS_LINK:
             raise
-    tmp = tmp_name(dst)
-    copy_file(src, tmp)
-    tmp.replace(dst)
-    return False
+        # No links on this filesystem: check, then rename. Only this process writes the
+        # tree (the caller holds its lock), so no name can appear in between.
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        tmp.rename(dst)
+        return
+    tmp.unlink()
+
+
+def clone_file(src: Path, dst: Path, durable: bool = False) -> None:
+    """Make the new file ``dst`` share ``src``'s blocks (FICLONE), with its mode, owner and
+    times, as a hardlink would show them (the mirrors' lists and the inventory compare
+    size and mtime); fsynced when ``durable``. OSError (``dst`` removed) when the
+    filesystem cannot clone; neither name may be a symlink."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd_in)
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.ioctl(fd_out, FICLONE, fd_in)
+            with suppress(PermissionError):  # not root: the clone is ours, as a copy is
+                os.fchown(fd_out, st.st_uid, st.st_gid)
+            os.fchmod(fd_out, stat.S_IMODE(st.st_mode))  # after the chown, which clears setuid
+            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if durable:
+                os.fsync(fd_out)
+        except BaseException:
+            os.close(fd_out)
+            dst.unlink(missing_ok=True)
+            raise
+        os.close(fd_out)
+    finally:
+        os.close(fd_in)
 
 
 #: sendfile(2) between two files is Linux's; elsewhere the bytes go through a buffer.
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
-def copy_file(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path, durable: bool = False) -> None:
     """Copy the regular file ``src`` to ``dst`` with its mode and times (as ``rsync -pt``).
 
     Extended attributes are not copied (nor does ``rsync`` without ``-X``): the copy
     takes the labels of where it lands. Neither name may be a symlink. ``dst`` is
-    created or truncated, and removed again if the copy fails (a full disk, say).
-    About 8 system calls a file, where :func:`shutil.copy2` makes some 17.
+    created or truncated, and removed again if the copy fails (a full disk, say); fsynced
+    when ``durable``. About 8 system calls a file, where :func:`shutil.copy2` makes 17.
     """
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
@@ -151,6 +351,8 @@ def copy_file(src: Path, dst: Path) -> None:
             _copy_bytes(fd_in, fd_out, st.st_size)
             os.fchmod(fd_out, st.st_mode & 0o7777)
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if durable:
+                os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
             dst.unlink(missing_ok=True)
