@@ -136,11 +136,10 @@ _NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP
 _NOT_THIS_LINK = frozenset({errno.EMLINK})
 #: What each kind falls back to, in the order tried.
 _ORDER = (LinkKind.CLONE, LinkKind.HARDLINK, LinkKind.COPY)
-#: What each pair of filesystems (source device, destination device) was found to do: a
-#: Sharer made later (the next publish, the next pass of ``run``) does not probe again.
-_decided: dict[tuple[int, int], LinkKind] = {}
-_logged: set[str] = set()  # the labels already logged (once per tree pair and process)
-_memo_lock = threading.Lock()
+#: The kind last logged for each label: a tree pair is logged once per process, and again
+#: only when what it does changes (a filesystem remounted, a root moved).
+_logged: dict[str, LinkKind] = {}
+_log_lock = threading.Lock()
 
 
 class Sharer:
@@ -149,12 +148,16 @@ class Sharer:
     cannot reach the others) where the filesystem can, else a hardlink (one inode), else
     a copy. Each keeps the source's bytes, mode, owner and mtime, as a hardlink would.
 
-    The kind is decided once for the pair of filesystems of the first file (and
-    remembered for the process); a file the decided kind fails for (a mount point
-    inside a tree, say) takes the next kind. ``label`` ("publishing to X"), when given,
-    is logged once with the kind. ``durable``: each clone or copy is fsynced before it
-    gets its name; otherwise :attr:`unsynced` says one was made, and the caller flushes
-    the filesystem before anything names it (as publishing's copies always did).
+    One sharer serves one pair of trees (one publish, one compose): the first file that
+    the pair's filesystems refuse a kind for decides, and the rest go straight to what
+    worked. The decision is not kept beyond the sharer: the next publish asks again
+    (one failed system call), so a filesystem remounted or made anew is seen at once.
+    A file the decided kind fails for (a mount point inside a tree, say) takes the next
+    kind, and a refusal of the whole pair moves the decision on. ``label`` ("publishing
+    to X"), when given, is logged with the kind once per process (again if it changes).
+    ``durable``: each clone or copy is fsynced before it gets its name; otherwise
+    :attr:`unsynced` says one was made, and the caller flushes the filesystem before
+    anything names it (as publishing's copies always did).
     """
 
     def __init__(self, label: str = "", hint: str = "", durable: bool = False) -> None:
@@ -162,8 +165,7 @@ class Sharer:
         self.counts: dict[LinkKind, int] = dict.fromkeys(LinkKind, 0)
         self.unsynced = False
         self._kind: LinkKind | None = None
-        self._pair: tuple[int, int] | None = None
-        self._why = ""  # why the kinds before the decided one were refused
+        self._why = ""  # why the pair refused the kinds before the decided one
         self._lock = threading.Lock()
 
     @property
@@ -184,7 +186,8 @@ class Sharer:
         Python has no binding for it and not every filesystem has it. A hardlink gets
         ``prepare`` after it has its name (it is the source's inode anyway).
         """
-        for kind in self._kinds(src, dst.parent):
+        decisive = True  # every kind tried before was refused by the pair, not the file
+        for kind in self._kinds():
             try:
                 if kind is LinkKind.HARDLINK:
                     os.link(src, dst, follow_symlinks=False)
@@ -203,24 +206,25 @@ class Sharer:
                         tmp.unlink(missing_ok=True)
                         raise
             except OSError as exc:
-                if isinstance(exc, FileExistsError) or not self._refused(kind, exc):
+                if isinstance(exc, FileExistsError):
                     raise
+                decisive &= self._refused(kind, exc)
                 continue
-            return self._done(kind)
+            return self._done(kind, decisive)
         raise AssertionError("a copy is never refused")  # pragma: no cover
 
     def temp(self, src: Path, tmp: Path) -> LinkKind:
         """``src`` at the temporary name ``tmp`` (removed first if left over), which the
         caller renames over the name it replaces."""
         tmp.unlink(missing_ok=True)
-        for kind in self._kinds(src, tmp.parent):
+        decisive = True
+        for kind in self._kinds():
             try:
                 self._make(kind, src, tmp)
             except OSError as exc:
-                if not self._refused(kind, exc):
-                    raise
+                decisive &= self._refused(kind, exc)
                 continue
-            return self._done(kind)
+            return self._done(kind, decisive)
         raise AssertionError("a copy is never refused")  # pragma: no cover
 
     def _make(self, kind: LinkKind, src: Path, dst: Path) -> None:
@@ -231,49 +235,45 @@ class Sharer:
         else:
             copy_file(src, dst, self.durable)
 
-    def _kinds(self, src: Path, dst_dir: Path) -> tuple[LinkKind, ...]:
+    def _kinds(self) -> tuple[LinkKind, ...]:
         """The kinds to try, the decided one first."""
-        with self._lock:
-            if self._kind is None and self._pair is None:
-                self._pair = (src.lstat().st_dev, dst_dir.stat().st_dev)
-                with _memo_lock:
-                    self._kind = _decided.get(self._pair)
-            kind = self._kind
+        kind = self._kind
         return _ORDER if kind is None else _ORDER[_ORDER.index(kind) :]
 
     def _refused(self, kind: LinkKind, exc: OSError) -> bool:
-        """Whether ``kind`` cannot do it here (then the next one is tried); a refusal of the
-        whole pair of filesystems moves the decision on."""
+        """``kind`` cannot do it here: True when the pair of filesystems refuses it (then a
+        decided ``kind`` moves on), False when only this file is refused; ``exc`` raised
+        again when it is no refusal (a missing source, a full disk)."""
         if kind is LinkKind.CLONE:
             pair, one = _NO_CLONES, _NOT_THIS_CLONE
         elif kind is LinkKind.HARDLINK:
             pair, one = _NO_LINKS, _NOT_THIS_LINK
         else:
-            return False
+            raise exc
         if exc.errno in pair:
             with self._lock:
                 self._why = exc.strerror or str(exc)
-                if self._kind is kind:  # decided before (the filesystem changed since)
+                if self._kind is kind:  # decided before: the filesystem changed since
                     self._decide(_ORDER[_ORDER.index(kind) + 1])
             return True
-        return exc.errno in one
+        if exc.errno in one:
+            return False
+        raise exc
 
-    def _done(self, kind: LinkKind) -> LinkKind:
+    def _done(self, kind: LinkKind, decisive: bool) -> LinkKind:
         with self._lock:
             self.counts[kind] += 1
             self.unsynced |= kind is not LinkKind.HARDLINK and not self.durable
-            if self._kind is None:
+            if self._kind is None and decisive:
                 self._decide(kind)
         return kind
 
     def _decide(self, kind: LinkKind) -> None:
         self._kind = kind
-        with _memo_lock:
-            if self._pair is not None:
-                _decided[self._pair] = kind
-            if not self.label or self.label in _logged:
+        with _log_lock:
+            if not self.label or _logged.get(self.label) is kind:
                 return
-            _logged.add(self.label)
+            _logged[self.label] = kind
         why = f" ({self._why})" if self._why else ""
         if kind is LinkKind.CLONE:
             log.info("%s clones (reflink): the trees share blocks, not inodes", self.label)
@@ -285,7 +285,7 @@ class Sharer:
 
 def clone_or_link(src: Path, dst: Path) -> LinkKind:
     """``src`` at the new name ``dst`` (FileExistsError when taken): a clone, else a
-    hardlink, else a copy (:meth:`Sharer.new`, the decision remembered per pair)."""
+    hardlink, else a copy (:meth:`Sharer.new`)."""
     return Sharer().new(src, dst)
 
 

@@ -68,6 +68,7 @@ from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase
 log = logging.getLogger(__name__)
 #: Why copying is worth a warning: every file is copied (twice the space, slower); under
 #: the shipped unit it means the roots are not on one mount.
+_HOW = {LinkKind.CLONE: "clones (reflink)", LinkKind.HARDLINK: "hardlinks", LinkKind.COPY: "copies"}
 _COPY_HINT = ": the compose root and {} should be on one mounted filesystem (deploy/README.md)"
 
 
@@ -295,8 +296,9 @@ class Publisher:
             self.act(changes_to_make, grace, now)
         self.stats.how = self.sharer.kind
         log.info(
-            "published %s to %s %s: %d files changed, %d to delete after the grace",
-            source, self.target, changes_to_make.how, self.stats.files, self.stats.pending,
+            "published %s to %s %s: %d files changed (%s), %d to delete after the grace",
+            source, self.target, changes_to_make.how, self.stats.files,
+            _HOW.get(self.stats.how, "none shared"), self.stats.pending,
         )  # fmt: skip
         return self.stats
 
