@@ -68,7 +68,11 @@ from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase
 log = logging.getLogger(__name__)
 #: Why copying is worth a warning: every file is copied (twice the space, slower); under
 #: the shipped unit it means the roots are not on one mount.
-_HOW = {LinkKind.CLONE: "clones (reflink)", LinkKind.HARDLINK: "hardlinks", LinkKind.COPY: "copies"}
+_HOW: dict[LinkKind | None, str] = {
+    LinkKind.CLONE: "clones (reflink)",
+    LinkKind.HARDLINK: "hardlinks",
+    LinkKind.COPY: "copies",
+}
 _COPY_HINT = ": the compose root and {} should be on one mounted filesystem (deploy/README.md)"
 
 
