@@ -58,7 +58,7 @@ from .changeset import (
 from .checksums import hash_file
 from .composefiles import REPOMD, Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
-from .fsutil import DIR_MODE, Sharer, copy_fsync, fsync_dir, inside, tmp_name
+from .fsutil import DIR_MODE, Sharer, copy_fsync, fsync_dir, inside, same_blocks, tmp_name
 from .layout import PublishedTree
 from .manifest import source_files
 from .names import TMP_SUFFIX
@@ -394,17 +394,18 @@ class Publisher:
 
 
 def holds_bytes(dst: Path, src: SourceFile, suspect: bool = False) -> bool:
-    """Whether ``dst`` holds ``src``'s bytes: the same inode does (a hardlink), unless drift
-    named it (bytes written in place are in the compose's inode too); then, and for
-    another inode (a clone, a copy), its digest decides (the manifest's, else the
-    compose copy's)."""
+    """Whether ``dst`` holds ``src``'s bytes: the same inode does (a hardlink), and so does
+    a clone that shares every block with it still (nobody wrote into either: known
+    without reading them), unless drift named it (bytes written in place are in the
+    compose's inode too); then, and for another inode (a copy, a clone written into),
+    its digest decides (the manifest's, else the compose copy's)."""
     try:
         st = dst.lstat()
     except FileNotFoundError:
         return False
     if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
         return False
-    if not suspect and st.st_ino == src.path.stat().st_ino:
+    if not suspect and (st.st_ino == src.path.stat().st_ino or same_blocks(dst, src.path)):
         return True
     if src.sha256 is not None:
         return hash_file(dst) == src.sha256

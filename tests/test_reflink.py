@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from reconciler import fsutil
-from reconciler.fsutil import Sharer
+from reconciler import fsutil, publishing
+from reconciler.composefiles import SourceFile
+from reconciler.fsutil import Sharer, same_blocks
+from reconciler.publishing import holds_bytes
 from reconciler.vocabulary import LinkKind
 
 from .mounts import tmpfs
@@ -240,6 +242,7 @@ def test_without_reflinks_it_hardlinks_as_before_deciding_once(
         assert got.st_ino != want.st_ino and (u / "a.rpm").read_bytes() == src.read_bytes()
         said = f"publishing to {u} copies instead of hardlinking (Invalid cross-device link)"
         assert said in caplog.text
+        assert not same_blocks(src, u / "a.rpm")
 
 
 def test_a_pair_that_stops_cloning_falls_back_to_hardlinks(
@@ -272,3 +275,40 @@ def test_a_file_refused_alone_decides_nothing(xfs: Path, monkeypatch: pytest.Mon
     assert sharer.kind is None
     assert sharer.new(src, xfs / "c.rpm") is LinkKind.CLONE
     assert sharer.kind is LinkKind.CLONE
+
+
+def test_a_clone_nobody_wrote_into_is_known_without_reading_it(
+    xfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone is another inode, yet the same file while it shares every block with the
+    compose's: a publish recognises it (found in place, a repair's unsuspected paths,
+    an adoption) by where its blocks are, not by hashing it. Written into, it is
+    hashed, and is not the same file."""
+    compose, published = xfs / "compose", xfs / "production"
+    compose.mkdir()
+    published.mkdir()
+    data = os.urandom(1_500_000)
+    (compose / "p.rpm").write_bytes(data)
+    src = SourceFile("p.rpm", compose, len(data), 0, hashlib.sha256(data).hexdigest())
+    dst = published / "p.rpm"
+    assert Sharer().new(src.path, dst) is LinkKind.CLONE
+    copy = published / "copy.rpm"
+    copy.write_bytes(data)
+    assert same_blocks(src.path, dst) and same_blocks(dst, src.path)
+    assert not same_blocks(src.path, copy), "the same bytes elsewhere: not known so"
+    hashed: list[Path] = []
+    real_hash = publishing.hash_file
+
+    def counting_hash(path: Path, algo: str = "sha256") -> str:
+        hashed.append(path)
+        return real_hash(path, algo)
+
+    monkeypatch.setattr(publishing, "hash_file", counting_hash)
+    assert holds_bytes(dst, src) and hashed == []
+    assert holds_bytes(dst, src, suspect=True) and hashed == [dst], "drift named it: hashed"
+    with dst.open("r+b") as fh:
+        fh.seek(700_000)
+        fh.write(b"written in place")
+    assert not same_blocks(src.path, dst)
+    assert not holds_bytes(dst, src)
+    assert hashlib.sha256(src.path.read_bytes()).hexdigest() == src.sha256
