@@ -137,6 +137,9 @@ _NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP
 _NOT_THIS_LINK = frozenset({errno.EMLINK})
 #: What each kind falls back to, in the order tried.
 _ORDER = (LinkKind.CLONE, LinkKind.HARDLINK, LinkKind.COPY)
+#: ``RECONCILER_REFLINKS=off`` in the environment: never clone, hardlink as before
+#: reflinks (a filesystem whose clones misbehave; tests that count on shared inodes).
+REFLINKS_ENV = "RECONCILER_REFLINKS"
 #: The kind last logged for each label: a tree pair is logged once per process, and again
 #: only when what it does changes (a filesystem remounted, a root moved).
 _logged: dict[str, LinkKind] = {}
@@ -154,7 +157,8 @@ class Sharer:
     worked. The decision is not kept beyond the sharer: the next publish asks again
     (one failed system call), so a filesystem remounted or made anew is seen at once.
     A file the decided kind fails for (a mount point inside a tree, say) takes the next
-    kind, and a refusal of the whole pair moves the decision on. ``label`` ("publishing
+    kind, and a refusal of the whole pair moves the decision on (``RECONCILER_REFLINKS=off``
+    starts at hardlinks). ``label`` ("publishing
     to X"), when given, is logged with the kind once per process (again if it changes).
     ``durable``: each clone or copy is fsynced before it gets its name; otherwise
     :attr:`unsynced` says one was made, and the caller flushes the filesystem before
@@ -166,6 +170,7 @@ class Sharer:
         self.counts: dict[LinkKind, int] = dict.fromkeys(LinkKind, 0)
         self.unsynced = False
         self._kind: LinkKind | None = None
+        self._order = _ORDER[1:] if os.environ.get(REFLINKS_ENV) == "off" else _ORDER
         self._why = ""  # why the pair refused the kinds before the decided one
         self._lock = threading.Lock()
 
@@ -239,7 +244,7 @@ class Sharer:
     def _kinds(self) -> tuple[LinkKind, ...]:
         """The kinds to try, the decided one first."""
         kind = self._kind
-        return _ORDER if kind is None else _ORDER[_ORDER.index(kind) :]
+        return self._order if kind is None else _ORDER[_ORDER.index(kind) :]
 
     def _refused(self, kind: LinkKind, exc: OSError) -> bool:
         """``kind`` cannot do it here: True when the pair of filesystems refuses it (then a

@@ -42,6 +42,12 @@ TWINS = (
 SHARED = 0x2000
 
 
+@pytest.fixture(autouse=True)
+def reflinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clones as a host has them (conftest turns them off for the other tests)."""
+    monkeypatch.delenv(fsutil.REFLINKS_ENV, raising=False)
+
+
 def _refusal() -> str | None:
     if os.geteuid() != 0:
         return "mounting a loop device needs root"
@@ -312,3 +318,13 @@ def test_a_clone_nobody_wrote_into_is_known_without_reading_it(
     assert not same_blocks(src.path, dst)
     assert not holds_bytes(dst, src)
     assert hashlib.sha256(src.path.read_bytes()).hexdigest() == src.sha256
+
+
+def test_reflinks_off_hardlinks_where_clones_would_work(
+    xfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = xfs / "a.rpm"
+    src.write_bytes(b"x" * 10_000)
+    monkeypatch.setenv(fsutil.REFLINKS_ENV, "off")
+    assert Sharer().new(src, xfs / "b.rpm") is LinkKind.HARDLINK
+    assert (xfs / "b.rpm").stat().st_ino == src.stat().st_ino
