@@ -26,10 +26,12 @@ from reconciler import fsutil, publishing
 from reconciler.composefiles import SourceFile
 from reconciler.fsutil import Sharer, same_blocks
 from reconciler.publishing import holds_bytes
+from reconciler.verifying import verify_tree
 from reconciler.vocabulary import LinkKind
 
 from .mounts import tmpfs
-from .publish_support import SIG_REL, World, build_world, snapshot
+from .publish_support import SIG_REL, World, build_world, snapshot, tree_listing
+from .test_publish_crash import killed_apply
 
 #: The package sig-data is in compose B at three places (one noarch file).
 REL = "x86_64/core-common/Packages/s/sig-data-1.0-1.noarch.rpm"
@@ -328,3 +330,33 @@ def test_reflinks_off_hardlinks_where_clones_would_work(
     monkeypatch.setenv(fsutil.REFLINKS_ENV, "off")
     assert Sharer().new(src, xfs / "b.rpm") is LinkKind.HARDLINK
     assert (xfs / "b.rpm").stat().st_ino == src.stat().st_ino
+
+
+#: A clone gets its name by link(2) of its temporary name, which is then unlinked: a kill
+#: before, between and after them, early and late in the promotion, and at a rename.
+CRASH_POINTS = (("link,linkat", 1), ("link,linkat", 12), ("unlink,unlinkat", 1),
+                ("unlink,unlinkat", 12), ("rename,renameat,renameat2", 2))  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_sigkill_while_cloning_leaves_production_valid(world: World, tmp_path: Path) -> None:
+    """Production valid at every kill, and the next pass ends where an uninterrupted one
+    does: the same bytes, clones (one link each), no temporary name left."""
+    saved = tmp_path / "saved"
+    world.pin(world.b)
+    for name in ("production", "state"):
+        shutil.copytree(world.root / name, saved / name, symlinks=True)
+    assert world.run("apply") == 0
+    reference = tree_listing(world.production / SIG_REL)
+    for syscalls, n in CRASH_POINTS:
+        for name in ("production", "state"):
+            shutil.rmtree(world.root / name)
+            shutil.copytree(saved / name, world.root / name, symlinks=True)
+        assert killed_apply(world, syscalls, n) in (-9, 137), (syscalls, n)
+        report = verify_tree(world.production)
+        assert report.ok, (syscalls, n, [str(p) for p in report.problems])
+        assert world.run("apply") == 0, (syscalls, n)
+        assert tree_listing(world.production / SIG_REL) == reference, (syscalls, n)
+        assert not list(world.production.rglob("*.~tmp~")), (syscalls, n)
+        for rel in TWINS:
+            assert_clones(list(places(world, rel).values()))
