@@ -166,6 +166,20 @@ def test_publishes_clone_and_a_write_reaches_one_tree(
     assert world.run("verify", "--drift", "--deep") == 0
 
 
+def test_a_compose_takes_the_previous_composes_files_as_clones(world: World) -> None:
+    """A compose with nothing changed upstream takes every package, its repodata and
+    the keys from the previous compose: clones, and the twins within it too."""
+    assert world.run("compose", "core", "9") == 0
+    c = max((world.root / "compose" / "9").glob("SIG-core-9-*"), key=lambda p: p.name).name
+    assert c not in (world.a, world.b)
+    new, old = world.compose_sig_dir(c), world.compose_sig_dir(world.b)
+    files = sorted(p.relative_to(old) for p in old.rglob("*") if p.is_file())
+    assert sum(1 for f in files if f.suffix == ".rpm") >= 10
+    for rel in files:
+        assert_clones([old / rel, new / rel])
+    assert_clones([new / rel for rel in TWINS])
+
+
 def test_a_second_pass_with_nothing_changed_clones_nothing(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
