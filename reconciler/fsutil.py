@@ -157,9 +157,9 @@ class Sharer:
     worked. The decision is not kept beyond the sharer: the next publish asks again
     (one failed system call), so a filesystem remounted or made anew is seen at once.
     A file the decided kind fails for (a mount point inside a tree, say) takes the next
-    kind, and a refusal of the whole pair moves the decision on (``RECONCILER_REFLINKS=off``
-    starts at hardlinks). ``label`` ("publishing
-    to X"), when given, is logged with the kind once per process (again if it changes).
+    kind, and a refusal of the whole pair moves the decision on. ``RECONCILER_REFLINKS=off``
+    starts at hardlinks. ``label`` ("publishing to X"), when given, is logged with the
+    kind once per process (again if it changes).
     ``durable``: each clone or copy is fsynced before it gets its name; otherwise
     :attr:`unsynced` says one was made, and the caller flushes the filesystem before
     anything names it (as publishing's copies always did).
@@ -203,7 +203,11 @@ class Sharer:
                     if kind is LinkKind.COPY and os.path.lexists(dst):  # spare a useless copy
                         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
                     tmp = tmp_name(dst)
-                    self._make(kind, src, tmp)
+                    try:
+                        self._make(kind, src, tmp)
+                    except FileExistsError:  # left by an earlier process with our pid
+                        tmp.unlink()
+                        self._make(kind, src, tmp)
                     try:
                         if prepare is not None:
                             prepare(tmp)

@@ -66,13 +66,14 @@ from .state import InventoryEntry, StateDB, UnmanagedEntry
 from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase
 
 log = logging.getLogger(__name__)
-#: Why copying is worth a warning: every file is copied (twice the space, slower); under
-#: the shipped unit it means the roots are not on one mount.
+#: How a publish's files reached the tree, for its log line.
 _HOW: dict[LinkKind | None, str] = {
     LinkKind.CLONE: "clones (reflink)",
     LinkKind.HARDLINK: "hardlinks",
     LinkKind.COPY: "copies",
 }
+#: Why copying is worth a warning: every file is copied (twice the space, slower); under
+#: the shipped unit it means the roots are not on one mount.
 _COPY_HINT = ": the compose root and {} should be on one mounted filesystem (deploy/README.md)"
 
 

@@ -210,6 +210,9 @@ def test_a_clone_never_replaces_a_name_and_keeps_the_source_attributes(xfs: Path
         sharer.new(src, taken)
     assert taken.read_bytes() == b"someone else's"
     assert sorted(p.name for p in xfs.iterdir()) == ["a.rpm", "b.rpm", "c.rpm"], "no tmp left"
+    leftover = fsutil.tmp_name(xfs / "e.rpm")  # a crashed process with our pid left it
+    leftover.write_bytes(b"half a clone")
+    assert sharer.new(src, xfs / "e.rpm") is LinkKind.CLONE and not leftover.exists()
     durable = Sharer(durable=True)
     assert durable.temp(src, xfs / ".d.~tmp~") is LinkKind.CLONE and not durable.unsynced
 
