@@ -1,8 +1,8 @@
-"""What a compose takes from the previous compose as it is, by hardlink (DESIGN.md section 7).
+"""What a compose takes from the previous compose as it is (DESIGN.md section 7).
 
 - a repo whose packages and carried metadata did not change keeps the previous
   compose's ``repodata/`` (``repomd.xml`` and every file it names) byte for byte:
-  the same names, the same inodes, so the same mtimes. Written again, it would get
+  the same names and bytes, the same mtimes. Written again, it would get
   a new revision and timestamp, new file names (they carry checksums that
   createrepo_c's output changes with them) and new mtimes: every mirror would
   copy it, MirrorManager would see a new ``repomd.xml`` checksum, and every dnf
@@ -15,8 +15,10 @@
 - a variant that was not asked for (``--repo``/``--arch``) is the previous
   compose's whole directory.
 
-Linked files are the previous compose's inodes, read-only (0444) since it finished;
-across filesystems they are copies with the same mode and mtime.
+Taken files are clones of the previous compose's (reflink: their own inodes sharing
+its blocks) where the filesystem can, else its inodes (hardlinks), read-only (0444)
+since it finished; across filesystems they are copies (:class:`~reconciler.fsutil.Sharer`:
+the same mode, owner and mtime whichever it is).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .composefiles import RepoContent
-from .fsutil import READ_ONLY, atomic_write, link_or_copy, tmp_name
+from .fsutil import READ_ONLY, Sharer, atomic_write, clone_or_link, tmp_name
 from .repodata import LocalRepo
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ _SHA256_NAME = re.compile(r"^[0-9a-f]{64}-")
 
 
 def keep_repodata(previous: LocalRepo | None, content: RepoContent, repo_dir: Path) -> bool:
-    """Link ``previous``'s ``repodata/`` into ``repo_dir`` when it was written from
-    ``content``; False (and nothing linked) when it was not, or is not whole."""
+    """Take ``previous``'s ``repodata/`` into ``repo_dir`` when it was written from
+    ``content``; False (and nothing taken) when it was not, or is not whole."""
     if previous is None or previous.content() != content:
         return False
     files = previous.repodata_files()
@@ -47,9 +49,10 @@ def keep_repodata(previous: LocalRepo | None, content: RepoContent, repo_dir: Pa
     dest = repo_dir / "repodata"
     dest.mkdir(parents=True)
     done: list[Path] = []
+    sharer = Sharer()
     try:
         for src in files:
-            link_or_copy(src, dest / src.name)
+            sharer.new(src, dest / src.name)
             done.append(dest / src.name)
     except FileNotFoundError as exc:  # damaged since: write it anew
         log.warning("%s: %s is gone; writing the metadata anew", previous.path, exc.filename)
@@ -62,10 +65,12 @@ def keep_repodata(previous: LocalRepo | None, content: RepoContent, repo_dir: Pa
 
 def share_unchanged(previous: LocalRepo | None, repo_dir: Path) -> int:
     """Replace each file just written in ``repo_dir/repodata`` that ``previous`` has under
-    the same name (with a sha256 prefix) and size by a link to that file; how many."""
+    the same name (with a sha256 prefix) and size by that file (a clone or a link); how
+    many."""
     if previous is None:
         return 0
     shared = 0
+    sharer = Sharer()
     for path in sorted((repo_dir / "repodata").iterdir()):
         old = previous.path / "repodata" / path.name
         if not _SHA256_NAME.match(path.name) or not old.is_file() or old.is_symlink():
@@ -74,7 +79,7 @@ def share_unchanged(previous: LocalRepo | None, repo_dir: Path) -> int:
             continue
         tmp = tmp_name(path)
         try:
-            link_or_copy(old, tmp)
+            sharer.temp(old, tmp)
         except FileNotFoundError:  # gone since: the file just written stays
             continue
         tmp.replace(path)
@@ -83,14 +88,14 @@ def share_unchanged(previous: LocalRepo | None, repo_dir: Path) -> int:
 
 
 def place_keys(keys: Sequence[tuple[str, bytes]], dest: Path, previous: Path | None) -> None:
-    """Put the GPG keys (``(file name, bytes)``) in ``dest``: linked from ``previous`` (the
+    """Put the GPG keys (``(file name, bytes)``) in ``dest``: taken from ``previous`` (the
     same directory of the previous compose) where it has the same bytes, else written."""
     dest.mkdir(parents=True, exist_ok=True)
     for name, data in keys:
         old = previous / name if previous is not None else None
         if old is not None and _holds(old, data):
             try:
-                link_or_copy(old, dest / name)
+                clone_or_link(old, dest / name)
                 continue
             except FileNotFoundError:
                 pass
@@ -98,12 +103,13 @@ def place_keys(keys: Sequence[tuple[str, bytes]], dest: Path, previous: Path | N
 
 
 def link_tree(src: Path, dst: Path) -> None:
-    """Hardlink every file under ``src`` to the same place under ``dst``."""
+    """Every file under ``src`` at the same place under ``dst`` (clones, else hardlinks)."""
+    sharer = Sharer()
     for dirpath, _dirs, files in os.walk(src):
         rel = Path(dirpath).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
-            link_or_copy(Path(dirpath) / name, dst / rel / name)
+            sharer.new(Path(dirpath) / name, dst / rel / name)
 
 
 def _holds(path: Path, data: bytes) -> bool:

@@ -7,7 +7,9 @@ checksum type), each metadata file's from ``repomd.xml``; ``repomd.xml`` itself 
 the keys have none there, and are not checked.
 
 Hashing reads the whole file, so a :class:`DigestCache` hashes each inode once per
-check: staging, production and the composes share most inodes.
+check: where packages are hardlinked, staging, production and the composes share most
+inodes. (Where they are clones, each tree has its own inode, and its own copy to check:
+a write into one reaches no other.)
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compose one SIG release now",
         description="Make a new dated compose of SIG RELEASE from the build system: the "
         "manual path. With --repo/--arch only those variants are fetched; the others are "
-        "carried over (hardlinked) from the previous finished compose. Exit 0 when the "
-        "compose is FINISHED, 1 otherwise (DOOMED or FINISHED_INCOMPLETE).",
+        "carried over (cloned or hardlinked) from the previous finished compose. Exit 0 when "
+        "the compose is FINISHED, 1 otherwise (DOOMED or FINISHED_INCOMPLETE).",
     )
     p.add_argument("sig", help="SIG name, e.g. core")
     p.add_argument("release", help="release, e.g. 9")

@@ -139,7 +139,7 @@ def describe_result(result: ComposeResult) -> str:
     line = (
         f"{result.status.value} {result.compose_id} ({result.path}): {result.packages} packages, "
         f"{result.downloaded} downloaded ({result.downloaded_bytes} bytes), "
-        f"{result.linked} hardlinked from the previous compose; "
+        f"{result.linked} reused from the previous compose; "
         f"{result.requests} HTTP requests in {result.seconds:.2f}s"
     )
     if result.missing:

@@ -358,7 +358,7 @@ class Composer:
     def _carry_over(
         self, cid: str, previous: ComposeOnDisk | None, contents: dict[Variant, list[PackageFact]]
     ) -> tuple[str, ...]:
-        """Variants not requested this time are hardlinked from the previous compose."""
+        """Variants not requested this time are cloned (or hardlinked) from the previous compose."""
         missing: list[str] = []
         for variant in self.all_variants:
             if variant in contents:

@@ -7,17 +7,26 @@ ever renamed into place, so a reader sees the old file or the new one.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import struct
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from .names import TMP_SUFFIX
+from .vocabulary import LinkKind
 
-#: The mode of every file a compose writes or links, and of every published file: a
-#: package is one inode in every tree, so a writable file would be writable everywhere.
+log = logging.getLogger(__name__)
+
+#: The mode of every file a compose writes or links, and of every published file: where
+#: packages are hardlinked they are one inode in every tree, so a writable file would be
+#: writable everywhere.
 READ_ONLY = 0o444
 #: The mode of every directory of a compose and of a published tree.
 DIR_MODE = 0o755
@@ -114,34 +123,288 @@ def inside(root: Path, path: Path) -> bool:
     return True
 
 
-def link_or_copy(src: Path, dst: Path) -> bool:
-    """Hardlink ``src`` to ``dst``; copy via a temporary name across filesystems.
+#: ``ioctl(dst_fd, FICLONE, src_fd)`` (linux/fs.h): ``dst`` shares ``src``'s blocks until
+#: one of them is written (copy on write): XFS with ``reflink=1``, btrfs, bcachefs.
+FICLONE = 0x40049409
+#: What a clone answers when the pair of filesystems cannot share blocks (no reflink
+#: support, an ioctl the filesystem lacks, two filesystems, an old kernel): decided once.
+_NO_CLONES = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.ENOSYS, errno.EXDEV})
+#: ... and when it will not clone this one file (a swap file, a DAX or realtime one).
+_NOT_THIS_CLONE = frozenset({errno.EINVAL, errno.EPERM, errno.ETXTBSY})
+#: What link(2) answers when the pair cannot hardlink (two mounts; a filesystem without
+#: links, or protected_hardlinks), and for this one file (too many links already).
+_NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
+_NOT_THIS_LINK = frozenset({errno.EMLINK})
+#: What each kind falls back to, in the order tried.
+_ORDER = (LinkKind.CLONE, LinkKind.HARDLINK, LinkKind.COPY)
+#: ``RECONCILER_REFLINKS=off`` in the environment: never clone, hardlink as before
+#: reflinks (a filesystem whose clones misbehave; tests that count on shared inodes).
+REFLINKS_ENV = "RECONCILER_REFLINKS"
+#: The kind last logged for each label: a tree pair is logged once per process, and again
+#: only when what it does changes (a filesystem remounted, a root moved).
+_logged: dict[str, LinkKind] = {}
+_log_lock = threading.Lock()
 
-    Returns True for a hardlink. ``dst`` must not exist.
+
+class Sharer:
+    """Gives files of one tree names in another (compose reuse, publishing): a clone
+    (reflink: an inode of its own sharing the source's blocks, so that an edit of one copy
+    cannot reach the others) where the filesystem can, else a hardlink (one inode), else
+    a copy. Each keeps the source's bytes, mode, owner and mtime, as a hardlink would.
+
+    One sharer serves one pair of trees (one publish, one compose): the first file that
+    the pair's filesystems refuse a kind for decides, and the rest go straight to what
+    worked. The decision is not kept beyond the sharer: the next publish asks again
+    (one failed system call), so a filesystem remounted or made anew is seen at once.
+    A file the decided kind fails for (a mount point inside a tree, say) takes the next
+    kind, and a refusal of the whole pair moves the decision on. ``RECONCILER_REFLINKS=off``
+    starts at hardlinks. ``label`` ("publishing to X"), when given, is logged with the
+    kind once per process (again if it changes).
+    ``durable``: each clone or copy is fsynced before it gets its name; otherwise
+    :attr:`unsynced` says one was made, and the caller flushes the filesystem before
+    anything names it (as publishing's copies always did).
     """
+
+    def __init__(self, label: str = "", hint: str = "", durable: bool = False) -> None:
+        self.label, self.hint, self.durable = label, hint, durable
+        self.counts: dict[LinkKind, int] = dict.fromkeys(LinkKind, 0)
+        self.unsynced = False
+        self._kind: LinkKind | None = None
+        self._order = _ORDER[1:] if os.environ.get(REFLINKS_ENV) == "off" else _ORDER
+        self._why = ""  # why the pair refused the kinds before the decided one
+        self._lock = threading.Lock()
+
+    @property
+    def kind(self) -> LinkKind | None:
+        """The kind decided (None: nothing shared yet)."""
+        return self._kind
+
+    def new(self, src: Path, dst: Path, prepare: Callable[[Path], None] | None = None) -> LinkKind:
+        """Give ``src`` the new name ``dst``; FileExistsError (nothing changed) when taken.
+
+        The name appears whole: a hardlink is one link(2); a clone or a copy is made at a
+        ``.~tmp~`` name, given ``prepare`` (an owner), and then linked to ``dst`` and
+        its temporary name removed. link(2), unlike rename(2), never replaces a name
+        that exists (an adopted tree's file, one placed by a publish that was
+        interrupted): it fails, atomically. The extra name lives for two system calls;
+        a crash between them leaves a ``.~tmp~`` name that the next pass sweeps, which
+        removes nothing published. renameat2(RENAME_NOREPLACE) would be one call, but
+        Python has no binding for it and not every filesystem has it. A hardlink gets
+        ``prepare`` after it has its name (it is the source's inode anyway).
+        """
+        decisive = True  # every kind tried before was refused by the pair, not the file
+        for kind in self._kinds():
+            try:
+                if kind is LinkKind.HARDLINK:
+                    os.link(src, dst, follow_symlinks=False)
+                    if prepare is not None:
+                        prepare(dst)
+                else:
+                    if kind is LinkKind.COPY and os.path.lexists(dst):  # spare a useless copy
+                        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+                    tmp = tmp_name(dst)
+                    try:
+                        self._make(kind, src, tmp)
+                    except FileExistsError:  # left by an earlier process with our pid
+                        tmp.unlink()
+                        self._make(kind, src, tmp)
+                    try:
+                        if prepare is not None:
+                            prepare(tmp)
+                        _name_new(tmp, dst)
+                    except BaseException:
+                        tmp.unlink(missing_ok=True)
+                        raise
+            except OSError as exc:
+                if isinstance(exc, FileExistsError):
+                    raise
+                decisive &= self._refused(kind, exc)
+                continue
+            return self._done(kind, decisive)
+        raise AssertionError("a copy is never refused")  # pragma: no cover
+
+    def temp(self, src: Path, tmp: Path) -> LinkKind:
+        """``src`` at the temporary name ``tmp`` (removed first if left over), which the
+        caller renames over the name it replaces."""
+        tmp.unlink(missing_ok=True)
+        decisive = True
+        for kind in self._kinds():
+            try:
+                self._make(kind, src, tmp)
+            except OSError as exc:
+                decisive &= self._refused(kind, exc)
+                continue
+            return self._done(kind, decisive)
+        raise AssertionError("a copy is never refused")  # pragma: no cover
+
+    def _make(self, kind: LinkKind, src: Path, dst: Path) -> None:
+        if kind is LinkKind.HARDLINK:
+            os.link(src, dst, follow_symlinks=False)
+        elif kind is LinkKind.CLONE:
+            clone_file(src, dst, self.durable)
+        else:
+            copy_file(src, dst, self.durable)
+
+    def _kinds(self) -> tuple[LinkKind, ...]:
+        """The kinds to try, the decided one first."""
+        kind = self._kind
+        return self._order if kind is None else _ORDER[_ORDER.index(kind) :]
+
+    def _refused(self, kind: LinkKind, exc: OSError) -> bool:
+        """``kind`` cannot do it here: True when the pair of filesystems refuses it (then a
+        decided ``kind`` moves on), False when only this file is refused; ``exc`` raised
+        again when it is no refusal (a missing source, a full disk)."""
+        if kind is LinkKind.CLONE:
+            pair, one = _NO_CLONES, _NOT_THIS_CLONE
+        elif kind is LinkKind.HARDLINK:
+            pair, one = _NO_LINKS, _NOT_THIS_LINK
+        else:
+            raise exc
+        if exc.errno in pair:
+            with self._lock:
+                self._why = exc.strerror or str(exc)
+                if self._kind is kind:  # decided before: the filesystem changed since
+                    self._decide(_ORDER[_ORDER.index(kind) + 1])
+            return True
+        if exc.errno in one:
+            return False
+        raise exc
+
+    def _done(self, kind: LinkKind, decisive: bool) -> LinkKind:
+        with self._lock:
+            self.counts[kind] += 1
+            self.unsynced |= kind is not LinkKind.HARDLINK and not self.durable
+            if self._kind is None and decisive:
+                self._decide(kind)
+        return kind
+
+    def _decide(self, kind: LinkKind) -> None:
+        self._kind = kind
+        with _log_lock:
+            if not self.label or _logged.get(self.label) is kind:
+                return
+            _logged[self.label] = kind
+        why = f" ({self._why})" if self._why else ""
+        if kind is LinkKind.CLONE:
+            log.info("%s clones (reflink): the trees share blocks, not inodes", self.label)
+        elif kind is LinkKind.HARDLINK:
+            log.info("%s hardlinks (no reflinks here)%s", self.label, why)
+        else:
+            log.warning("%s copies instead of hardlinking%s%s", self.label, why, self.hint)
+
+
+def clone_or_link(src: Path, dst: Path) -> LinkKind:
+    """``src`` at the new name ``dst`` (FileExistsError when taken): a clone, else a
+    hardlink, else a copy (:meth:`Sharer.new`)."""
+    return Sharer().new(src, dst)
+
+
+def _name_new(tmp: Path, dst: Path) -> None:
+    """Give the finished ``tmp`` the name ``dst`` unless ``dst`` exists (FileExistsError)."""
     try:
-        os.link(src, dst, follow_symlinks=False)
-        return True
+        os.link(tmp, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+        if isinstance(exc, FileExistsError) or exc.errno not in _NO_LINKS | _NOT_THIS_LINK:
             raise
-    tmp = tmp_name(dst)
-    copy_file(src, tmp)
-    tmp.replace(dst)
-    return False
+        # No links on this filesystem: check, then rename. Only this process writes the
+        # tree (the caller holds its lock), so no name can appear in between.
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        tmp.rename(dst)
+        return
+    tmp.unlink()
+
+
+def clone_file(src: Path, dst: Path, durable: bool = False) -> None:
+    """Make the new file ``dst`` share ``src``'s blocks (FICLONE), with its mode, owner and
+    times, as a hardlink would show them (the mirrors' lists and the inventory compare
+    size and mtime); fsynced when ``durable``. OSError (``dst`` removed) when the
+    filesystem cannot clone; neither name may be a symlink."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd_in)
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.ioctl(fd_out, FICLONE, fd_in)
+            with suppress(PermissionError):  # not root: the clone is ours, as a copy is
+                os.fchown(fd_out, st.st_uid, st.st_gid)
+            os.fchmod(fd_out, stat.S_IMODE(st.st_mode))  # after the chown, which clears setuid
+            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if durable:
+                os.fsync(fd_out)
+        except BaseException:
+            os.close(fd_out)
+            dst.unlink(missing_ok=True)
+            raise
+        os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+#: ``ioctl(fd, FS_IOC_FIEMAP, struct fiemap)`` (linux/fiemap.h): where a file's extents are.
+FS_IOC_FIEMAP = 0xC020660B
+_FIEMAP = struct.Struct("=QQIIII")  # start, length, flags, mapped, count, reserved
+_EXTENT = struct.Struct("=QQQ16xI12x")  # logical, physical, length, flags
+_FIEMAP_SYNC, _LAST = 0x1, 0x1  # flush the file first; the last extent
+#: Extents whose place says nothing of the bytes: unknown, delayed allocation, encoded
+#: (compressed), encrypted, unaligned, inline in metadata, packed into a tail.
+_UNSURE = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400
+_MAX_EXTENTS = 64
+
+
+def same_blocks(a: Path, b: Path) -> bool:
+    """Whether the regular files ``a`` and ``b`` are the same size and every extent of
+    each is at the same place on one device: clones (or links) that nobody wrote into
+    since, so the same bytes, known without reading them. False when not, or unknown
+    (no FIEMAP, too many extents, compressed, inline). FIEMAP_FLAG_SYNC writes back a
+    file's dirty pages first, so bytes written but not yet on disk count as written."""
+    try:
+        fds = [os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK) for p in (a, b)]
+    except OSError:
+        return False
+    try:
+        sa, sb = (os.fstat(fd) for fd in fds)
+        if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)):
+            return False
+        if sa.st_dev != sb.st_dev or sa.st_size != sb.st_size:
+            return False
+        ea, eb = (_extents(fd) for fd in fds)
+    except OSError:
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return ea is not None and ea == eb and (bool(ea) or sa.st_size == 0)
+
+
+def _extents(fd: int) -> tuple[tuple[int, int, int], ...] | None:
+    """(logical, physical, length) of each extent of ``fd``; None when unsure."""
+    buf = bytearray(_FIEMAP.size + _EXTENT.size * _MAX_EXTENTS)
+    _FIEMAP.pack_into(buf, 0, 0, 2**64 - 1, _FIEMAP_SYNC, 0, _MAX_EXTENTS, 0)
+    fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+    mapped = _FIEMAP.unpack_from(buf)[3]
+    out, flags = [], _LAST
+    for i in range(mapped):
+        logical, physical, length, flags = _EXTENT.unpack_from(buf, _FIEMAP.size + _EXTENT.size * i)
+        if flags & _UNSURE:
+            return None
+        out.append((logical, physical, length))
+    if mapped and not flags & _LAST:
+        return None  # more extents than asked for: not worth a second call
+    return tuple(out)
 
 
 #: sendfile(2) between two files is Linux's; elsewhere the bytes go through a buffer.
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
-def copy_file(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path, durable: bool = False) -> None:
     """Copy the regular file ``src`` to ``dst`` with its mode and times (as ``rsync -pt``).
 
     Extended attributes are not copied (nor does ``rsync`` without ``-X``): the copy
     takes the labels of where it lands. Neither name may be a symlink. ``dst`` is
-    created or truncated, and removed again if the copy fails (a full disk, say).
-    About 8 system calls a file, where :func:`shutil.copy2` makes some 17.
+    created or truncated, and removed again if the copy fails (a full disk, say); fsynced
+    when ``durable``. About 8 system calls a file, where :func:`shutil.copy2` makes 17.
     """
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
@@ -151,6 +414,8 @@ def copy_file(src: Path, dst: Path) -> None:
             _copy_bytes(fd_in, fd_out, st.st_size)
             os.fchmod(fd_out, st.st_mode & 0o7777)
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if durable:
+                os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
             dst.unlink(missing_ok=True)

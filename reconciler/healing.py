@@ -1,9 +1,11 @@
 """Restoring damaged bytes from a good copy, into every tree that shared the damage.
 
-A package is one inode hardlinked into the composes, staging and production, so
-bytes written into it in place damage every tree at once, and re-linking it
-repairs nothing. A repair publish (:class:`reconciler.publishing.Publisher`) asks
-the :class:`Healer` to vouch for every compose file it is about to place, and for
+Where hardlinks share them, a package is one inode in the composes, staging and
+production, so bytes written into it in place damage every tree at once, and
+re-linking it repairs nothing. (Where clones share them, reflinks, each tree has an
+inode of its own and a write reaches only the one written: the others are good
+copies.) A repair publish (:class:`reconciler.publishing.Publisher`) asks the
+:class:`Healer` to vouch for every compose file it is about to place, and for
 every path drift named. For a file that does not hash to what its compose says
 (:func:`reconciler.checksums.expected_sums`), the healer:
 
@@ -15,9 +17,9 @@ every path drift named. For a file that does not hash to what its compose says
 2. writes them as a new inode in the compose (a ``.~tmp~`` name, fsync, checked
    again, read-only, the manifest's mtime, ``publish.owner``/``publish.group``, then
    a rename over the damaged name);
-3. replaces every hardlink of the damaged inode in those trees by a link to (or,
-   across filesystems, a copy of) the new one, by rename, and records the new
-   inode in the inventory of the published trees.
+3. replaces every hardlink of the damaged inode in those trees by a clone of (or a
+   link to, or across filesystems a copy of) the new one, by rename, and records the
+   new inode in the inventory of the published trees.
 
 The damaged inode is never written to, and nothing is ever deleted: a path the
 inventory does not record (unmanaged) is not the healer's concern. With no good copy
@@ -28,7 +30,6 @@ compose links from it), and the root lock of each published tree changed.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import tempfile
@@ -41,7 +42,7 @@ from . import repodata
 from .checksums import DigestCache, Sum, expected_sums
 from .composemeta import list_composes
 from .errors import PublishError, ReconcilerError
-from .fsutil import DIR_MODE, READ_ONLY, copy_fsync, fsync_dir, tmp_name
+from .fsutil import DIR_MODE, READ_ONLY, Sharer, copy_fsync, fsync_dir, tmp_name
 from .hostconfig import HostConfig
 from .layout import PublishedTree, Variant
 from .locking import exclusive_lock
@@ -291,16 +292,10 @@ class Healer:
 
 
 def _replace(good: Path, path: Path, owner: Owner) -> None:
-    """``path`` becomes a name of ``good`` (a copy across filesystems, given ``owner``),
-    by rename."""
+    """``path`` becomes ``good``'s file (a clone, a link, or across filesystems a copy,
+    given ``owner``; fsynced), by rename."""
     tmp = tmp_name(path)
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(good, tmp, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-        copy_fsync(good, tmp, READ_ONLY)
+    Sharer(durable=True).temp(good, tmp)
     try:
         owner.give(tmp)
         tmp.replace(path)

@@ -1,12 +1,14 @@
-"""Carrying out a compose's placement plan: hardlinks from the previous compose, downloads.
+"""Carrying out a compose's placement plan: reuse of the previous compose's files, downloads.
 
 The decisions are :mod:`reconciler.placement`'s; this module only acts on them:
 every LINK, in order, here (a copy of a file the previous compose lost since is
 downloaded instead); then every DOWNLOAD concurrently, largest first, each
 verified against the checksum and size of the metadata. A package that goes to
-several places is placed once and linked to the others.
+several places is placed once and shared with the others. Sharing is a clone
+(reflink: blocks shared, inodes not) where the filesystem can, else a hardlink
+(:class:`~reconciler.fsutil.Sharer`).
 
-Every package ends read-only (0444: one inode in every tree that links it) and with
+Every package ends read-only (0444: hardlinked, it is one inode in every tree) and with
 its sha256 known for the manifest: the metadata's checksum when that is a sha256
 (never hashed again), the previous compose's manifest for a linked one, else hashed
 once here.
@@ -24,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from . import checksums
 from .errors import IntegrityError
-from .fsutil import READ_ONLY, link_or_copy, read_only
+from .fsutil import READ_ONLY, Sharer, read_only
 from .layout import ComposeTree
 from .placement import PlacementPlan, PlacementStep, Target, largest_first
 from .progress import Reporter
@@ -72,6 +74,10 @@ class Placer:
     workers: int
     reporter: Reporter
     counters: Counters
+    sharer: Sharer = field(default_factory=Sharer)  # decides once: clones, links or copies
+
+    def __post_init__(self) -> None:
+        self.sharer.label = self.sharer.label or f"composing in {self.tree.release_dir}"
 
     def place(self, plan: PlacementPlan, label: str) -> list[Placed]:
         """Carry out ``plan``; the result is in the order of ``plan.placements``."""
@@ -103,14 +109,14 @@ class Placer:
         return vdir.joinpath(*PurePosixPath(target.href).parts)
 
     def _link(self, step: PlacementStep, paths: Sequence[Path]) -> Placed | None:
-        """Hardlink the previous compose's copy; None when it is gone (then download it)."""
+        """Share the previous compose's copy; None when it is gone (then download it)."""
         assert step.source is not None and self.previous is not None
         source = self.tree.variant_dir(self.previous, step.source.variant).joinpath(
             *PurePosixPath(step.source.href).parts
         )
         first, *rest = paths
         try:
-            link_or_copy(source, first)
+            self.sharer.new(source, first)
         except FileNotFoundError:
             log.warning("%s is gone from the previous compose; downloading it", source)
             return None
@@ -122,7 +128,7 @@ class Placer:
         st = os.lstat(first)
         read_only(first, st)  # a compose made before modes were kept: once per inode
         for target in rest:
-            link_or_copy(first, target)
+            self.sharer.new(first, target)
         mtime_ns = step.source.mtime_ns
         if mtime_ns is None:
             mtime_ns = st.st_mtime_ns
@@ -140,7 +146,7 @@ class Placer:
         self.counters.add(downloaded=1, nbytes=got.nbytes)
         self.reporter.advance(got.nbytes)
         for target in rest:
-            link_or_copy(first, target)
+            self.sharer.new(first, target)
         return Placed(step, tuple(paths), got.mtime_ns, linked=False, sha256=sha256)
 
 

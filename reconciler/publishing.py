@@ -2,9 +2,9 @@
 
 docs/architecture.md ("Publishing without breaking a mirror"), in this order:
 
-1. add the packages and other files the new metadata needs (hardlink from the
-   compose when on the same filesystem, else copy to a ``.~tmp~`` name and
-   rename); delete nothing;
+1. add the packages and other files the new metadata needs (from the compose: a
+   clone where the filesystem shares blocks, a hardlink where it does not, a copy
+   across filesystems; :class:`~reconciler.fsutil.Sharer`); delete nothing;
 2. add the new metadata files (their names carry their checksums);
 3. replace each ``repodata/repomd.xml`` by rename (write, fsync, rename), then at
    once its ``repomd.xml.asc``: a client reads the pair in that order, so it sees a
@@ -24,17 +24,18 @@ too), and has each compose file it places checked first (:class:`Sources`: the
 healer restores damaged bytes from a good copy into every tree that shared them).
 :meth:`Publisher.decide` gathers those facts (reads only) and decides with
 :func:`reconciler.changeset.change_set` (pure); :meth:`Publisher.act`
-carries the change set out. New files are linked straight to their name (one
-``link(2)``, atomic); a name that exists is replaced through a ``.~tmp~`` link
-and a rename, unless it holds the compose file's bytes already (an adopted tree's
-package: kept as it is). What the inventory does not record is *unmanaged*
-(:mod:`reconciler.ownership`): kept, unless the SIG says ``prune``
-(:mod:`reconciler.changeset`). :class:`Owner` gives what a publish makes its owner.
+carries the change set out. A new name appears whole and never replaces one (one
+``link(2)``; a clone or copy made at a ``.~tmp~`` name, then linked there); a name
+that exists is replaced through a ``.~tmp~`` name and a rename, unless it holds the
+compose file's bytes already (an adopted tree's package: kept as it is). A clone is
+an inode of its own: it holds the compose file's bytes by content, not by inode.
+What the inventory does not record is *unmanaged* (:mod:`reconciler.ownership`):
+kept, unless the SIG says ``prune`` (:mod:`reconciler.changeset`). :class:`Owner`
+gives what a publish makes its owner.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -60,14 +61,23 @@ from .changeset import (
 from .checksums import hash_file
 from .composefiles import REPOMD, Changes, SourceFile
 from .errors import LockHeldError, PublishError, UnsafePathError
-from .fsutil import DIR_MODE, copy_file, copy_fsync, fsync_dir, inside, tmp_name
+from .fsutil import DIR_MODE, Sharer, copy_fsync, fsync_dir, inside, same_blocks, tmp_name
 from .layout import PublishedTree
 from .manifest import source_files
 from .names import TMP_SUFFIX
 from .state import InventoryEntry, StateDB, UnmanagedEntry
-from .vocabulary import ChangeKind, InventoryKind, PublishPhase
+from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase
 
 log = logging.getLogger(__name__)
+#: How a publish's files reached the tree, for its log line.
+_HOW: dict[LinkKind | None, str] = {
+    LinkKind.CLONE: "clones (reflink)",
+    LinkKind.HARDLINK: "hardlinks",
+    LinkKind.COPY: "copies",
+}
+#: Why copying is worth a warning: every file is copied (twice the space, slower); under
+#: the shipped unit it means the roots are not on one mount.
+_COPY_HINT = ": the compose root and {} should be on one mounted filesystem (deploy/README.md)"
 
 
 @dataclass
@@ -75,6 +85,7 @@ class PublishStats:
     files: int = 0
     bytes: int = 0
     pending: int = 0
+    how: LinkKind | None = None  # how compose files reached the tree (None: none did)
 
 
 def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> InventoryEntry:
@@ -151,8 +162,9 @@ class Publisher:
         self._dirs_seen: set[Path] = set()
         self._checked: set[Path] = set()  # directories (and their parents) known to be safe
         self._sweep = True  # remove leftover temporary files in the directories written to
-        self._cross_fs = False  # hardlinks failed once: the compose is on another filesystem
-        self._unsynced = False
+        # clones where the filesystem shares blocks, else hardlinks, else copies; decided
+        # with the first file and logged once per tree
+        self.sharer = Sharer(f"publishing to {self.target}", _COPY_HINT.format(self.stage_root))
         self._unmanaged: Mapping[str, UnmanagedEntry] = {}  # what decide() knew of
 
     def _safe_dir(self, directory: Path) -> None:
@@ -193,38 +205,39 @@ class Publisher:
         self._dirs_seen.add(directory)
 
     def _place(self, change: Change) -> InventoryEntry:
-        """Put a compose file at its name: PLACE links it straight there when the name is
-        free; REPLACE (and PLACE over a taken name) goes through a ``.~tmp~`` name."""
+        """Put a compose file at its name: PLACE gives it a free name straight away (a
+        clone or a copy whole, :meth:`Sharer.new`); REPLACE (and PLACE over a taken name)
+        goes through a ``.~tmp~`` name and a rename."""
         assert change.file is not None
         src = change.file
         dst = self.target / src.rel
         self._safe_dir(dst.parent)
-        new_name = change.kind is ChangeKind.PLACE
-        if new_name and not src.is_repomd and not self._cross_fs and self._link_new(src, dst):
-            return self._placed(change.path, dst, None)
+        if change.kind is ChangeKind.PLACE and not src.is_repomd:
+            try:
+                self.sharer.new(src.path, dst, self.owner.give)
+                return self._placed(change.path, dst, None)
+            except FileExistsError:
+                pass  # the name is taken: replaced, found in place or kept, below
         if dst.is_symlink():
             raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
-        if (not self._cross_fs and _same_inode(src.path, dst)) or holds_bytes(dst, src):
+        if (self.sharer.kind is not LinkKind.COPY and _same_inode(src.path, dst)) or holds_bytes(
+            dst, src
+        ):
             # Already in place (a publish interrupted before it recorded its inventory):
             # renaming a second link of the same inode over it would do nothing at all.
-            # Once links do not work here (_cross_fs) the next step is a copy, a new
+            # Once neither clones nor links work here the next step is a copy, a new
             # inode, so the check is not needed (and across devices it cannot hold).
-            # Or another inode with the compose file's bytes (an adopted tree's package):
-            # kept as it is, not a byte, inode or mtime changed, so no mirror refetches it.
+            # Or another inode with the compose file's bytes (a clone placed by an
+            # interrupted publish, an adopted tree's package): kept as it is, not a byte,
+            # inode or mtime changed, so no mirror refetches it.
             sha1 = hash_file(dst, "sha1") if src.is_repomd else None
             return entry_for(change.path, dst.lstat(), sha1)
         tmp = tmp_name(dst)
         checksum = None
         if src.is_repomd:
             checksum = copy_fsync(src.path, tmp)
-        else:
-            try:
-                if self._cross_fs:
-                    raise OSError(errno.EXDEV, "known to be another filesystem")
-                os.link(src.path, tmp, follow_symlinks=False)
-            except OSError:  # another filesystem: copy now, flush once before repomd.xml
-                copy_file(src.path, tmp)
-                self._unsynced = True
+        else:  # a clone or a copy is flushed once, before the first repomd.xml names it
+            self.sharer.temp(src.path, tmp)
         try:
             self.owner.give(tmp)
             tmp.replace(dst)
@@ -234,28 +247,6 @@ class Publisher:
         if src.phase is PublishPhase.REPOMD:  # repomd.xml, or its signature after it
             fsync_dir(dst.parent)
         return self._placed(change.path, dst, checksum)
-
-    def _link_new(self, src: SourceFile, dst: Path) -> bool:
-        """A new name: one link(2) is atomic, no temporary name needed. False when the
-        name is taken (replaced, found in place or kept then) or links do not work here."""
-        try:
-            os.link(src.path, dst, follow_symlinks=False)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            self._cross_fs = True
-            # every file of this publish is copied now: twice the space, and slower;
-            # under the shipped unit it means the roots are not on one mount
-            log.warning(
-                "publishing to %s copies instead of hardlinking (%s): the compose root and "
-                "%s should be on one mounted filesystem (deploy/README.md)",
-                self.target, exc.strerror, self.stage_root,
-            )  # fmt: skip
-            return False
-        self.owner.give(dst)
-        return True
 
     def _placed(self, key: str, dst: Path, checksum: str | None) -> InventoryEntry:
         st = dst.lstat()
@@ -311,9 +302,11 @@ class Publisher:
                 placed = {c.file.rel for c in changes_to_make.places if c.file is not None}
                 sources.ensure(placed | rels, self.stage_root)
             self.act(changes_to_make, grace, now)
+        self.stats.how = self.sharer.kind
         log.info(
-            "published %s to %s %s: %d files changed, %d to delete after the grace",
-            source, self.target, changes_to_make.how, self.stats.files, self.stats.pending,
+            "published %s to %s %s: %d files changed (%s), %d to delete after the grace",
+            source, self.target, changes_to_make.how, self.stats.files,
+            _HOW.get(self.stats.how, "none shared"), self.stats.pending,
         )  # fmt: skip
         return self.stats
 
@@ -384,8 +377,8 @@ class Publisher:
             pend = [p for p in pend if p not in gone]
         self.state.pending.cancel(self.stage, list(changes.cancel))
         for phase in PublishPhase:
-            if phase is PublishPhase.REPOMD and self._unsynced:
-                _syncfs(self.stage_root)  # copies durable before a repomd.xml names them
+            if phase is PublishPhase.REPOMD and self.sharer.unsynced:
+                _syncfs(self.stage_root)  # clones, copies durable before a repomd.xml names them
             batch = [self._place(c) for c in changes.phase(phase)]
             self.state.inventory.apply_changes(self.stage, batch, [])
             self._no_longer_unmanaged(e.relpath for e in batch)
@@ -405,16 +398,18 @@ class Publisher:
 
 
 def holds_bytes(dst: Path, src: SourceFile, suspect: bool = False) -> bool:
-    """Whether ``dst`` holds ``src``'s bytes: the same inode does, unless drift named it
-    (bytes written in place are in the compose's inode too); then, and for another
-    inode, its digest decides (the manifest's, else the compose copy's)."""
+    """Whether ``dst`` holds ``src``'s bytes: the same inode does (a hardlink), and so does
+    a clone that shares every block with it still (nobody wrote into either: known
+    without reading them), unless drift named it (bytes written in place are in the
+    compose's inode too); then, and for another inode (a copy, a clone written into),
+    its digest decides (the manifest's, else the compose copy's)."""
     try:
         st = dst.lstat()
     except FileNotFoundError:
         return False
     if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
         return False
-    if not suspect and st.st_ino == src.path.stat().st_ino:
+    if not suspect and (st.st_ino == src.path.stat().st_ino or same_blocks(dst, src.path)):
         return True
     if src.sha256 is not None:
         return hash_file(dst) == src.sha256

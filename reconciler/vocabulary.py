@@ -140,6 +140,15 @@ class ChangeKind(StrEnum):
     CANCEL = "cancel"  # wanted again: its pending deletion is cancelled
 
 
+class LinkKind(StrEnum):
+    """How a file of one tree gets a name in another (compose reuse, publishing): the
+    first that the pair of filesystems can do, in this order (``fsutil.Sharer``)."""
+
+    CLONE = "clone"  # FICLONE (reflink): an inode of its own sharing the source's blocks
+    HARDLINK = "hardlink"  # link(2): the same inode (an edit of one is an edit of all)
+    COPY = "copy"  # the bytes copied: another filesystem (or no links there)
+
+
 class PackageChangeKind(StrEnum):
     """How a package of a repo changes between what a target holds and what it will hold."""
 
@@ -193,6 +202,7 @@ __all__ = [
     "ComposeStatus",
     "DriftKind",
     "InventoryKind",
+    "LinkKind",
     "MirrorState",
     "PackageChangeKind",
     "PassOutcome",

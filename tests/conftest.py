@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["RECONCILER_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
+    # The tests count on a published file being the compose's inode (hardlinks), which
+    # a temporary directory on XFS or btrfs would not give (clones): tests/test_reflink.py
+    # turns clones back on where it shows them.
+    os.environ["RECONCILER_REFLINKS"] = "off"
     # every server of the tests is on 127.0.0.1: a proxy of the machine is not in the way
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         os.environ.pop(name, None)

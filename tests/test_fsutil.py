@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from reconciler import fsutil
-from reconciler.fsutil import copy_file, link_or_copy
+from reconciler.fsutil import clone_or_link, copy_file
+from reconciler.vocabulary import LinkKind
 
 from .mounts import needs_root, tmpfs
 
@@ -74,16 +75,17 @@ def test_copy_without_sendfile_goes_through_a_buffer(
 
 
 @needs_root
-def test_copy_to_another_filesystem_and_link_or_copy(tmp_path: Path) -> None:
+def test_copy_to_another_filesystem_and_clone_or_link(tmp_path: Path) -> None:
     src = make_source(tmp_path / "a.rpm", 2_000_000, 0o644)
     with tmpfs(tmp_path / "other", "size=16m") as other:
         copy_file(src, other / "b.rpm")
         assert_same_file(src, other / "b.rpm")
-        assert link_or_copy(src, other / "c.rpm") is False
+        assert clone_or_link(src, other / "c.rpm") is LinkKind.COPY
         assert_same_file(src, other / "c.rpm")
         assert not list(other.glob("*.~tmp~"))
-    assert link_or_copy(src, tmp_path / "d.rpm") is True
-    assert (tmp_path / "d.rpm").stat().st_ino == src.stat().st_ino
+        # tmpfs shares no blocks: the same inode, as before reflinks
+        assert clone_or_link(other / "b.rpm", other / "d.rpm") is LinkKind.HARDLINK
+        assert (other / "d.rpm").stat().st_ino == (other / "b.rpm").stat().st_ino
 
 
 @needs_root
