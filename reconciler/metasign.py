@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 
 from .errors import ComposeError, SignatureError
-from .fsutil import link_or_copy
+from .fsutil import clone_or_link
 from .signspec import ASC_NAME, SignSpec, sign_for
 from .spec import Spec
 
@@ -153,7 +153,7 @@ class Signer:
         repomd = repo / "repodata" / "repomd.xml"
         old = previous / "repodata" / ASC_NAME if previous is not None else None
         if kept and old is not None and old.is_file() and self._verifies(repomd, old):
-            link_or_copy(old, repomd.with_name(ASC_NAME))
+            clone_or_link(old, repomd.with_name(ASC_NAME))
             return
         run_signer(self.sign, repomd, self.release)
 
