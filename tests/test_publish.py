@@ -298,7 +298,10 @@ def test_consistency_under_a_concurrent_reader(world: World, tmp_path: Path) -> 
     result = json.loads(out)
     print(f"mirror reader: {result}")
     assert result["inconsistent"] == 0, result["problems"]
-    assert result["snapshots"] >= 10 and result["states"] >= 2, result
+    # Saw the old and the new state, and so read while the (slowed) publish ran. A
+    # snapshot count would measure the machine's load (it flaked at 10 with 8 busy
+    # processes on 2 CPUs), not the publisher.
+    assert result["snapshots"] >= 3 and result["states"] >= 2, result
 
 
 @pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed")
