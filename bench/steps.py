@@ -91,6 +91,7 @@ def cold_only_run(env: Env, index: int, where: Path) -> dict[str, Any]:
     """The cold-compose comparison on the file system at ``where``, and the first publish
     compose -> staging there (same file system) against rsync."""
     w = World(env, f"cold-{index}", where=where)
+    print(f"    upstream: {w.server.description}", flush=True)
     res: dict[str, Any] = {}
     note = _noter(res)
     try:
@@ -112,6 +113,7 @@ def one_run(
     """One full sequence. ``mode``: ``time`` (timings, baselines), ``strace`` (syscall
     counts of the publish steps, both sides), ``profile`` (reconciler steps profiled)."""
     w = World(env, f"run-{mode}-{index}", where=where)
+    print(f"    upstream: {w.server.description}", flush=True)
     res: dict[str, Any] = {}
     timing = mode == "time"
     tracing = mode == "strace"
