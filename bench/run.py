@@ -74,6 +74,7 @@ __all__ = [
     "_plus",
     "_rsync",
     "main",
+    "med",
     "parse_strace",
     "run",
     "write_config",
@@ -165,6 +166,7 @@ def bench_n(
             upstream=args.upstream,
             daemon=not args.no_daemon,
             reposync=full_baselines,
+            keep=args.keep,
         )
         common = {"n": n, "scale": scale, "summary": summary_, "tmpfs": tmpfs_note,
                   "keep_versions": args.keep_versions, "reposync": full_baselines}  # fmt: skip
@@ -172,7 +174,8 @@ def bench_n(
         plan = [(fs, "full") for fs in args.fs]
         plan += [(fs, "cold") for fs in args.cold_only_fs if cold_here]
         for fs, mode in plan:
-            results.append({**common, **run_on(args, env, fs, mode, runs, full_baselines)})
+            out = run_on(args, env, fs, mode, runs, full_baselines, summary_["bytes"])
+            results.append({**common, **out})
         return results
     finally:
         if tmpfs is not None:
@@ -182,12 +185,18 @@ def bench_n(
 
 
 def run_on(
-    args: argparse.Namespace, env: Env, fs: str, mode: str, runs: int, full_baselines: bool
+    args: argparse.Namespace,
+    env: Env,
+    fs: str,
+    mode: str,
+    runs: int,
+    full_baselines: bool,
+    nbytes: int,
 ) -> dict[str, Any]:
     """The runs of ``mode`` (full or cold-only) with the trees on file system ``fs``."""
     copies = COPIES - 1 if mode == "full" else 3
     try:
-        mounted = filesystems.setup(fs, env.base, int(env_bytes(env) * copies))
+        mounted = filesystems.setup(fs, env.base, int(nbytes * copies))
     except filesystems.FsUnavailable as exc:
         print(f"\n  --- {mode} runs on {fs}: SKIPPED: {exc}", flush=True)
         return {"fs": fs, "mode": mode, "runs": [], "strace": {}, "fs_note": f"skipped: {exc}"}
@@ -219,10 +228,6 @@ def run_on(
         return out
     finally:
         mounted.teardown()
-
-
-def env_bytes(env: Env) -> int:
-    return sum(f.stat().st_size for f in env.pristine.rglob("*") if f.is_file())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -445,7 +450,6 @@ def report(res: dict[str, Any], tools: dict[str, str | None]) -> None:
             f"(metadata syscalls of just starting Python and importing the reconciler: "
             f"{res['strace']['python_imports']['calls']})"
         )
-    _ = med  # re-exported for scripts reading results
 
 
 if __name__ == "__main__":

@@ -211,7 +211,12 @@ def one_run(
         if has_rsync and mode != "profile":
             note("b.rsync_nothing_changed", _rsync_both(w, cid2, tracing, traced))
 
-        # 8. file lists of the production tree
+        # 8. passes inside a running daemon (before the file lists of step 9: a list that
+        # `filelist --root` rewrote would make its next publish list everything anew)
+        if timing and env.daemon:
+            daemon_passes(env, w, note, has_rsync)
+
+        # 9. file lists of the production tree
         top = w.production / CATEGORY
         r = w.reconciler("filelist", "--root", str(top), profile=prof("filelist"))
         entries, sums = parse_timelist((top / "fullfiletimelist-sig").read_text())
@@ -226,10 +231,6 @@ def one_run(
                 ]
             )
             note("b.find_filelist", r)
-
-        # 9. passes inside a running daemon
-        if timing and env.daemon:
-            daemon_passes(env, w, note, has_rsync)
     finally:
         w.close()
     return res

@@ -107,6 +107,8 @@ class Env:
     daemon: bool = True
     #: run the reposync baselines (slow at large N)
     reposync: bool = True
+    #: keep each world's trees (``--keep``)
+    keep: bool = False
 
 
 class World:
@@ -144,6 +146,8 @@ class World:
 
     def close(self) -> None:
         self.server.stop()
+        if self.env.keep:
+            return
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.data, ignore_errors=True)
         shutil.rmtree(self.env.base / f"{self.dir.name}-server", ignore_errors=True)
