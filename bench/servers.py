@@ -174,18 +174,31 @@ class NginxUpstream:
     def _log(self) -> Path:
         return self.dir / "access.log"
 
+    def _settled_size(self) -> int:
+        """The access log's size once it stopped growing: nginx writes a request's line
+        just after sending the answer, so a client can finish before its line is there."""
+        size = -1
+        for _ in range(40):
+            now = self._log.stat().st_size if self._log.exists() else 0
+            if now == size:
+                return now
+            size = now
+            time.sleep(0.025)
+        return size
+
     def reset_counts(self) -> None:
-        self._offset = self._log.stat().st_size if self._log.exists() else 0
+        self._offset = self._settled_size()
 
     def served(self) -> tuple[int, int]:
         """(bytes sent in answers with a body, GET requests) since the last reset, from the
         access log (nginx writes each line when the request ends, unbuffered)."""
         total = gets = 0
+        end = self._settled_size()
         if not self._log.exists():
             return 0, 0
         with self._log.open("rb") as fh:
             fh.seek(self._offset)
-            for line in fh.read().decode(errors="replace").splitlines():
+            for line in fh.read(end - self._offset).decode(errors="replace").splitlines():
                 method, _, rest = line.partition(" ")
                 status, _, rest = rest.partition(" ")
                 sent = rest.partition(" ")[0]
