@@ -404,10 +404,11 @@ def main(argv: list[str] | None = None) -> int:
             res["seconds"] = time.perf_counter() - t0
             report(res, tools)
             results.append(res)
-    crosses = [c for c in (cross_n(results, big) for big in (20000, 100000)) if c]
+    pairs = {(r["n"], r["fs"]) for r in results if r["n"] > 2000 and r["mode"] == "full"}
+    crosses = [c for c in (cross_n(results, n, fs) for n, fs in sorted(pairs)) if c]
     for c in crosses:
         print(
-            f"\nnothing-changed pass, N={c['n']} vs N=2000: {c['big']:.3f}s / "
+            f"\nnothing-changed pass on {c['fs']}, N={c['n']} vs N=2000: {c['big']:.3f}s / "
             f"{c['small']:.3f}s = {c['ratio']:.2f} (target <= 1.5): "
             f"{'MET' if c['met'] else 'MISSED'}"
         )
