@@ -89,3 +89,47 @@ def test_auto_scale_fits_the_disk_budget() -> None:
     n = 100000
     assert n * BYTES_PER_ENTRY * COPIES / scale + n * 4096 * COPIES <= budget * 1.01
     assert parse_n(["2000", "100000:1"], 3) == [(2000, 3), (100000, 1)]
+
+
+def test_a_daemon_pass_is_timed_from_its_metrics(tmp_path: Path) -> None:
+    """``reconciler run`` on a bench world converges it in its first pass; ``POST /trigger``
+    starts a pass whose time comes from the pass-duration histogram; a commit that stages
+    and promotes a new compose is one pass of two actions."""
+    import generate as gen
+    from daemon import Daemon, daemon_env
+    from world import REL, SIG, Env, World
+
+    pristine = tmp_path / "pristine"
+    gen.generate(pristine, 40, 1, 20.0)
+    tools: dict[str, str | None] = dict.fromkeys(("reposync", "rsync", "cp", "openssl"))
+    repos = {r: list(a) for r, a in gen.DEFAULT_REPOS.items()}
+    env = Env(40, 20.0, tmp_path, pristine, repos, 0, tools, None, "", 0.05, 1,
+              upstream="python")  # fmt: skip
+    w = World(env, "w")
+    try:
+        w.reconciler("compose", SIG, REL)
+        first = w.latest()
+        w.pin(staging="latest", production=first)
+        d = Daemon(w.config, w.ds, w.dir / "daemon", daemon_env(w.dir / "cache"))
+        try:
+            assert d.start(timeout=120).ok  # its first pass stages and promotes
+            idle = d.trigger(timeout=120)
+            assert idle.ok
+            assert 0 < idle.seconds <= idle.wall
+            gen.update(w.data, 0.05, 2)
+            w.reconciler("compose", SIG, REL)
+            second = w.latest()
+            assert second != first
+            w.pin(staging="latest", production=second)
+            busy = d.trigger(timeout=120)
+            assert busy.ok
+            promoted = w.production / "mirror/pub/sig" / REL / SIG
+            assert any(promoted.rglob("repomd.xml"))
+        finally:
+            d.stop()
+        assert d.proc is None
+        log = d.log.read_text()  # complete now: a pass logs its end after counting it
+        assert log.count("pass done: 0 action(s), ok") == 1
+        assert log.count("pass done: 2 action(s), ok") == 2
+    finally:
+        w.close()
