@@ -51,6 +51,7 @@ sys.path.insert(0, str(HERE))
 
 import filesystems  # noqa: E402
 import generate as gen  # noqa: E402
+from filesystems import mount_tmpfs  # noqa: E402
 from machine import fs_type, import_calls, machine, summarize_profile, tool_status  # noqa: E402
 from procs import RECONCILER, RSYNC, TIME, CommandFailed, Run, parse_strace, plus, run  # noqa: E402
 from procs import rsync as _rsync  # noqa: E402
@@ -73,10 +74,14 @@ __all__ = [
     "World",
     "_plus",
     "_rsync",
+    "machine",
     "main",
     "med",
+    "mount_tmpfs",
+    "one_run",
     "parse_strace",
     "run",
+    "tool_status",
     "write_config",
     "write_desired_state",
 ]
