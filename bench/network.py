@@ -75,6 +75,12 @@ SIG, REL = "bench", "9"
 CATEGORY = "mirror/pub/sig"
 RECONCILER = [sys.executable, "-m", "reconciler.cli"]
 RSYNC = ["rsync", "-rlptDSH", "--delete"]
+#: Python's start-up and the imports of a pass that publishes: paid once by `reconciler run`.
+STARTUP = [
+    sys.executable,
+    "-c",
+    "import reconciler.cli, reconciler.reconciling, reconciler.applying, reconciler.publishing",
+]
 #: Every cache of names and attributes off: each stat and lookup is a round trip.
 SSHFS_CACHE = "dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0"
 #: What a mirror may fetch besides the changed package and its repo's metadata.
@@ -164,7 +170,7 @@ class Mount:
 
 
 @contextmanager
-def network_mount(work: Path) -> Iterator[Mount]:
+def network_mount(work: Path, cache: bool = False) -> Iterator[Mount]:
     """An ``sshd`` on 127.0.0.1 and ``sshfs`` of ``work/remote`` at ``work/mnt``; both are
     stopped and unmounted on the way out, whatever happened."""
     work.mkdir(parents=True, exist_ok=True)
@@ -197,7 +203,7 @@ def network_mount(work: Path) -> Iterator[Mount]:
     point.mkdir(exist_ok=True)
     options = (
         f"IdentityFile={work / 'client_key'},StrictHostKeyChecking=no,"
-        f"UserKnownHostsFile=/dev/null,LogLevel=ERROR,{SSHFS_CACHE}"
+        "UserKnownHostsFile=/dev/null,LogLevel=ERROR" + ("" if cache else f",{SSHFS_CACHE}")
     )
     mounted = False
     try:
@@ -215,6 +221,35 @@ def network_mount(work: Path) -> Iterator[Mount]:
             subprocess.run(["fusermount", "-u", "-z", str(point)], check=False)  # busy: detach
         stop(sshd)
         log.close()
+
+
+def probe(mount: Mount, depth: int = 11, repeat: int = 50) -> dict[str, float]:
+    """Milliseconds of one ``lstat`` on the mount, by path depth (a repo's ``repomd.xml``
+    under a production root one level down is 11 components deep), and of an
+    ``fstatat`` relative to an open directory: what one round trip costs here."""
+    parts = [f"d{i}" for i in range(depth - 1)]
+    (mount.backing.joinpath("probe", *parts)).mkdir(parents=True)
+    (mount.backing.joinpath("probe", *parts, "f")).write_text("probe\n")
+    out: dict[str, float] = {}
+    try:
+        for k in (1, depth):
+            path = mount.point.joinpath("probe", *[*parts, "f"][: k - 1]) if k > 1 else None
+            target = path or mount.point / "probe"
+            started = time.perf_counter()
+            for _ in range(repeat):
+                os.lstat(target)
+            out[f"lstat, {k} component(s)"] = (time.perf_counter() - started) / repeat * 1e3
+        fd = os.open(mount.point.joinpath("probe", *parts), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            started = time.perf_counter()
+            for _ in range(repeat):
+                os.stat("f", dir_fd=fd, follow_symlinks=False)
+            out["fstatat in an open directory"] = (time.perf_counter() - started) / repeat * 1e3
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(mount.backing / "probe", ignore_errors=True)
+    return out
 
 
 # -- a world: upstream, host, desired state --------------------------------------------------
@@ -335,10 +370,13 @@ def storage_run(
     """One sequence. ``mode``: ``time`` (the timed figures, seconds), ``strace`` (the 1%
     promotion and the no-op pass under ``strace``, both sides: syscalls on the mount) or
     ``profile`` (those two reconciler steps under cProfile, into ``args.profile``)."""
-    name = f"storage-{mode}-{index}"
-    w = World(base / name, pristine, repos_of(args, 1), mount.point / name / "production")
+    name = f"{mode}-{index}"
+    # The production root one level under the mount point (a host mounts it there), and
+    # rsync's copy at the same depth as the reconciler's SIG directory: on this mount every
+    # path component of every call is a round trip, so both pay for the same depth.
+    w = World(base / name, pristine, repos_of(args, 1), mount.point / f"production-{name}")
     rs_staging = w.dir / "rsync-staging"  # rsync's own staging copy (local, not timed)
-    rs_production = mount.point / name / "rsync-production"
+    rs_production = mount.point / f"rsync-{name}" / CATEGORY / REL / SIG
     to_mount = [*RSYNC, f"{rs_staging}/", f"{rs_production}/"]
     res: dict[str, Any] = {}
 
@@ -371,10 +409,13 @@ def storage_run(
         rsync(w.sig_dir(cid2), rs_staging)
         step("publish_1pct", w.cmd("apply", "--yes"), to_mount)
         step("nothing", w.cmd("apply", "--yes"), to_mount)
+        if mode == "time":  # what a pass of `reconciler run` does not pay again
+            res["startup"] = run(STARTUP, env=w.env()).seconds
     finally:
         w.close()
         # through the backing directory: deleting over the mount would take minutes
-        shutil.rmtree(mount.backing / name, ignore_errors=True)
+        for top in (f"production-{name}", f"rsync-{name}"):
+            shutil.rmtree(mount.backing / top, ignore_errors=True)
         shutil.rmtree(w.dir, ignore_errors=True)
     for key in ("publish1", "publish_1pct", "nothing"):
         ours, theirs = res[f"r.{key}"], res.get(f"b.{key}")
@@ -414,8 +455,10 @@ def storage(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     )
     runs: list[dict[str, Any]] = []
     trace: dict[str, Any] = {}
-    with network_mount(base / "sshfs") as mount:
+    with network_mount(base / "sshfs", args.sshfs_cache) as mount:
         print(f"  production root on: {mount.options} (local backing dir {mount.backing})")
+        probed = probe(mount)
+        print("  " + ", ".join(f"{k} {v:.2f} ms" for k, v in probed.items()), flush=True)
         for i in range(args.runs):
             print(f"  run {i + 1}/{args.runs}", flush=True)
             runs.append(storage_run(base, pristine, mount, i, args, "time"))
@@ -429,7 +472,15 @@ def storage(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             for key in ("publish_1pct", "nothing"):
                 print(summarize_profile(Path(profiles[f"r.{key}"])))
     shutil.rmtree(pristine, ignore_errors=True)
-    return {"n": args.n, "scale": scale, "summary": summary, "runs": runs, "trace": trace}
+    return {
+        "n": args.n,
+        "scale": scale,
+        "summary": summary,
+        "runs": runs,
+        "trace": trace,
+        "mount": mount.options,
+        "probe": probed,
+    }
 
 
 def storage_report(res: dict[str, Any]) -> list[str]:
@@ -438,6 +489,8 @@ def storage_report(res: dict[str, Any]) -> list[str]:
         f"network storage: production on sshfs, N={res['n']} "
         f"({res['summary']['entries']} entries, {res['summary']['bytes'] / 1e6:.0f} MB, "
         f"scale {res['scale']:g}), medians of {len(runs)} run(s)",
+        f"mount: {res['mount']}",
+        "one round trip on it: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["probe"].items()),
         "| scenario | reconciler (median) | rsync onto the mount (median) | ratio | target "
         "| verdict |",
         "|---|---|---|---|---|---|",
@@ -459,6 +512,14 @@ def storage_report(res: dict[str, Any]) -> list[str]:
         ratios = ", ".join(f"{r[f'r.{key}'] / r[f'b.{key}']:.3f}" for r in runs)
         per_run.append(f"  {label}: {ratios}")
     lines += ["ratio of each run (reconciler / rsync, same run):", *per_run]
+    startup = statistics.median(r["startup"] for r in runs)
+    for key, label in (("publish_1pct", "publish after 1%"), ("nothing", "nothing changed")):
+        less = statistics.median(r[f"r.{key}"] - r["startup"] for r in runs)
+        theirs = statistics.median(r[f"b.{key}"] for r in runs)
+        lines.append(
+            f"{label} less Python start-up and imports ({startup:.3f}s, paid once by "
+            f"`reconciler run`): {less:.3f}s, {less / theirs:.3f} of rsync (information)"
+        )
     staging = statistics.median(r["r.staging_1pct"] for r in runs)
     lines.append(f"(publish after 1% ->staging, local, for comparison: {staging:.3f}s)")
     trace = res["trace"]
@@ -742,6 +803,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fraction", type=float, default=0.01, help="the change (default 1%%)")
     p.add_argument("--arches", default="x86_64,aarch64")
+    p.add_argument(
+        "--sshfs-cache",
+        action="store_true",
+        help="keep sshfs's and the kernel's caches of names and attributes at their defaults "
+        "(default: all off, every lookup and stat a round trip)",
+    )
     p.add_argument("--part", choices=["storage", "mirrors", "both"], default="both")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     p.add_argument("--json", type=Path, help="save the raw numbers here")
