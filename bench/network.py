@@ -75,12 +75,6 @@ SIG, REL = "bench", "9"
 CATEGORY = "mirror/pub/sig"
 RECONCILER = [sys.executable, "-m", "reconciler.cli"]
 RSYNC = ["rsync", "-rlptDSH", "--delete"]
-#: Python's start-up and the imports of a pass that publishes: paid once by `reconciler run`.
-STARTUP = [
-    sys.executable,
-    "-c",
-    "import reconciler.cli, reconciler.reconciling, reconciler.applying, reconciler.publishing",
-]
 #: Every cache of names and attributes off: each stat and lookup is a round trip.
 SSHFS_CACHE = "dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0"
 #: What a mirror may fetch besides the changed package and its repo's metadata.
@@ -409,8 +403,6 @@ def storage_run(
         rsync(w.sig_dir(cid2), rs_staging)
         step("publish_1pct", w.cmd("apply", "--yes"), to_mount)
         step("nothing", w.cmd("apply", "--yes"), to_mount)
-        if mode == "time":  # what a pass of `reconciler run` does not pay again
-            res["startup"] = run(STARTUP, env=w.env()).seconds
     finally:
         w.close()
         # through the backing directory: deleting over the mount would take minutes
@@ -455,6 +447,7 @@ def storage(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     )
     runs: list[dict[str, Any]] = []
     trace: dict[str, Any] = {}
+    summaries: list[str] = []
     with network_mount(base / "sshfs", args.sshfs_cache) as mount:
         print(f"  production root on: {mount.options} (local backing dir {mount.backing})")
         probed = probe(mount)
@@ -470,7 +463,7 @@ def storage(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             print(f"  profile run (cProfile into {args.profile}; times not used)", flush=True)
             profiles = storage_run(base, pristine, mount, 0, args, "profile")
             for key in ("publish_1pct", "nothing"):
-                print(summarize_profile(Path(profiles[f"r.{key}"])))
+                summaries.append(summarize_profile(Path(profiles[f"r.{key}"])))
     shutil.rmtree(pristine, ignore_errors=True)
     return {
         "n": args.n,
@@ -480,6 +473,7 @@ def storage(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "trace": trace,
         "mount": mount.options,
         "probe": probed,
+        "profiles": summaries,
     }
 
 
@@ -491,37 +485,32 @@ def storage_report(res: dict[str, Any]) -> list[str]:
         f"scale {res['scale']:g}), medians of {len(runs)} run(s)",
         f"mount: {res['mount']}",
         "one round trip on it: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["probe"].items()),
-        "| scenario | reconciler (median) | rsync onto the mount (median) | ratio | target "
-        "| verdict |",
-        "|---|---|---|---|---|---|",
     ]
-    per_run = []
-    for key, label, limit in (
-        ("publish1", "first publish ->production", None),
-        ("publish_1pct", "publish after 1% ->production", 0.1),
-        ("nothing", "nothing changed (apply vs rsync no-op)", 0.05),
-    ):
-        ours = statistics.median(r[f"r.{key}"] for r in runs)
-        theirs = statistics.median(r[f"b.{key}"] for r in runs)
-        ratio = ours / theirs
-        verdict = "-" if limit is None else ("MET" if ratio <= limit else "MISSED")
-        target = "-" if limit is None else f"<= {limit:g}"
-        lines.append(
-            f"| {label} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | {target} | {verdict} |"
-        )
-        ratios = ", ".join(f"{r[f'r.{key}'] / r[f'b.{key}']:.3f}" for r in runs)
-        per_run.append(f"  {label}: {ratios}")
-    lines += ["ratio of each run (reconciler / rsync, same run):", *per_run]
-    startup = statistics.median(r["startup"] for r in runs)
-    for key, label in (("publish_1pct", "publish after 1%"), ("nothing", "nothing changed")):
-        less = statistics.median(r[f"r.{key}"] - r["startup"] for r in runs)
-        theirs = statistics.median(r[f"b.{key}"] for r in runs)
-        lines.append(
-            f"{label} less Python start-up and imports ({startup:.3f}s, paid once by "
-            f"`reconciler run`): {less:.3f}s, {less / theirs:.3f} of rsync (information)"
-        )
-    staging = statistics.median(r["r.staging_1pct"] for r in runs)
-    lines.append(f"(publish after 1% ->staging, local, for comparison: {staging:.3f}s)")
+    if runs:
+        lines += [
+            "| scenario | reconciler (median) | rsync onto the mount (median) | ratio | target "
+            "| verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        per_run = ["ratio of each run (reconciler / rsync, same run):"]
+        for key, label, limit in (
+            ("publish1", "first publish ->production", None),
+            ("publish_1pct", "publish after 1% ->production", 0.1),
+            ("nothing", "nothing changed (apply vs rsync no-op)", 0.05),
+        ):
+            ours = statistics.median(r[f"r.{key}"] for r in runs)
+            theirs = statistics.median(r[f"b.{key}"] for r in runs)
+            ratio = ours / theirs
+            verdict = "-" if limit is None else ("MET" if ratio <= limit else "MISSED")
+            target = "-" if limit is None else f"<= {limit:g}"
+            lines.append(
+                f"| {label} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | {target} | {verdict} |"
+            )
+            ratios = ", ".join(f"{r[f'r.{key}'] / r[f'b.{key}']:.3f}" for r in runs)
+            per_run.append(f"  {label}: {ratios}")
+        staging = statistics.median(r["r.staging_1pct"] for r in runs)
+        lines += per_run
+        lines.append(f"(publish after 1% ->staging, local, for comparison: {staging:.3f}s)")
     trace = res["trace"]
     for key, label in (("publish_1pct", "publish after 1%"), ("nothing", "nothing changed")):
         for side, who in (("r", "reconciler"), ("b", "rsync")):
@@ -530,7 +519,7 @@ def storage_report(res: dict[str, Any]) -> list[str]:
                 continue
             top = ", ".join(f"{k} {v}" for k, v in list(calls.items())[:8])
             lines.append(f"syscalls on the mount, {label}, {who}: {sum(calls.values())} ({top})")
-    return lines
+    return lines + res["profiles"]
 
 
 def summarize_profile(path: Path, top: int = 25) -> str:
