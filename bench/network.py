@@ -218,8 +218,8 @@ def network_mount(work: Path, cache: bool = False) -> Iterator[Mount]:
 
 
 def probe(mount: Mount, depth: int = 11, repeat: int = 50) -> dict[str, float]:
-    """Milliseconds of one ``lstat`` on the mount, by path depth (a repo's ``repomd.xml``
-    under a production root one level down is 11 components deep), and of an
+    """Milliseconds of one ``lstat`` on the mount, by path depth (a package under a
+    production root one level down is 11 components deep), and of an
     ``fstatat`` relative to an open directory: what one round trip costs here."""
     parts = [f"d{i}" for i in range(depth - 1)]
     (mount.backing.joinpath("probe", *parts)).mkdir(parents=True)
