@@ -66,8 +66,10 @@ LIST_NAMES: tuple[str, ...] = (FILELIST, IMAGELIST_SIG, TIMELIST, TIMELIST_SIG)
 #: list -> the name its previous content is kept under when it changes (as
 #: ``sync-sig-file-list.sh`` keeps ``fullfiletimelist-sig-old``)
 KEPT_OLD: Mapping[str, str] = {TIMELIST_SIG: TIMELIST_SIG_OLD}
+#: The vault's time list (``sync-file-list-vault.sh``), beside its ``fullfilelist``.
+TIMELIST_VAULT = "fullfiletimelist-vault"
 #: The names in the top directory that are never listed: the lists and the kept old one.
-UNLISTED = frozenset({*LIST_NAMES, *KEPT_OLD.values()})
+UNLISTED = frozenset({*LIST_NAMES, *KEPT_OLD.values(), TIMELIST_VAULT})
 CHECKSUMMED = "repomd.xml"
 VERSION = 2
 KINDS = frozenset({"f", "d", "l"})

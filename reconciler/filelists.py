@@ -31,6 +31,7 @@ from .filelistformat import (
     TIMELIST,
     TIMELIST_SIG,
     TIMELIST_SIG_OLD,
+    TIMELIST_VAULT,
     UNLISTED,
     VERSION,
     Entry,
@@ -57,6 +58,7 @@ __all__ = [
     "TIMELIST",
     "TIMELIST_SIG",
     "TIMELIST_SIG_OLD",
+    "TIMELIST_VAULT",
     "UNLISTED",
     "VERSION",
     "Entry",
@@ -241,9 +243,10 @@ class ListsOnDisk(NamedTuple):
     digest: str  # :func:`lists_digest`
 
 
-def read_lists(top: Path) -> ListsOnDisk | None:
-    """The lists in ``top``; ``None`` if either is missing or not a regular file."""
-    filelist, timelist = _current(top / FILELIST), _current(top / TIMELIST)
+def read_lists(top: Path, timelist_name: str = TIMELIST) -> ListsOnDisk | None:
+    """The lists in ``top`` (the time list under ``timelist_name``: the vault's is
+    ``fullfiletimelist-vault``); ``None`` if either is missing or not a regular file."""
+    filelist, timelist = _current(top / FILELIST), _current(top / timelist_name)
     if filelist is None or timelist is None:
         return None
     return ListsOnDisk(

@@ -47,10 +47,12 @@ from .facts import (
 )
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
+from .names import COMPOSE_ID_RE
 from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import StateDB, UnmanagedSummary
 from .upstream import Upstream
+from .vaultspec import vault_lists_dir
 from .vocabulary import LISTED_STAGES, PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,8 @@ def check_drift(
     category = spec.defaults.publish.category
     cache = DigestCache()
     for target in state.targets.all():
-        if target.sig not in spec.sigs:
+        # a vault is published once and never repaired: its tree is walked whole below
+        if target.sig not in spec.sigs or target.stage is Stage.VAULT:
             continue
         tree = host.published(category, target.stage, target.sig, target.release)
         key = TargetKey(tree.stage, tree.sig, tree.release)
@@ -182,8 +185,11 @@ def check_drift(
         stage: walk_rest(
             host, state, stage, category, [w for k, w in walks.items() if k.stage is stage]
         )
-        for stage in LISTED_STAGES
+        for stage in LISTED_STAGES - {Stage.VAULT}
     }
+    # the vault's lists name everything under mirror/vault/ (the distribution's own
+    # vault too): one walk of it all, what the vault inventory lacks is unmanaged
+    rest[Stage.VAULT] = walk_rest(host, state, Stage.VAULT, vault_top(spec), ())
     return Learned(
         drift=found,
         drift_checked_at=now,
@@ -278,6 +284,16 @@ def _previous_production(state: StateDB, sig: str, release: str, current: str | 
     return None
 
 
+def _release_of(compose_id: str) -> str | None:
+    m = COMPOSE_ID_RE.fullmatch(compose_id)
+    return m["release"] if m else None
+
+
+def vault_top(spec: Spec) -> str:
+    """Where the vault's file lists are, relative to the production root."""
+    return vault_lists_dir(spec.defaults.publish.vault_category)
+
+
 def _release_facts(
     spec: Spec,
     host: HostConfig,
@@ -291,9 +307,15 @@ def _release_facts(
     production = _target(
         spec, state, host.published(category, Stage.PRODUCTION, sig, release), checked
     )
+    vaults = {
+        t.release: TargetFact(t.compose_id, t.published_at)
+        for t in state.targets.all()
+        if t.stage is Stage.VAULT and t.sig == sig and _release_of(t.compose_id) == release
+    }
     return ReleaseFacts(
         sig=sig,
         release=release,
+        vaults=vaults,
         composes=observe_composes(host.compose_tree(sig, release)),
         staging=staging,
         production=production,
