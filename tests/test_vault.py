@@ -1,0 +1,238 @@
+"""The vault (issue 17): a SIG release's vaulted point releases, each published once to
+``<production>/mirror/vault/sig/<point>/<sig>/`` without deletes, with the vault's own
+file lists at ``mirror/vault/`` (the toolkit's ``vault-sig.sh`` and
+``sync-file-list-vault.sh``). Real git desired state, the HTTP sample upstream, real
+composes and trees, a real rsync daemon and client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler import testing as su
+from reconciler.errors import SpecError
+from reconciler.filelists import FILELIST, TIMELIST_VAULT, UNLISTED, parse_timelist, scan
+from reconciler.specfile import load_spec
+
+from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
+from .gitrepo import DesiredRepo
+from .test_mirror_contract import RSYNC, pull, rsync_daemon
+
+CATEGORY = "mirror/pub/sig"
+VAULT = "mirror/vault"
+
+
+def _release(**overrides: Any) -> dict[str, Any]:
+    rel: dict[str, Any] = {
+        "project_id": PROJECT_ID,
+        "gpg_keys": [su.SAMPLE_KEY.name],
+        "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
+        "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
+        "staging": "latest",
+        "production": None,
+    }
+    rel.update(overrides)
+    return rel
+
+
+class Site:
+    """SIG core (releases 9 and 10) in a git desired state, and the host following it;
+    ``keep_composes: 1``, so that a compose no stage uses is pruned at once."""
+
+    def __init__(self, tmp: Path, upstream: Upstream, cli: Any) -> None:
+        defaults = {
+            "upstream": {"base_url": "https://build.invalid/v1/projects"},
+            "publish": {"category": CATEGORY, "delete_grace": "1h"},
+            "compose": {"keep_composes": 1},
+            "promotion": {"require_staged": True, "min_soak": "0h"},
+            "releases": {r: {"arches": ["x86_64", "aarch64"]} for r in ("9", "10")},
+        }
+        ds = make_desired_state(tmp / "desired-state", yaml.safe_dump(defaults), write=False)
+        self.doc: dict[str, Any] = {"sig": "core", "releases": {"9": _release(), "10": _release()}}
+        (ds.path / "sigs" / "core.yaml").write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        self.repo = DesiredRepo(tmp / "git", ds.path)
+        self.repo.commit("Add SIG core")
+        self.root = tmp / "host"
+        self.root.mkdir()
+        git = {"url": str(self.repo.server), "branch": "main", "path": "desired-state"}
+        self.config = write_host_config(self.root, upstream.server.base_url, git=git)
+        self.cli = cli
+
+    def change(self, message: str, **changes: Any) -> None:
+        self.doc["releases"]["9"].update(changes)
+        self.commit(message)
+
+    def commit(self, message: str) -> None:
+        path = self.repo.work / "desired-state" / "sigs" / "core.yaml"
+        path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        self.repo.commit(message)
+
+    def run(self, *args: str | Path) -> Any:
+        return self.cli(*args, "--config", self.config)
+
+    def apply(self, code: int = 0) -> Any:
+        result = self.run("apply")
+        assert result.code == code, result.out + result.err
+        return result
+
+    def status(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        rows = json.loads(self.run("status", "--format", "json").out)
+        return {(r["sig"], r["release"], r["stage"]): r for r in rows}
+
+    @property
+    def vault(self) -> Path:
+        return self.root / "production" / VAULT
+
+    def compose_dir(self, cid: str) -> Path:
+        return self.root / "compose" / "9" / cid
+
+    def compose_files(self, cid: str) -> set[str]:
+        top = self.compose_dir(cid) / "compose" / "9" / "core"
+        return {str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()}
+
+
+def _files(top: Path) -> set[str]:
+    return {str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()}
+
+
+def _snapshot(top: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under ``top``: inode, size, mtime (what any change would change)."""
+    out = {}
+    for p in [top, *top.rglob("*")]:
+        st = p.lstat()
+        out[str(p.relative_to(top))] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _walk(top: Path) -> set[str]:
+    """Every path under ``top`` but the lists at its top, as the lists spell them."""
+    return {e.path for e in scan(top)}
+
+
+def _check_lists(vault: Path) -> None:
+    """The vault's lists name exactly what is under ``mirror/vault/``."""
+    listed = {line.removeprefix("./") for line in (vault / FILELIST).read_text().splitlines()}
+    assert listed - {"."} == _walk(vault)
+    entries, _sums = parse_timelist((vault / TIMELIST_VAULT).read_text())
+    assert {e.path for e in entries} == _walk(vault)
+    assert {(e.path, e.size) for e in entries if e.kind == "f"} == {
+        (e.path, e.size) for e in scan(vault) if e.kind == "f"
+    }
+
+
+@pytest.fixture
+def site(tmp_path: Path, upstream: Upstream, cli: Any) -> Site:
+    return Site(tmp_path, upstream, cli)
+
+
+def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
+    site: Site, tmp_path: Path
+) -> None:
+    site.apply()  # composes 9 and 10, stages them
+    first = site.status()[("core", "9", "staging")]["actual"]
+    site.change("Promote core 9", production=first, compose={
+        **site.doc["releases"]["9"]["compose"], "refresh": 1})  # fmt: skip
+    site.apply()  # a second compose of 9 is staged; production holds the first
+    vaulted = site.status()[("core", "9", "staging")]["actual"]
+    assert vaulted != first
+    # the distribution's own vault: not ours, listed as it is, never touched
+    foreign = site.vault / "rocky" / "9.4" / "BaseOS" / "x86_64" / "os" / "README"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("the distribution's own vault\n")
+    foreign_before = _snapshot(site.vault / "rocky")
+
+    site.change("Vault 9.5", vault={"9.5": vaulted})
+    plan = site.run("plan")
+    assert plan.code == 2, plan.out + plan.err
+    assert f"vault 9.5 of core: publish {vaulted} to {VAULT}/sig/9.5/core/" in plan.out
+    markdown = site.run("plan", "--format", "markdown")
+    assert f"vault 9.5 of core: publish {vaulted}" in markdown.out
+    site.apply()
+
+    tree = site.vault / "sig" / "9.5" / "core"
+    assert _files(tree) == site.compose_files(vaulted)
+    assert site.run("verify", tree).code == 0
+    row = site.status()[("core", "9.5", "vault")]
+    assert (row["state"], row["desired"], row["actual"]) == ("Synced", vaulted, vaulted)
+    assert _snapshot(site.vault / "rocky") == foreign_before
+    _check_lists(site.vault)
+    assert "rocky/9.4/BaseOS/x86_64/os/README" in _walk(site.vault)
+
+    # a quick-fedora-mirror-like client mirrors the vault from its lists
+    if RSYNC is not None:
+        mirror = tmp_path / "mirror"
+        os.chmod(tmp_path, 0o755)  # the daemon reads as nobody
+        with rsync_daemon(site.vault, tmp_path / "rsyncd") as url:
+            got = pull(url, mirror, [FILELIST, TIMELIST_VAULT], "--no-dirs", "--relative")
+            assert got.returncode == 0, got.stderr
+            entries, _ = parse_timelist((mirror / TIMELIST_VAULT).read_text())
+            got = pull(url, mirror, [e.path for e in entries])
+            assert got.returncode == 0, got.stderr
+        assert _walk(mirror) == _walk(site.vault)
+        assert {p: (mirror / p).read_bytes() for p in _files(mirror) if p not in UNLISTED} == {
+            p: (site.vault / p).read_bytes() for p in _files(site.vault) if p not in UNLISTED
+        }
+
+    # a third compose: the vaulted one is used by no stage, beyond keep_composes: kept
+    site.change("Refresh", compose={**site.doc["releases"]["9"]["compose"], "refresh": 2})
+    site.apply()
+    newest = site.status()[("core", "9", "staging")]["actual"]
+    assert newest not in {first, vaulted}
+    assert site.compose_dir(vaulted).is_dir()
+
+    # changing the entry is refused, the tree untouched
+    before = _snapshot(site.vault)
+    site.change("Change vault 9.5", vault={"9.5": newest})
+    site.apply(code=1)
+    row = site.status()[("core", "9.5", "vault")]
+    assert row["state"] == "Blocked", row
+    assert "sigs/core.yaml" in row["reason"] and "vault 9.5" in row["reason"], row
+    assert "vault_replace" in row["reason"], row
+    assert _snapshot(site.vault) == before
+
+    # with vault_replace it is replaced; what the old compose had stays (no deletes)
+    site.change("Replace vault 9.5", vault_replace=True)
+    site.apply()
+    row = site.status()[("core", "9.5", "vault")]
+    assert (row["state"], row["actual"]) == ("Synced", newest)
+    assert _files(tree) >= site.compose_files(newest) | site.compose_files(vaulted)
+    assert site.run("verify", tree).code == 0
+    _check_lists(site.vault)
+
+    # end of life of release 9: its composes go but the vaulted one; the vault stays
+    before = _snapshot(site.vault)
+    del site.doc["releases"]["9"]
+    site.commit("Remove core 9")
+    site.apply()
+    assert site.compose_dir(newest).is_dir()
+    assert not site.compose_dir(vaulted).exists() and not site.compose_dir(first).exists()
+    assert _snapshot(site.vault) == before
+
+
+@pytest.mark.parametrize(
+    ("vault", "message"),
+    [
+        ({"9.5.1": "SIG-core-9-20260301.0"}, "invalid vault point release '9.5.1'"),
+        ({"9.5": "latest"}, "is not a compose ID"),
+        ({"10.1": "SIG-core-9-20260301.0"}, "vault point release 10.1 is not one of release 9"),
+        ({"9.5": "SIG-core-10-20260301.0"}, "is not a compose of SIG core release 9"),
+    ],
+)
+def test_vault_entries_are_validated_naming_the_file_and_field(
+    tmp_path: Path, vault: dict[str, str], message: str
+) -> None:
+    ds = make_desired_state(tmp_path / "desired-state")
+    path = ds.path / "sigs" / "core.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["releases"]["9"]["vault"] = vault
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as err:
+        load_spec(ds.path)
+    assert message in str(err.value)
+    assert "core.yaml" in str(err.value) and "vault" in str(err.value)
