@@ -28,6 +28,7 @@ from .filelistformat import (
     KEPT_OLD,
     KINDS,
     LIST_NAMES,
+    NEVER_LISTED,
     TIMELIST,
     TIMELIST_SIG,
     TIMELIST_SIG_OLD,
@@ -55,6 +56,7 @@ __all__ = [
     "KEPT_OLD",
     "KINDS",
     "LIST_NAMES",
+    "NEVER_LISTED",
     "TIMELIST",
     "TIMELIST_SIG",
     "TIMELIST_SIG_OLD",
@@ -103,7 +105,7 @@ def scan(top: Path) -> list[Entry]:
 def _walk(children: list[os.DirEntry[str]], prefix: str) -> Iterator[Entry]:
     for child in children:
         name = child.name
-        if name.endswith(TMP_SUFFIX) or (not prefix and name in UNLISTED):
+        if name.endswith(TMP_SUFFIX) or (not prefix and name in NEVER_LISTED):
             continue
         rel = f"{prefix}{name}"
         try:
