@@ -30,6 +30,7 @@ from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .manifest import read_manifest
+from .names import COMPOSE_ID_RE
 from .observing import unmanaged_summaries
 from .state import HistoryEntry, StateDB, TargetStatus
 from .vocabulary import TROUBLE_STATES, PackageChangeKind, Result, Stage, TargetState, Trigger
@@ -370,11 +371,13 @@ def release_page(
     if not statuses:
         return None
     cells = {c.stage: c for c in _cells(state, statuses)[(sig, release)]}
-    tree = host.compose_tree(sig, release)
     stages = []
     for stage in _STAGES:
         cell = cells.get(stage)
         cid = cell.actual if cell is not None else None
+        # a vault target's release is a point release: its compose ID names the release
+        m = COMPOSE_ID_RE.fullmatch(cid or "")
+        tree = host.compose_tree(sig, m["release"] if m else release)
         repos = repo_counts(tree.manifest(cid)) if cid else ()
         stages.append(StageContents(cell, cid, repos))
     history = tuple(

@@ -18,7 +18,10 @@ import yaml
 from reconciler import testing as su
 from reconciler.errors import SpecError
 from reconciler.filelists import FILELIST, TIMELIST_VAULT, UNLISTED, parse_timelist, scan
-from reconciler.specfile import load_spec
+from reconciler.specfile import load_host_config, load_spec
+from reconciler.state import StateDB
+from reconciler.statuspage import release_page
+from reconciler.vocabulary import Stage
 
 from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
 from .gitrepo import DesiredRepo
@@ -161,6 +164,16 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     row = site.status()[("core", "9.5", "vault")]
     assert (row["state"], row["desired"], row["actual"]) == ("Synced", vaulted, vaulted)
     assert _snapshot(site.vault / "rocky") == foreign_before
+    table = site.run("status").out
+    assert any("9.5" in line and "vault" in line and vaulted in line for line in table.splitlines())
+    page = site.run("status", "--format", "html").out
+    assert 'data-target="core/9.5/vault"' in page and "<th>vault</th>" in page
+    host = load_host_config(site.config)
+    with StateDB.open(host.state_dir) as state:
+        release = release_page(host, state, "core", "9.5")
+    assert release is not None
+    (vault_stage,) = [s for s in release.stages if s.cell and s.cell.stage is Stage.VAULT]
+    assert vault_stage.compose_id == vaulted and vault_stage.repos  # the compose's counts
     _check_lists(site.vault)
     assert "rocky/9.4/BaseOS/x86_64/os/README" in _walk(site.vault)
 
