@@ -18,6 +18,7 @@ import yaml
 from reconciler import testing as su
 from reconciler.errors import SpecError
 from reconciler.filelists import FILELIST, TIMELIST_VAULT, UNLISTED, parse_timelist, scan
+from reconciler.pagerender import render_release
 from reconciler.specfile import load_host_config, load_spec
 from reconciler.state import StateDB
 from reconciler.statuspage import release_page
@@ -172,8 +173,10 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     with StateDB.open(host.state_dir) as state:
         release = release_page(host, state, "core", "9.5")
     assert release is not None
-    (vault_stage,) = [s for s in release.stages if s.cell and s.cell.stage is Stage.VAULT]
+    (vault_stage,) = release.stages  # a point release's page: its vault
+    assert vault_stage.stage is Stage.VAULT and vault_stage.cell is not None
     assert vault_stage.compose_id == vaulted and vault_stage.repos  # the compose's counts
+    assert '<section class="stage" data-stage="vault">' in render_release(release)
     _check_lists(site.vault)
     assert "rocky/9.4/BaseOS/x86_64/os/README" in _walk(site.vault)
 
@@ -218,8 +221,16 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert site.run("verify", tree).code == 0
     _check_lists(site.vault)
 
-    # end of life of release 9: its composes go but the vaulted one; the vault stays
+    # an entry removed from the desired state: the vault tree stays as it is
     before = _snapshot(site.vault)
+    site.change("Drop the vault entry", vault={})
+    site.apply()
+    row = site.status()[("core", "9.5", "vault")]
+    assert row["state"] == "Synced" and "vaults are forever" in row["reason"], row
+    assert _snapshot(site.vault) == before
+    assert site.compose_dir(newest).is_dir()  # the vault holds it: kept
+
+    # end of life of release 9: its composes go but the vaulted one; the vault stays
     del site.doc["releases"]["9"]
     site.commit("Remove core 9")
     site.apply()
