@@ -385,6 +385,11 @@ class Applier:
             # deletions, or a pass killed between deleting and listing), write them now.
             if stage is Stage.PRODUCTION and self.state.inventory.lists_outdated(stage):
                 write_lists(self.spec, self.host, self.state)
+        # the vault deletes nothing, but a drift check may have found the rest of
+        # mirror/vault/ changed (the distribution's own vault): its lists follow
+        vaults = any(t.stage is Stage.VAULT for t in self.state.targets.all())
+        if vaults and self.state.inventory.lists_outdated(Stage.VAULT):
+            write_vault_lists(self.spec, self.host, self.state, walk=False)
 
     def _retired(self, v: Verdict) -> bool:
         """A removed release's target that was waiting for its deletions, and whose last

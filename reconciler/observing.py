@@ -166,10 +166,11 @@ def check_drift(
     category = spec.defaults.publish.category
     cache = DigestCache()
     for target in state.targets.all():
-        # a vault is published once and never repaired: its tree is walked whole below
-        if target.sig not in spec.sigs or target.stage is Stage.VAULT:
+        if target.sig not in spec.sigs:
             continue
-        tree = host.published(category, target.stage, target.sig, target.release)
+        vault = target.stage is Stage.VAULT  # checked, never repaired (vaulting)
+        where = spec.defaults.publish.vault_category if vault else category
+        tree = host.published(where, target.stage, target.sig, target.release)
         key = TargetKey(tree.stage, tree.sig, tree.release)
         inventory = state.inventory.entries(tree.stage, tree.inventory_prefix)
         findings = set(drift.check_target(inventory, tree))
@@ -178,7 +179,8 @@ def check_drift(
         else:
             findings.update(d for d in state.sources.drift(key) if d.what is DriftKind.CORRUPT)
         found[key] = tuple(sorted(findings))
-        walks[key] = walk_unmanaged(spec, tree, inventory.keys())
+        if not vault:  # the vault's unmanaged paths: the one walk of it all, below
+            walks[key] = walk_unmanaged(spec, tree, inventory.keys())
     if deep:
         log.info("deep drift check: %d bytes read", cache.bytes)
     rest = {
@@ -188,8 +190,10 @@ def check_drift(
         for stage in LISTED_STAGES - {Stage.VAULT}
     }
     # the vault's lists name everything under mirror/vault/ (the distribution's own
-    # vault too): one walk of it all, what the vault inventory lacks is unmanaged
-    rest[Stage.VAULT] = walk_rest(host, state, Stage.VAULT, vault_top(spec), ())
+    # vault too): one walk of it all, what the vault inventory lacks is unmanaged; only
+    # once a vault was published (else the lists there are not the reconciler's)
+    if any(t.stage is Stage.VAULT for t in state.targets.all()):
+        rest[Stage.VAULT] = walk_rest(host, state, Stage.VAULT, vault_top(spec), ())
     return Learned(
         drift=found,
         drift_checked_at=now,
@@ -258,7 +262,8 @@ def unmanaged_summaries(
 def _expected(host: HostConfig, tree: PublishedTree, compose_id: str) -> dict[str, Sum]:
     """The checksums the target's files must have: its compose's manifest, else (a v1
     manifest, a compose deleted by hand) the repository metadata."""
-    composes = host.compose_tree(tree.sig, tree.release)
+    # a vault target's release is a point release: the compose ID names the release
+    composes = host.compose_tree(tree.sig, _release_of(compose_id) or tree.release)
     sig_dir = composes.sig_dir(compose_id)
     try:
         if not sig_dir.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ class Site:
         self.root = tmp / "host"
         self.root.mkdir()
         git = {"url": str(self.repo.server), "branch": "main", "path": "desired-state"}
-        self.config = write_host_config(self.root, upstream.server.base_url, git=git)
+        self.config = write_host_config(
+            self.root, upstream.server.base_url, git=git, drift_interval=1
+        )
         self.cli = cli
 
     def change(self, message: str, **changes: Any) -> None:
@@ -195,6 +198,16 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
             p: (site.vault / p).read_bytes() for p in _files(site.vault) if p not in UNLISTED
         }
 
+    deep = site.run("verify", "--drift", "--deep")
+    assert deep.code == 0 and "core 9.5 vault: no drift" in deep.out, deep.out + deep.err
+
+    # the distribution's vault grows: a later pass's walk of mirror/vault/ lists it
+    (foreign.parent / "NEWS").write_text("more of the distribution's own vault\n")
+    time.sleep(1.1)  # drift_interval: 1 (the walk goes with the drift check)
+    site.apply()
+    assert "rocky/9.4/BaseOS/x86_64/os/NEWS" in _walk(site.vault)
+    _check_lists(site.vault)
+
     # a third compose: the vaulted one is used by no stage, beyond keep_composes: kept
     site.change("Refresh", compose={**site.doc["releases"]["9"]["compose"], "refresh": 2})
     site.apply()
@@ -237,6 +250,12 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert site.compose_dir(newest).is_dir()
     assert not site.compose_dir(vaulted).exists() and not site.compose_dir(first).exists()
     assert _snapshot(site.vault) == before
+
+    # verify --drift checks the vault tree against what was published there
+    gone = next(p for p in sorted(_files(tree)) if p.endswith(".rpm"))
+    (tree / gone).unlink()
+    found = site.run("verify", "--drift")
+    assert found.code == 1 and f"missing: {VAULT}/sig/9.5/core/{gone}" in found.out, found.out
 
 
 @pytest.mark.parametrize(
