@@ -25,7 +25,7 @@ from .facts import TargetKey
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
-from .names import COMPOSE_ID_RE
+from .names import COMPOSE_ID_RE, compose_release
 from .planning import Action, Plan, Verdict
 from .propagation import check_if_due
 from .publishing import Owner, Publisher
@@ -33,6 +33,7 @@ from .recording import changes_chain, walk_target, write_lists, write_vault_list
 from .retiring import delete_due, retire_target
 from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
+from .vaulting import stage_category
 from .vocabulary import (
     PUBLISHED_STAGES,
     ActionKind,
@@ -162,16 +163,14 @@ class Applier:
         )  # fmt: skip
 
     def _published(self, action: Action, stage: Stage) -> PublishedTree:
-        publish = self.spec.defaults.publish
-        category = publish.vault_category if stage is Stage.VAULT else publish.category
+        category = stage_category(self.spec, stage)
         return self.host.published(category, stage, action.sig, action.release)
 
     def _composes(self, action: Action) -> ComposeTree:
-        """The composes of the action's SIG release (a vault action's release is a point
-        release: its compose ID names the release)."""
-        m = COMPOSE_ID_RE.fullmatch(action.compose_id or "")
-        release = m["release"] if action.stage is Stage.VAULT and m else action.release
-        return self.host.compose_tree(action.sig, release)
+        """The composes of the action's SIG release (a vault action's is a point release)."""
+        return self.host.compose_tree(
+            action.sig, compose_release(action.release, action.compose_id)
+        )
 
     def _hooks(
         self, action: Action, name: str, result: Result | None = None, error: str | None = None

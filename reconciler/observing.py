@@ -47,11 +47,12 @@ from .facts import (
 )
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
-from .names import COMPOSE_ID_RE
+from .names import compose_release
 from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import StateDB, UnmanagedSummary
 from .upstream import Upstream
+from .vaulting import stage_category
 from .vaultspec import vault_lists_dir
 from .vocabulary import LISTED_STAGES, PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
 
@@ -169,7 +170,7 @@ def check_drift(
         if target.sig not in spec.sigs:
             continue
         vault = target.stage is Stage.VAULT  # checked, never repaired (vaulting)
-        where = spec.defaults.publish.vault_category if vault else category
+        where = stage_category(spec, target.stage)
         tree = host.published(where, target.stage, target.sig, target.release)
         key = TargetKey(tree.stage, tree.sig, tree.release)
         inventory = state.inventory.entries(tree.stage, tree.inventory_prefix)
@@ -263,7 +264,7 @@ def _expected(host: HostConfig, tree: PublishedTree, compose_id: str) -> dict[st
     """The checksums the target's files must have: its compose's manifest, else (a v1
     manifest, a compose deleted by hand) the repository metadata."""
     # a vault target's release is a point release: the compose ID names the release
-    composes = host.compose_tree(tree.sig, _release_of(compose_id) or tree.release)
+    composes = host.compose_tree(tree.sig, compose_release(tree.release, compose_id))
     sig_dir = composes.sig_dir(compose_id)
     try:
         if not sig_dir.is_dir():
@@ -289,11 +290,6 @@ def _previous_production(state: StateDB, sig: str, release: str, current: str | 
     return None
 
 
-def _release_of(compose_id: str) -> str | None:
-    m = COMPOSE_ID_RE.fullmatch(compose_id)
-    return m["release"] if m else None
-
-
 def vault_top(spec: Spec) -> str:
     """Where the vault's file lists are, relative to the production root."""
     return vault_lists_dir(spec.defaults.publish.vault_category)
@@ -315,7 +311,7 @@ def _release_facts(
     vaults = {
         t.release: TargetFact(t.compose_id, t.published_at)
         for t in state.targets.all()
-        if t.stage is Stage.VAULT and t.sig == sig and _release_of(t.compose_id) == release
+        if t.stage is Stage.VAULT and t.sig == sig and compose_release("", t.compose_id) == release
     }
     return ReleaseFacts(
         sig=sig,

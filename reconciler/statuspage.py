@@ -30,7 +30,7 @@ from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .manifest import read_manifest
-from .names import COMPOSE_ID_RE
+from .names import compose_release
 from .observing import unmanaged_summaries
 from .state import HistoryEntry, StateDB, TargetStatus
 from .vocabulary import (
@@ -388,8 +388,7 @@ def release_page(
         cell = cells.get(stage)
         cid = cell.actual if cell is not None else None
         # a vault target's release is a point release: its compose ID names the release
-        m = COMPOSE_ID_RE.fullmatch(cid or "")
-        tree = host.compose_tree(sig, m["release"] if m else release)
+        tree = host.compose_tree(sig, compose_release(release, cid))
         repos = repo_counts(tree.manifest(cid)) if cid else ()
         stages.append(StageContents(cell, cid, repos, stage))
     history = tuple(

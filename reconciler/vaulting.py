@@ -36,6 +36,12 @@ from .vocabulary import ActionKind, Stage, TargetState, Trigger
 KEPT_NOTE = "no longer in the desired state: the vault tree stays as it is (vaults are forever)"
 
 
+def stage_category(spec: Spec, stage: Stage) -> str:
+    """The category a stage's trees are under: the vault's, or ``publish.category``."""
+    publish = spec.defaults.publish
+    return publish.vault_category if stage is Stage.VAULT else publish.category
+
+
 def vault_dir(spec: Spec, sig: str, point: str) -> str:
     """Where a vault entry is published, relative to the production root (with a slash)."""
     category = spec.defaults.publish.vault_category

@@ -20,6 +20,7 @@ from reconciler import testing as su
 from reconciler.errors import SpecError
 from reconciler.filelists import FILELIST, TIMELIST_VAULT, UNLISTED, parse_timelist, scan
 from reconciler.pagerender import render_release
+from reconciler.planning import Plan
 from reconciler.specfile import load_host_config, load_spec
 from reconciler.state import StateDB
 from reconciler.statuspage import release_page
@@ -139,7 +140,7 @@ def site(tmp_path: Path, upstream: Upstream, cli: Any) -> Site:
 
 
 def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, upstream: Upstream
 ) -> None:
     site.apply()  # composes 9 and 10, stages them
     first = site.status()[("core", "9", "staging")]["actual"]
@@ -158,6 +159,11 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     plan = site.run("plan")
     assert plan.code == 2, plan.out + plan.err
     assert f"vault 9.5 of core: publish {vaulted} to {VAULT}/sig/9.5/core/" in plan.out
+    saved = Plan.from_json(site.run("plan", "--format", "json").out)
+    (action,) = [a for a in saved.actions if a.stage is Stage.VAULT]
+    assert (action.sig, action.release, action.compose_id) == ("core", "9.5", vaulted)
+    (preview,) = [p for p in saved.previews if p.stage is Stage.VAULT]
+    assert (preview.add, preview.pend) == (len(site.compose_files(vaulted)), 0)
     markdown = site.run("plan", "--format", "markdown")
     assert f"vault 9.5 of core: publish {vaulted}" in markdown.out
     site.apply()
@@ -209,10 +215,14 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     _check_lists(site.vault)
 
     # a third compose: the vaulted one is used by no stage, beyond keep_composes: kept
-    site.change("Refresh", compose={**site.doc["releases"]["9"]["compose"], "refresh": 2})
+    # (the build system updates a package: the new compose differs from the vaulted one)
+    new = su.sample_rpm("sig-hello-1.1-1.x86_64.rpm")
+    su.add_packages(upstream.repo_dir("core-common", "x86_64"), [new])
     site.apply()
     newest = site.status()[("core", "9", "staging")]["actual"]
     assert newest not in {first, vaulted}
+    assert site.compose_files(newest) - site.compose_files(vaulted)
+    assert site.compose_files(vaulted) - site.compose_files(newest)
     assert site.compose_dir(vaulted).is_dir()
 
     # changing the entry is refused, the tree untouched
@@ -227,6 +237,9 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
 
     # with vault_replace it is replaced; what the old compose had stays (no deletes)
     site.change("Replace vault 9.5", vault_replace=True)
+    saved = Plan.from_json(site.run("plan", "--format", "json").out)
+    (preview,) = [p for p in saved.previews if p.stage is Stage.VAULT]
+    assert preview.pend == 0 and preview.add + preview.replace > 0, preview
     site.apply()
     row = site.status()[("core", "9.5", "vault")]
     assert (row["state"], row["actual"]) == ("Synced", newest)
