@@ -182,10 +182,10 @@ def observe_and_plan(host: HostConfig, state: StateDB, source: Source) -> tuple[
     removed = removed_releases(source.spec, host, state)  # what removed releases left behind
     repair = host.drift == "repair"
     # vaults keep their composes, also those of releases removed from the desired state
-    held = (t.compose_id for t in state.targets.all() if t.stage is Stage.VAULT)
-    kept = vaulted(source.spec, held)
+    held = [(t.sig, t.release, t.compose_id) for t in state.targets.all() if t.stage is Stage.VAULT]
+    kept = vaulted(source.spec, (cid for _sig, _point, cid in held))
     planned = plan_with_endoflife(source.spec, observed, removed, source.revision, repair, kept)
-    planned = with_vaults(source.spec, observed, planned)
+    planned = with_vaults(source.spec, observed, planned, held)
     return planned, observed.learned
 
 

@@ -94,8 +94,12 @@ def _entry(
     return action, say(TargetState.OUT_OF_SYNC, reason, why)
 
 
-def plan_vaults(spec: Spec, observed: Observed) -> tuple[list[Action], list[Verdict]]:
-    """The vault actions and verdicts of every SIG release of ``spec``."""
+def plan_vaults(
+    spec: Spec, observed: Observed, held: Iterable[tuple[str, str, str]] = ()
+) -> tuple[list[Action], list[Verdict]]:
+    """The vault actions and verdicts of every SIG release of ``spec``; ``held``: every
+    vault target the state records (SIG, point release, compose), so that the vaults of
+    a release (or SIG) removed from the desired state still show, kept as they are."""
     actions: list[Action] = []
     verdicts: list[Verdict] = []
     for sig_name, sig in sorted(spec.sigs.items()):
@@ -104,20 +108,28 @@ def plan_vaults(spec: Spec, observed: Observed) -> tuple[list[Action], list[Verd
             points = sorted({*rel.vault, *facts.vaults}, key=_point_key)
             for point in points:
                 if rel.suspend:
-                    held = facts.vaults.get(point, TargetFact()).compose_id
+                    cid = facts.vaults.get(point, TargetFact()).compose_id
                     verdicts.append(Verdict(sig_name, point, Stage.VAULT, TargetState.SUSPENDED,
-                                            None, held, "suspend: true in the spec"))  # fmt: skip
+                                            None, cid, "suspend: true in the spec"))  # fmt: skip
                     continue
                 action, verdict = _entry(spec, rel, facts, point)
                 if action is not None:
                     actions.append(action)
                 verdicts.append(verdict)
+    shown = {(v.sig, v.release) for v in verdicts}
+    for sig_name, point, cid in sorted(held):
+        if (sig_name, point) not in shown:
+            why = f"vault {point}: {KEPT_NOTE}; {vault_dir(spec, sig_name, point)} holds {cid}"
+            verdicts.append(Verdict(sig_name, point, Stage.VAULT, TargetState.SYNCED, None, cid,
+                                    why))  # fmt: skip
     return actions, verdicts
 
 
-def with_vaults(spec: Spec, observed: Observed, planned: Plan) -> Plan:
+def with_vaults(
+    spec: Spec, observed: Observed, planned: Plan, held: Iterable[tuple[str, str, str]] = ()
+) -> Plan:
     """``planned`` with the vault's actions (after the releases' own) and verdicts."""
-    actions, verdicts = plan_vaults(spec, observed)
+    actions, verdicts = plan_vaults(spec, observed, held)
     return replace(
         planned,
         actions=(*planned.actions, *actions),

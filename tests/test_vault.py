@@ -263,6 +263,8 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert site.compose_dir(newest).is_dir()
     assert not site.compose_dir(vaulted).exists() and not site.compose_dir(first).exists()
     assert _snapshot(site.vault) == before
+    row = site.status()[("core", "9.5", "vault")]  # still shown, as it is
+    assert (row["state"], row["actual"]) == ("Synced", newest) and "forever" in row["reason"]
 
     # verify --drift checks the vault tree against what was published there
     gone = next(p for p in sorted(_files(tree)) if p.endswith(".rpm"))
