@@ -7,6 +7,7 @@ composes and trees, a real rsync daemon and client.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -18,16 +19,19 @@ import yaml
 
 from reconciler import testing as su
 from reconciler.errors import SpecError
+from reconciler.facts import TargetFact
 from reconciler.filelists import FILELIST, TIMELIST_VAULT, UNLISTED, parse_timelist, scan
 from reconciler.pagerender import render_release
-from reconciler.planning import Plan
+from reconciler.planning import Action, Plan, Verdict, plan
 from reconciler.specfile import load_host_config, load_spec
 from reconciler.state import StateDB
 from reconciler.statuspage import release_page
-from reconciler.vocabulary import Stage
+from reconciler.vaulting import plan_vaults
+from reconciler.vocabulary import ActionKind, Stage, TargetState
 
 from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
 from .gitrepo import DesiredRepo
+from .planning_support import make_observed, make_spec
 from .test_mirror_contract import RSYNC, pull, rsync_daemon
 
 CATEGORY = "mirror/pub/sig"
@@ -294,3 +298,61 @@ def test_vault_entries_are_validated_naming_the_file_and_field(
         load_spec(ds.path)
     assert message in str(err.value)
     assert "core.yaml" in str(err.value) and "vault" in str(err.value)
+
+
+# -- the decisions, pure ------------------------------------------------------------
+
+A, B, C = "SIG-core-9-20260301.0", "SIG-core-9-20260302.0", "SIG-core-9-20260303.0"
+
+
+def _decide(
+    vault: dict[str, str], held: dict[str, str], *, replace: bool = False, keep: int = 5
+) -> tuple[list[Action], list[Verdict], Plan]:
+    spec = make_spec({"vault": vault, "vault_replace": replace, "staging": C},
+                     {"keep_composes": keep})  # fmt: skip
+    raw = {"composes": [{"id": cid, "upstream": "up1"} for cid in (A, B, C)], "staging": C}
+    observed = make_observed(raw)
+    facts = dataclasses.replace(
+        observed.facts("core", "9"), vaults={p: TargetFact(cid) for p, cid in held.items()}
+    )
+    observed = dataclasses.replace(observed, releases={("core", "9"): facts})
+    actions, verdicts = plan_vaults(spec, observed)
+    return actions, verdicts, plan(spec, observed)
+
+
+def test_a_new_entry_is_published_to_its_vault_directory() -> None:
+    actions, verdicts, _ = _decide({"9.5": A}, {})
+    (action,) = actions
+    assert (action.kind, action.stage, action.release, action.compose_id) == (
+        ActionKind.PUBLISH, Stage.VAULT, "9.5", A)  # fmt: skip
+    assert action.reason == f"vault 9.5 of core: publish {A} to mirror/vault/sig/9.5/core/"
+    assert action.describe() == f"vault 9.5 of core: publish {A}"
+    assert [v.state for v in verdicts] == [TargetState.OUT_OF_SYNC]
+
+
+@pytest.mark.parametrize(
+    ("vault", "held", "replace", "state", "words"),
+    [
+        ({"9.5": A}, {"9.5": A}, False, TargetState.SYNCED, "never pruned"),
+        ({"9.5": B}, {"9.5": A}, False, TargetState.BLOCKED, "sigs/core.yaml: vault 9.5 holds"),
+        ({"9.5": "SIG-core-9-20260309.0"}, {}, False, TargetState.BLOCKED, "does not exist"),
+        ({}, {"9.5": A}, False, TargetState.SYNCED, "vaults are forever"),
+        ({"9.5": B}, {"9.5": A}, True, TargetState.OUT_OF_SYNC, f"replacing {A}"),
+    ],
+)
+def test_each_vault_entry_gets_a_verdict(
+    vault: dict[str, str], held: dict[str, str], replace: bool, state: TargetState, words: str
+) -> None:
+    actions, verdicts, _ = _decide(vault, held, replace=replace)
+    (verdict,) = verdicts
+    assert (verdict.release, verdict.stage, verdict.state) == ("9.5", Stage.VAULT, state)
+    assert words in verdict.reason, verdict.reason
+    assert bool(actions) is (state is TargetState.OUT_OF_SYNC)
+
+
+def test_composes_a_vault_names_or_holds_are_not_pruned() -> None:
+    _, _, planned = _decide({"9.5": A}, {"9.4": B}, keep=1)
+    assert not [a for a in planned.actions if a.kind is ActionKind.PRUNE]
+    _, _, planned = _decide({}, {}, keep=1)
+    pruned = {a.compose_id for a in planned.actions if a.kind is ActionKind.PRUNE}
+    assert pruned == {A, B}  # the same composes go without a vault
