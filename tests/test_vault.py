@@ -267,6 +267,9 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert site.compose_dir(newest).is_dir()
     assert not site.compose_dir(vaulted).exists() and not site.compose_dir(first).exists()
     assert _snapshot(site.vault) == before
+    site.apply()  # the next pass: only the vaulted compose is left, nothing to do
+    left = site.status()[("core", "9", "compose")]
+    assert left["state"] == "Synced" and "named by a vault entry" in left["reason"], left
     row = site.status()[("core", "9.5", "vault")]  # still shown, as it is
     assert (row["state"], row["actual"]) == ("Synced", newest) and "forever" in row["reason"]
 
