@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,38 @@ def _check_lists(vault: Path) -> None:
     }
 
 
+def _apply_under_a_reader(site: Site, tree: Path, tmp_path: Path) -> None:
+    """Apply (slowed down by strace, when there is one, so that the reader overlaps it)
+    while a mirror-like reader (tests/mirror_reader.py) snapshots ``tree`` as a client
+    that follows the metadata would; every snapshot must be a consistent repository."""
+    if shutil.which("strace") is None:
+        site.apply()
+        return
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "tests.mirror_reader", str(tree), str(tmp_path / "snaps"),
+         str(stop)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        slow = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=none",
+                "-e", "inject=link,linkat,rename,renameat,renameat2:delay_exit=40000"]  # fmt: skip
+        proc = subprocess.run(
+            [*slow, sys.executable, "-m", "reconciler.cli", "apply", "--config", str(site.config)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        time.sleep(0.3)
+    finally:
+        stop.touch()
+        out, err = reader.communicate(timeout=120)
+    result = json.loads(out or "{}")
+    assert result.get("inconsistent") == 0, (result, err)
+    assert result["states"] >= 2, result  # it saw the vault before and after the replace
+
+
 @pytest.fixture
 def site(tmp_path: Path, upstream: Upstream, cli: Any) -> Site:
     return Site(tmp_path, upstream, cli)
@@ -196,7 +230,6 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     # a quick-fedora-mirror-like client mirrors the vault from its lists
     if RSYNC is not None:
         mirror = tmp_path / "mirror"
-        os.chmod(tmp_path, 0o755)  # the daemon reads as nobody
         with rsync_daemon(site.vault, tmp_path / "rsyncd") as url:
             got = pull(url, mirror, [FILELIST, TIMELIST_VAULT], "--no-dirs", "--relative")
             assert got.returncode == 0, got.stderr
@@ -244,7 +277,7 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     saved = Plan.from_json(site.run("plan", "--format", "json").out)
     (preview,) = [p for p in saved.previews if p.stage is Stage.VAULT]
     assert preview.pend == 0 and preview.add + preview.replace > 0, preview
-    site.apply()
+    _apply_under_a_reader(site, tree, tmp_path)  # the mirror-safe order, as a client sees it
     row = site.status()[("core", "9.5", "vault")]
     assert (row["state"], row["actual"]) == ("Synced", newest)
     assert _files(tree) >= site.compose_files(newest) | site.compose_files(vaulted)
