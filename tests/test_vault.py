@@ -313,6 +313,22 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert found.code == 1 and f"missing: {VAULT}/sig/9.5/core/{gone}" in found.out, found.out
 
 
+def test_state_rebuild_finds_what_each_vault_holds(site: Site) -> None:
+    site.apply()
+    staged = site.status()[("core", "9", "staging")]["actual"]
+    site.change("Vault 9.5", vault={"9.5": staged})
+    site.apply()
+    before = _snapshot(site.vault)
+    rebuilt = site.run("state", "rebuild")
+    assert rebuilt.code == 0, rebuilt.out + rebuilt.err
+    assert f"core 9.5 vault: holds {staged}" in rebuilt.out, rebuilt.out
+    plan = site.run("plan", "--format", "json")
+    (verdict,) = [v for v in json.loads(plan.out)["verdicts"] if v["stage"] == "vault"]
+    assert (verdict["state"], verdict["actual"]) == ("Synced", staged)
+    assert not [a for a in json.loads(plan.out)["actions"] if a["stage"] == "vault"]
+    assert _snapshot(site.vault) == before
+
+
 @pytest.mark.parametrize(
     ("vault", "message"),
     [
