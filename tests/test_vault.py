@@ -60,7 +60,8 @@ class Site:
     def __init__(self, tmp: Path, upstream: Upstream, cli: Any) -> None:
         defaults = {
             "upstream": {"base_url": "https://build.invalid/v1/projects"},
-            "publish": {"category": CATEGORY, "delete_grace": "1h"},
+            # the toolkit's --chown=10004:10005, given to the vault and its lists too
+            "publish": {"category": CATEGORY, "delete_grace": "1h", "owner": 10004, "group": 10005},
             "compose": {"keep_composes": 1},
             "promotion": {"require_staged": True, "min_soak": "0h"},
             "releases": {r: {"arches": ["x86_64", "aarch64"]} for r in ("9", "10")},
@@ -226,6 +227,9 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert '<section class="stage" data-stage="vault">' in render_release(release)
     _check_lists(site.vault)
     assert "rocky/9.4/BaseOS/x86_64/os/README" in _walk(site.vault)
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [tree, *tree.rglob("*")]}
+    lists = [site.vault / FILELIST, site.vault / TIMELIST_VAULT]
+    assert owners | {(p.stat().st_uid, p.stat().st_gid) for p in lists} == {(10004, 10005)}
 
     # a quick-fedora-mirror-like client mirrors the vault from its lists
     if RSYNC is not None:
