@@ -23,16 +23,17 @@ from .endoflife import in_spec
 from .errors import PublishError, ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
-from .layout import PublishedTree
+from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
-from .names import COMPOSE_ID_RE
+from .names import COMPOSE_ID_RE, compose_release
 from .planning import Action, Plan, Verdict
 from .propagation import check_if_due
 from .publishing import Owner, Publisher
-from .recording import changes_chain, walk_target, write_lists
+from .recording import changes_chain, walk_target, write_lists, write_vault_lists
 from .retiring import delete_due, retire_target
 from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
+from .vaulting import stage_category
 from .vocabulary import (
     PUBLISHED_STAGES,
     ActionKind,
@@ -151,7 +152,7 @@ class Applier:
     ) -> Event:
         stage = action.stage or Stage.COMPOSE
         compose_id = action.compose_id or self._new.get((action.sig, action.release))
-        tree = self.host.compose_tree(action.sig, action.release)
+        tree = self._composes(action)
         target = None
         if stage is not Stage.COMPOSE:
             target = str(self._published(action, stage).path)
@@ -162,8 +163,14 @@ class Applier:
         )  # fmt: skip
 
     def _published(self, action: Action, stage: Stage) -> PublishedTree:
-        category = self.spec.defaults.publish.category
+        category = stage_category(self.spec, stage)
         return self.host.published(category, stage, action.sig, action.release)
+
+    def _composes(self, action: Action) -> ComposeTree:
+        """The composes of the action's SIG release (a vault action's is a point release)."""
+        return self.host.compose_tree(
+            action.sig, compose_release(action.release, action.compose_id)
+        )
 
     def _hooks(
         self, action: Action, name: str, result: Result | None = None, error: str | None = None
@@ -281,7 +288,7 @@ class Applier:
         compose_id = action.compose_id or self._new.get((action.sig, action.release))
         if compose_id is None:
             raise PublishError("no compose to publish: the compose of this plan did not finish")
-        tree = self.host.compose_tree(action.sig, action.release)
+        tree = self._composes(action)
         source = tree.sig_dir(compose_id)
         if not source.is_dir():
             raise PublishError(f"{source}: compose {compose_id} is missing on disk")
@@ -297,7 +304,8 @@ class Applier:
         # retire some of it) and after (so that it is known and reported at once).
         held = self.state.targets.get(action.sig, action.release, action.stage)
         fresh = held is None or self.state.targets.is_publishing(key)
-        prune = self.spec.prune(action.sig)
+        vault = action.stage is Stage.VAULT  # never pruned; its lists walk the whole vault
+        prune = self.spec.prune(action.sig) and not vault
         found = (
             walk_target(self.spec, self.state, target, record=False) if fresh and prune else None
         )
@@ -320,11 +328,13 @@ class Applier:
             unmanaged=found,
         )
         self.state.sources.set_drift(key, ())
-        if fresh:
+        if fresh and not vault:
             walk_target(self.spec, self.state, target)
         healed = healer.touched if healer is not None else set()
         if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
             write_lists(self.spec, self.host, self.state)
+        if vault:  # the tree is complete: its lists now
+            write_vault_lists(self.spec, self.host, self.state)
         self.state.targets.set(TargetRecord(action.sig, action.release, action.stage, compose_id,
                                             datetime.now(UTC), self.context.revision))  # fmt: skip
         if action.stage is Stage.PRODUCTION:  # what mirrors should now serve, and since when
@@ -374,6 +384,11 @@ class Applier:
             # deletions, or a pass killed between deleting and listing), write them now.
             if stage is Stage.PRODUCTION and self.state.inventory.lists_outdated(stage):
                 write_lists(self.spec, self.host, self.state)
+        # the vault deletes nothing, but a drift check may have found the rest of
+        # mirror/vault/ changed (the distribution's own vault): its lists follow
+        vaults = any(t.stage is Stage.VAULT for t in self.state.targets.all())
+        if vaults and self.state.inventory.lists_outdated(Stage.VAULT):
+            write_vault_lists(self.spec, self.host, self.state, walk=False)
 
     def _retired(self, v: Verdict) -> bool:
         """A removed release's target that was waiting for its deletions, and whose last

@@ -28,7 +28,7 @@ from .composediff import UnreadableMetadata, planned_contents, read_advisories
 from .composedir import previous_finished
 from .hostconfig import HostConfig
 from .layout import ComposeTree, Variant
-from .names import check_name
+from .names import check_name, compose_release
 from .packagediff import Advisory, Nevra, PackageDiff, RepoContents, package_diff
 from .planning import Action, Plan
 from .spec import Spec
@@ -133,7 +133,7 @@ class _Composes:
         """The compose's contents, or why they are unknown."""
         key = (sig, release, cid)
         if key not in self.read:
-            tree = self.host.compose_tree(sig, release)
+            tree = self.host.compose_tree(sig, compose_release(release, cid))  # vault: a point
             if not tree.compose_dir(cid).is_dir():
                 self.read[key] = f"compose {cid} is not on disk"
             else:

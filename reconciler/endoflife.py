@@ -14,8 +14,8 @@ still holds files, a RETIRE action pends every path the reconciler published the
 inventory, never an unmanaged path) for deletion after ``publish.delete_grace`` and
 forgets the target; the delayed deletes of :mod:`reconciler.retiring` then remove the
 files and the file lists drop them. While they wait, the target shows Progressing. Its
-composes are pruned, except those a vault entry still names (``vaulted``: empty until
-the vault is built). ``reconciler plan`` counts what goes (:mod:`reconciler.previewing`).
+composes are pruned, except those a vault entry still names or a vault holds
+(``vaulted``). ``reconciler plan`` counts what goes (:mod:`reconciler.previewing`).
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def plan_removals(
     """The actions and verdicts that retire what removed releases left behind: first
     each target (so that no target record holds a compose any more), then the composes.
 
-    ``vaulted``: compose IDs a vault entry names; they are kept (the vault is not built
-    yet: the caller passes none).
+    ``vaulted``: compose IDs a vault entry names or a vault holds
+    (:func:`reconciler.vaulting.vaulted`); they are kept, and once only they are left the
+    release's compose row is Synced.
     """
     actions: list[Action] = []
     verdicts: list[Verdict] = []
@@ -117,7 +118,10 @@ def plan_removals(
         why = f"{r.why}: {len(gone)} compose(s) to prune" + (
             f"; {len(kept)} kept (running, or named by a vault entry)" if kept else ""
         )
+        # only vaulted composes left: nothing will change until the vault lets them go
+        waiting = any(c.running for c in kept)
         state = TargetState.OUT_OF_SYNC if gone else TargetState.PROGRESSING
+        state = state if gone or waiting else TargetState.SYNCED
         verdicts.append(Verdict(r.sig, r.release, Stage.COMPOSE, state, None,
                                 r.composes[-1].compose_id, why))  # fmt: skip
     return tuple(actions), tuple(verdicts)

@@ -131,6 +131,13 @@ class ReleaseFacts:
     staged_at: Mapping[str, datetime] = field(default_factory=dict)  # first time staged
     previous_production: str | None = None
     upstream: UpstreamFact = UpstreamFact()
+    #: what each vault target of the release holds, by point release (the state's record)
+    vaults: Mapping[str, TargetFact] = field(default_factory=dict)
+
+    @property
+    def vault_held(self) -> frozenset[str]:
+        """The composes the release's vault targets hold."""
+        return frozenset(t.compose_id for t in self.vaults.values() if t.compose_id)
 
     def target(self, stage: Stage) -> TargetFact:
         return self.production if stage is Stage.PRODUCTION else self.staging

@@ -66,8 +66,12 @@ LIST_NAMES: tuple[str, ...] = (FILELIST, IMAGELIST_SIG, TIMELIST, TIMELIST_SIG)
 #: list -> the name its previous content is kept under when it changes (as
 #: ``sync-sig-file-list.sh`` keeps ``fullfiletimelist-sig-old``)
 KEPT_OLD: Mapping[str, str] = {TIMELIST_SIG: TIMELIST_SIG_OLD}
+#: The vault's time list (``sync-file-list-vault.sh``), beside its ``fullfilelist``.
+TIMELIST_VAULT = "fullfiletimelist-vault"
 #: The names in the top directory that are never listed: the lists and the kept old one.
 UNLISTED = frozenset({*LIST_NAMES, *KEPT_OLD.values()})
+#: ... and in a vault's top directory (``mirror/vault/``) its time list as well.
+NEVER_LISTED = UNLISTED | {TIMELIST_VAULT}
 CHECKSUMMED = "repomd.xml"
 VERSION = 2
 KINDS = frozenset({"f", "d", "l"})
@@ -268,7 +272,7 @@ def patch_all(
 
 
 def _listable(path: str) -> bool:
-    return path not in UNLISTED and not (TMP_SUFFIX in path and _temporary(path))
+    return path not in NEVER_LISTED and not (TMP_SUFFIX in path and _temporary(path))
 
 
 def _split_lists(

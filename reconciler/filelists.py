@@ -28,9 +28,11 @@ from .filelistformat import (
     KEPT_OLD,
     KINDS,
     LIST_NAMES,
+    NEVER_LISTED,
     TIMELIST,
     TIMELIST_SIG,
     TIMELIST_SIG_OLD,
+    TIMELIST_VAULT,
     UNLISTED,
     VERSION,
     Entry,
@@ -54,9 +56,11 @@ __all__ = [
     "KEPT_OLD",
     "KINDS",
     "LIST_NAMES",
+    "NEVER_LISTED",
     "TIMELIST",
     "TIMELIST_SIG",
     "TIMELIST_SIG_OLD",
+    "TIMELIST_VAULT",
     "UNLISTED",
     "VERSION",
     "Entry",
@@ -101,7 +105,7 @@ def scan(top: Path) -> list[Entry]:
 def _walk(children: list[os.DirEntry[str]], prefix: str) -> Iterator[Entry]:
     for child in children:
         name = child.name
-        if name.endswith(TMP_SUFFIX) or (not prefix and name in UNLISTED):
+        if name.endswith(TMP_SUFFIX) or (not prefix and name in NEVER_LISTED):
             continue
         rel = f"{prefix}{name}"
         try:
@@ -241,9 +245,10 @@ class ListsOnDisk(NamedTuple):
     digest: str  # :func:`lists_digest`
 
 
-def read_lists(top: Path) -> ListsOnDisk | None:
-    """The lists in ``top``; ``None`` if either is missing or not a regular file."""
-    filelist, timelist = _current(top / FILELIST), _current(top / TIMELIST)
+def read_lists(top: Path, timelist_name: str = TIMELIST) -> ListsOnDisk | None:
+    """The lists in ``top`` (the time list under ``timelist_name``: the vault's is
+    ``fullfiletimelist-vault``); ``None`` if either is missing or not a regular file."""
+    filelist, timelist = _current(top / FILELIST), _current(top / timelist_name)
     if filelist is None or timelist is None:
         return None
     return ListsOnDisk(

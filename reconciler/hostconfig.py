@@ -62,7 +62,7 @@ class Roots(Record):
 
     def of(self, stage: Stage) -> Path:
         """The root of a stage's trees."""
-        if stage is Stage.PRODUCTION:
+        if stage in {Stage.PRODUCTION, Stage.VAULT}:  # the vault is under production's root
             return self.production
         return self.staging if stage is Stage.STAGING else self.compose
 

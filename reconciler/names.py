@@ -41,6 +41,13 @@ def compose_id(sig: str, release: str, date: str, respin: int) -> str:
     return f"SIG-{sig}-{release}-{date}.{respin}"
 
 
+def compose_release(release: str, cid: str | None) -> str:
+    """The release a compose belongs to, as its ID says (a vault target's ``release`` is
+    a point release, ``9.5``, its compose one of release ``9``); else ``release``."""
+    m = COMPOSE_ID_RE.fullmatch(cid or "")
+    return m["release"] if m else release
+
+
 def latest_link_name(sig: str, release: str) -> str:
     return f"latest-SIG-{sig}-{release}"
 

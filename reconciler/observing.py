@@ -47,10 +47,13 @@ from .facts import (
 )
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
+from .names import compose_release
 from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import StateDB, UnmanagedSummary
 from .upstream import Upstream
+from .vaulting import stage_category
+from .vaultspec import vault_lists_dir
 from .vocabulary import LISTED_STAGES, PUBLISHED_STAGES, ComposeStatus, DriftKind, Stage
 
 log = logging.getLogger(__name__)
@@ -166,7 +169,9 @@ def check_drift(
     for target in state.targets.all():
         if target.sig not in spec.sigs:
             continue
-        tree = host.published(category, target.stage, target.sig, target.release)
+        vault = target.stage is Stage.VAULT  # checked, never repaired (vaulting)
+        where = stage_category(spec, target.stage)
+        tree = host.published(where, target.stage, target.sig, target.release)
         key = TargetKey(tree.stage, tree.sig, tree.release)
         inventory = state.inventory.entries(tree.stage, tree.inventory_prefix)
         findings = set(drift.check_target(inventory, tree))
@@ -175,15 +180,21 @@ def check_drift(
         else:
             findings.update(d for d in state.sources.drift(key) if d.what is DriftKind.CORRUPT)
         found[key] = tuple(sorted(findings))
-        walks[key] = walk_unmanaged(spec, tree, inventory.keys())
+        if not vault:  # the vault's unmanaged paths: the one walk of it all, below
+            walks[key] = walk_unmanaged(spec, tree, inventory.keys())
     if deep:
         log.info("deep drift check: %d bytes read", cache.bytes)
     rest = {
         stage: walk_rest(
             host, state, stage, category, [w for k, w in walks.items() if k.stage is stage]
         )
-        for stage in LISTED_STAGES
+        for stage in LISTED_STAGES - {Stage.VAULT}
     }
+    # the vault's lists name everything under mirror/vault/ (the distribution's own
+    # vault too): one walk of it all, what the vault inventory lacks is unmanaged; only
+    # once a vault was published (else the lists there are not the reconciler's)
+    if any(t.stage is Stage.VAULT for t in state.targets.all()):
+        rest[Stage.VAULT] = walk_rest(host, state, Stage.VAULT, vault_top(spec), ())
     return Learned(
         drift=found,
         drift_checked_at=now,
@@ -252,7 +263,8 @@ def unmanaged_summaries(
 def _expected(host: HostConfig, tree: PublishedTree, compose_id: str) -> dict[str, Sum]:
     """The checksums the target's files must have: its compose's manifest, else (a v1
     manifest, a compose deleted by hand) the repository metadata."""
-    composes = host.compose_tree(tree.sig, tree.release)
+    # a vault target's release is a point release: the compose ID names the release
+    composes = host.compose_tree(tree.sig, compose_release(tree.release, compose_id))
     sig_dir = composes.sig_dir(compose_id)
     try:
         if not sig_dir.is_dir():
@@ -278,6 +290,11 @@ def _previous_production(state: StateDB, sig: str, release: str, current: str | 
     return None
 
 
+def vault_top(spec: Spec) -> str:
+    """Where the vault's file lists are, relative to the production root."""
+    return vault_lists_dir(spec.defaults.publish.vault_category)
+
+
 def _release_facts(
     spec: Spec,
     host: HostConfig,
@@ -291,9 +308,15 @@ def _release_facts(
     production = _target(
         spec, state, host.published(category, Stage.PRODUCTION, sig, release), checked
     )
+    vaults = {
+        t.release: TargetFact(t.compose_id, t.published_at)
+        for t in state.targets.all()
+        if t.stage is Stage.VAULT and t.sig == sig and compose_release("", t.compose_id) == release
+    }
     return ReleaseFacts(
         sig=sig,
         release=release,
+        vaults=vaults,
         composes=observe_composes(host.compose_tree(sig, release)),
         staging=staging,
         production=production,

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
-from .filelistformat import UNLISTED
+from .filelistformat import NEVER_LISTED
 from .layout import PublishedTree
 from .names import TMP_SUFFIX
 from .pathglob import PathPatterns
@@ -94,7 +94,7 @@ def walk_rest(
         rel_here = str(here.relative_to(root))
         dirs[:] = [d for d in dirs if f"{rel_here}/{d}" not in skip and _listable(d, here / d)]
         for name in (*dirs, *files):
-            if name.endswith(TMP_SUFFIX) or (here == top and name in UNLISTED):
+            if name.endswith(TMP_SUFFIX) or (here == top and name in NEVER_LISTED):
                 continue
             if name not in dirs and not _listable(name, here / name):
                 continue

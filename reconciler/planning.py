@@ -71,6 +71,8 @@ class Action:
             return f"compose {target}"
         if self.kind is ActionKind.PUBLISH:
             what = self.compose_id or NEW_COMPOSE
+            if self.stage is Stage.VAULT:  # a vault target's release is the point release
+                return f"vault {self.release} of {self.sig}: publish {what}"
             verb = "stage" if self.stage is Stage.STAGING else "promote"
             return f"{verb} {what} to {self.stage} ({target})"
         what = f"retire {self.stage} of" if self.kind is ActionKind.RETIRE else "prune"
@@ -185,7 +187,7 @@ class _ReleasePlanner:
 
     def run(self) -> None:
         if self.rel.suspend:
-            for stage in Stage:
+            for stage in (Stage.COMPOSE, Stage.STAGING, Stage.PRODUCTION):  # vaults: vaulting
                 actual = self._actual(stage)
                 self._say(stage, TargetState.SUSPENDED, None, actual, "suspend: true in the spec")
             return
@@ -354,14 +356,9 @@ class _ReleasePlanner:
             return want
         repair = want is not None and want == actual
         if repair and not self.repair_drift:
-            self._say(
-                stage,
-                TargetState.OUT_OF_SYNC,
-                want,
-                actual,
-                f"drift in {len(drift)} path(s) (drift: report): {', '.join(drift[:5])}",
-                why,
-            )
+            self._say(stage, TargetState.OUT_OF_SYNC, want, actual,
+                      f"drift in {len(drift)} path(s) (drift: report): {', '.join(drift[:5])}",
+                      why)  # fmt: skip
             return want or NEW_COMPOSE
         if repair:
             reason = f"repair drift in {len(drift)} path(s): {', '.join(drift[:3])}"
@@ -407,7 +404,8 @@ class _ReleasePlanner:
         f = self.facts
         actual_prod = f.production.compose_id
         previous = actual_prod if production != actual_prod else f.previous_production
-        keep = {staging, production, previous}
+        # what a vault entry names, or a vault holds, stays (vaulting)
+        keep = {staging, production, previous, *self.rel.vault.values(), *f.vault_held}
         keep_n = self.spec.defaults.compose.keep_composes - (1 if composing else 0)
         finished = f.finished()
         if keep_n > 0:

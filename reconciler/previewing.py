@@ -15,13 +15,15 @@ from collections.abc import Iterable
 from .adopting import compose_files
 from .changeset import Change, FromInventory, change_set
 from .hostconfig import HostConfig
+from .names import compose_release
 from .ownership import walk_unmanaged
 from .pathglob import PathPatterns
 from .planning import Action, Plan
 from .preview import KEEP_UNMANAGED, PublishPreview
 from .spec import Spec
 from .state import StateDB
-from .vocabulary import ActionKind, ChangeKind, InventoryKind
+from .vaulting import stage_category
+from .vocabulary import ActionKind, ChangeKind, InventoryKind, Stage
 
 #: how many example paths of each kind a preview names
 EXAMPLES = 3
@@ -83,10 +85,10 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
     head = (action.sig, action.release, action.stage, action.compose_id)
     if action.compose_id is None:
         return PublishPreview(*head, note="known once the compose this plan makes is done")
-    tree = host.compose_tree(action.sig, action.release)
+    tree = host.compose_tree(action.sig, compose_release(action.release, action.compose_id))
     if not tree.sig_dir(action.compose_id).is_dir():
         return PublishPreview(*head, note=f"compose {action.compose_id} is not on disk")
-    target = host.published(spec.defaults.publish.category, action.stage, action.sig,
+    target = host.published(stage_category(spec, action.stage), action.stage, action.sig,
                             action.release)  # fmt: skip
     prefix = target.inventory_prefix
     inventory = state.inventory.entries(action.stage, prefix)
@@ -103,6 +105,8 @@ def _preview(host: HostConfig, spec: Spec, state: StateDB, action: Action) -> Pu
     add = [c.path for c in places if c.kind is ChangeKind.PLACE and c.path not in unmanaged]
     repl = [c.path for c in places if c.kind is ChangeKind.REPLACE and c.path not in unmanaged]
     pend = [p for p in changes.pend if p not in pending]  # not those pending already
+    if action.stage is Stage.VAULT:  # a vault deletes nothing: what it held stays
+        pend = []
     kept = [e for p, e in unmanaged.items() if p not in {*take, *pend}]
     reported = [e.relpath for e in kept if not e.ignored]
     examples = [

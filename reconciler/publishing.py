@@ -66,7 +66,7 @@ from .layout import PublishedTree
 from .manifest import source_files
 from .names import TMP_SUFFIX
 from .state import InventoryEntry, StateDB, UnmanagedEntry
-from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase
+from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase, Stage
 
 log = logging.getLogger(__name__)
 #: How a publish's files reached the tree, for its log line.
@@ -363,8 +363,10 @@ class Publisher:
         )
 
     def act(self, changes: ChangeSet, grace: timedelta, now: datetime) -> None:
-        """Carry out ``changes`` in the mirror-safe order (under the root lock)."""
-        pend = list(changes.pend)
+        """Carry out ``changes`` in the mirror-safe order (under the root lock). A vault
+        deletes nothing, ever: what the new compose no longer names stays (and stays in
+        the inventory, so that the vault's lists name it)."""
+        pend = [] if self.stage is Stage.VAULT else list(changes.pend)
         if changes.adopt:  # unmanaged files to retire (prune): owned from now on, then pended
             adopted, gone = [], set()
             for k in changes.adopt:

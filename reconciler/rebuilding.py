@@ -5,7 +5,8 @@ aside, never deleted). What each staging and production target holds is found
 by comparing its ``repomd.xml`` files with those of the composes on disk; the
 inventory of each target is what it holds of that compose, byte for byte
 (:mod:`reconciler.adopting`): anything else in the tree is unmanaged, never the
-reconciler's to delete. History and stage times cannot be
+reconciler's to delete. A vault tree (:mod:`reconciler.vaulting`) is rebuilt the same way
+when it holds one of its release's composes. History and stage times cannot be
 recovered: the stage events get the time of the rebuild.
 """
 
@@ -19,10 +20,10 @@ from .composemeta import list_composes
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .pathglob import PathPatterns
-from .spec import variants_of
+from .spec import ReleaseSpec, Spec, variants_of
 from .specfile import load_spec
 from .state import StateDB
-from .vocabulary import PUBLISHED_STAGES, ComposeStatus
+from .vocabulary import PUBLISHED_STAGES, ComposeStatus, Stage
 
 
 def check_state(host: HostConfig) -> str:
@@ -92,6 +93,35 @@ def _rebuild_target(
     return f"{name}: holds {found} ({baseline.describe()})"
 
 
+def _rebuild_vaults(
+    host: HostConfig,
+    state: StateDB,
+    spec: Spec,
+    release: tuple[ComposeTree, ReleaseSpec],
+    patterns: PathPatterns,
+    now: datetime,
+) -> list[str]:
+    """The release's vault targets: each vault tree that holds one of the release's
+    composes (by its ``repomd.xml`` files) is recorded as holding it. One that matches
+    none is left unrecorded: the next apply publishes its entry there again, over what
+    is there (a vault deletes nothing)."""
+    tree, rel = release
+    variants = [str(v.rel_dir) for v in variants_of(rel)]
+    lines = []
+    for point in sorted(rel.vault):
+        published = host.published(
+            spec.defaults.publish.vault_category, Stage.VAULT, tree.sig, point
+        )
+        if not published.path.is_dir():
+            continue
+        if _matching_compose(tree, published.path, variants) is None:
+            lines.append(f"{tree.sig} {point} vault: {published.path} matches no finished "
+                         "compose; the next apply publishes its entry there again")  # fmt: skip
+            continue
+        lines.append(_rebuild_target(state, tree, published, variants, patterns, now))
+    return lines
+
+
 def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
     """Move the old database aside and rebuild targets and inventories from the trees."""
     spec = load_spec(spec_dir or host.layout.checkout)
@@ -109,5 +139,6 @@ def rebuild_state(host: HostConfig, spec_dir: Path | None) -> list[str]:
                     if not published.path.is_dir():
                         continue
                     lines.append(_rebuild_target(state, tree, published, variants, patterns, now))
+                lines.extend(_rebuild_vaults(host, state, spec, (tree, rel), patterns, now))
     lines.append(f"rebuilt {host.layout.database} (history could not be recovered)")
     return lines

@@ -39,11 +39,13 @@ from .recording import record_learned
 from .spec import Spec
 from .specfile import load_spec
 from .state import REBUILD_HINT, SourceRecord, StateDB
+from .vaulting import vaulted, with_vaults
 
 if TYPE_CHECKING:
     from .progress import Reporter
     from .recordcache import RecordCache
 from .upstream import Upstream
+from .vocabulary import Stage
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,11 @@ def observe_and_plan(host: HostConfig, state: StateDB, source: Source) -> tuple[
         observed = observe(source.spec, host, state, up)
     removed = removed_releases(source.spec, host, state)  # what removed releases left behind
     repair = host.drift == "repair"
-    planned = plan_with_endoflife(source.spec, observed, removed, source.revision, repair)
+    # vaults keep their composes, also those of releases removed from the desired state
+    held = [(t.sig, t.release, t.compose_id) for t in state.targets.all() if t.stage is Stage.VAULT]
+    kept = vaulted(source.spec, (cid for _sig, _point, cid in held))
+    planned = plan_with_endoflife(source.spec, observed, removed, source.revision, repair, kept)
+    planned = with_vaults(source.spec, observed, planned, held)
     return planned, observed.learned
 
 

@@ -21,7 +21,7 @@ from .facts import Learned, TargetKey, UnmanagedWalk
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .manifest import Changes, read_changes
-from .observing import walk_rest, walk_unmanaged
+from .observing import vault_top, walk_rest, walk_unmanaged
 from .retiring import write_production_filelists
 from .spec import Spec
 from .state import StateDB, UnmanagedEntry
@@ -87,6 +87,28 @@ def write_lists(spec: Spec, host: HostConfig, state: StateDB) -> None:
     )
     if written:
         log.info("file lists renewed: %s", ", ".join(written))
+
+
+def write_vault_lists(spec: Spec, host: HostConfig, state: StateDB, walk: bool = True) -> None:
+    """Renew the vault's file lists at ``mirror/vault/`` (``fullfilelist``,
+    ``fullfiletimelist-vault``) once the vault tree is complete. Everything under
+    ``mirror/vault/`` is listed (a quick-fedora-mirror client of the vault deletes what
+    they do not name): the vault's inventory, and what a walk of the rest finds (the
+    distribution's own ``mirror/vault/rocky/``). ``walk``: walk it now (after a vault
+    publish: seldom, and the rest is only read); else as the last drift check found it."""
+    publish = spec.defaults.publish
+    top = vault_top(spec)
+    if walk:
+        rest = walk_rest(host, state, Stage.VAULT, top, ())
+        if rest is None:
+            return
+        state.unmanaged.replace(Stage.VAULT, rest.prefix, rest.entries, datetime.now(UTC))
+    written = write_production_filelists(
+        state, host.roots.production, top, owner=publish.owner, group=publish.group,
+        stage=Stage.VAULT,
+    )  # fmt: skip
+    if written:
+        log.info("vault file lists renewed: %s", ", ".join(written))
 
 
 def changes_chain(

@@ -14,6 +14,9 @@ from .errors import UnsafePathError
 from .facts import TargetKey
 from .filelists import (
     CHECKSUMMED,
+    FILELIST,
+    TIMELIST,
+    TIMELIST_VAULT,
     contents_digest,
     file_sha1,
     patch_all,
@@ -106,6 +109,7 @@ def write_production_filelists(
     *,
     owner: int | None = None,
     group: int | None = None,
+    stage: Stage = Stage.PRODUCTION,
 ) -> list[str]:
     """Step 4: renew the file lists at ``<root>/<category>/`` from the state (no walk).
 
@@ -117,6 +121,10 @@ def write_production_filelists(
     knows which paths changed since, only those are patched in
     (:func:`~reconciler.filelists.patch_all`); otherwise everything is listed. Every list
     written gets ``owner`` and ``group`` (``publish.owner``/``group``; ``None``: ours).
+
+    ``stage`` VAULT writes the vault's lists instead (``category``: where they are,
+    ``mirror/vault``): ``fullfilelist`` and ``fullfiletimelist-vault``, the names
+    ``sync-file-list-vault.sh`` writes, from the vault's inventory and walks.
     """
     top = production_root / category
     if not top.is_dir():
@@ -126,19 +134,23 @@ def write_production_filelists(
             f"{top} resolves outside {production_root}: not writing the file lists through it"
         )
     prefix = f"{category}/"
-    contents = _patched_lists(state, top, prefix)
+    timelist = TIMELIST_VAULT if stage is Stage.VAULT else TIMELIST
+    contents = _patched_lists(state, top, prefix, stage, timelist)
     if contents is None:
-        contents = render_all(_listing(state, top, prefix))
+        contents = render_all(_listing(state, top, prefix, stage))
+    digest = contents_digest(contents)
+    if stage is Stage.VAULT:  # the same text under the vault's names; the polled one last
+        contents = {FILELIST: contents[FILELIST], TIMELIST_VAULT: contents[TIMELIST]}
     written = write_if_changed(top, contents, owner=owner, group=group)
-    state.inventory.listing_written(Stage.PRODUCTION, contents_digest(contents))
+    state.inventory.listing_written(stage, digest)
     return written
 
 
-def _listing(state: StateDB, top: Path, prefix: str) -> list[ListingRow]:
+def _listing(state: StateDB, top: Path, prefix: str, stage: Stage) -> list[ListingRow]:
     """The rows of every path under ``prefix``: the inventory's, and the unmanaged ones
     of paths the inventory does not have."""
-    inventory = state.inventory.listing(Stage.PRODUCTION, prefix)
-    unmanaged = _checksummed(top, state.unmanaged.listing(Stage.PRODUCTION, prefix))
+    inventory = state.inventory.listing(stage, prefix)
+    unmanaged = _checksummed(top, state.unmanaged.listing(stage, prefix))
     if not unmanaged:
         return inventory
     rows = {row[0]: row for row in unmanaged}
@@ -146,15 +158,14 @@ def _listing(state: StateDB, top: Path, prefix: str) -> list[ListingRow]:
     return list(rows.values())
 
 
-def _listing_of(state: StateDB, top: Path, prefix: str, under: list[str]) -> dict[str, ListingRow]:
+def _listing_of(
+    state: StateDB, top: Path, prefix: str, under: list[str], stage: Stage
+) -> dict[str, ListingRow]:
     """:func:`_listing`'s rows of the paths ``under`` that have one, by listed path."""
     rows = {
-        row[0]: row
-        for row in _checksummed(top, state.unmanaged.listing_of(Stage.PRODUCTION, prefix, under))
+        row[0]: row for row in _checksummed(top, state.unmanaged.listing_of(stage, prefix, under))
     }
-    rows.update(
-        (row[0], row) for row in state.inventory.listing_of(Stage.PRODUCTION, prefix, under)
-    )
+    rows.update((row[0], row) for row in state.inventory.listing_of(stage, prefix, under))
     return rows
 
 
@@ -173,18 +184,20 @@ def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
     return out
 
 
-def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
-    changed = state.inventory.listing_changes(Stage.PRODUCTION)
-    recorded = state.inventory.listing_digest(Stage.PRODUCTION)
+def _patched_lists(
+    state: StateDB, top: Path, prefix: str, stage: Stage, timelist: str
+) -> dict[str, str] | None:
+    changed = state.inventory.listing_changes(stage)
+    recorded = state.inventory.listing_digest(stage)
     if changed is None:
         why = "the state does not know what changed"
     elif recorded is None:
         why = "none written from the state yet"
     else:
-        current = read_lists(top)
+        current = read_lists(top, timelist)
         if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
-            rows = _listing_of(state, top, prefix, under)
+            rows = _listing_of(state, top, prefix, under, stage)
             start = len(prefix)
             patched = patch_all(
                 current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}

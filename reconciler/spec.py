@@ -17,6 +17,7 @@ from .layout import Variant
 from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
 from .schema import Check, Lax, Limits, Prepare, StrictRecord
 from .signspec import SignSpec, sign_problems
+from .vaultspec import VAULT_CATEGORY, VaultCategory, VaultEntries, vault_problems
 from .vocabulary import PUBLISHED_STAGES, VariantKind
 
 _DURATION_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhdw])$")
@@ -162,6 +163,7 @@ class PublishDefaults(StrictRecord):
     #: (the toolkit's ``--chown=10004:10005``); ``null`` keeps the reconciler's own
     owner: PosixId | None = None
     group: PosixId | None = None
+    vault_category: VaultCategory = VAULT_CATEGORY  # vaulted point releases (vaultspec)
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,8 @@ class ReleaseSpec(StrictRecord):
     production: ProductionRef = None
     suspend: bool = False
     eol: bool = False  # end of life: no new composes or staging; production kept (endoflife)
+    vault: VaultEntries = field(default_factory=dict)  # point release -> compose (vaulting)
+    vault_replace: bool = False  # a changed vault entry may replace what the vault holds
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,8 @@ def cross_check(
                             )
                         )
             problems.extend(_key_problems(name, loc_rel, rel, key_files))
+            problems += [Problem(name, (*loc_rel, "vault", p), m)
+                         for p, m in vault_problems(name, rel_name, rel.vault)]  # fmt: skip
             for stage in PUBLISHED_STAGES:
                 ref = getattr(rel, stage.value)
                 m = COMPOSE_ID_RE.fullmatch(ref) if ref else None

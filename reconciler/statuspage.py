@@ -30,9 +30,18 @@ from .errors import ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .manifest import read_manifest
+from .names import compose_release
 from .observing import unmanaged_summaries
 from .state import HistoryEntry, StateDB, TargetStatus
-from .vocabulary import TROUBLE_STATES, PackageChangeKind, Result, Stage, TargetState, Trigger
+from .vocabulary import (
+    RELEASE_STAGES,
+    TROUBLE_STATES,
+    PackageChangeKind,
+    Result,
+    Stage,
+    TargetState,
+    Trigger,
+)
 
 #: History rows kept per SIG release on the main page, and on a release's own page.
 HISTORY_PER_RELEASE = 10
@@ -158,6 +167,7 @@ class StageContents:
     cell: Cell | None
     compose_id: str | None
     repos: tuple[RepoCount, ...]  # empty: no compose, or it has no manifest
+    stage: Stage = Stage.COMPOSE
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,13 +380,17 @@ def release_page(
     if not statuses:
         return None
     cells = {c.stage: c for c in _cells(state, statuses)[(sig, release)]}
-    tree = host.compose_tree(sig, release)
     stages = []
-    for stage in _STAGES:
+    # a point release has only its vault; a release its own stages (its vaults are rows
+    # of their own)
+    shown = (Stage.VAULT,) if set(cells) == {Stage.VAULT} else RELEASE_STAGES
+    for stage in shown:
         cell = cells.get(stage)
         cid = cell.actual if cell is not None else None
+        # a vault target's release is a point release: its compose ID names the release
+        tree = host.compose_tree(sig, compose_release(release, cid))
         repos = repo_counts(tree.manifest(cid)) if cid else ()
-        stages.append(StageContents(cell, cid, repos))
+        stages.append(StageContents(cell, cid, repos, stage))
     history = tuple(
         _row(h, host)
         for h in state.history.entries(HISTORY_ON_RELEASE_PAGE * 5, sig=sig)

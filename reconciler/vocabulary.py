@@ -18,12 +18,19 @@ class Stage(StrEnum):
     COMPOSE = "compose"
     STAGING = "staging"
     PRODUCTION = "production"
+    #: a vaulted point release: published once under the production root's vault
+    #: category, never pruned (:mod:`reconciler.vaulting`); its targets are keyed by the
+    #: point release (``core 9.5 vault``), not by the release
+    VAULT = "vault"
 
 
 #: The stages that are published trees (under the staging and production roots).
 PUBLISHED_STAGES: Final = (Stage.STAGING, Stage.PRODUCTION)
-#: The stages whose trees carry the mirrors' file lists.
-LISTED_STAGES: Final = frozenset({Stage.PRODUCTION})
+#: The stages of a SIG release itself (a vault target belongs to a point release).
+RELEASE_STAGES: Final = (Stage.COMPOSE, *PUBLISHED_STAGES)
+#: The stages whose trees carry the mirrors' file lists (the vault: its own, at
+#: ``mirror/vault/``).
+LISTED_STAGES: Final = frozenset({Stage.PRODUCTION, Stage.VAULT})
 
 
 class ComposeStatus(StrEnum):
@@ -196,6 +203,7 @@ __all__ = [
     "INTERRUPTED",
     "LISTED_STAGES",
     "PUBLISHED_STAGES",
+    "RELEASE_STAGES",
     "TROUBLE_STATES",
     "ActionKind",
     "ChangeKind",
