@@ -19,6 +19,7 @@ from reconciler.errors import HTTPStatusError, IntegrityError, UpstreamError
 from reconciler.hostconfig import DownloadConfig
 from reconciler.testing import UpstreamServer
 from reconciler.upstream import Expected, Fetched, Upstream
+from reconciler.upstream.batch import loops_for
 from tests.test_upstream_hostile import PROXY_VARIABLES, _Proxy
 
 SIZES = [0, 1, 5000, 70_000, 300_000, 2_500_000, 12_345]  # one chunk, several, none
@@ -54,7 +55,8 @@ def out(tmp_path: Path) -> Path:
 
 
 def _client(**kw: Any) -> Upstream:
-    settings: dict[str, Any] = {"workers": 3, "retries": 2, "backoff": 0.01, "timeout": 5.0}
+    # 4 workers: two transfer loops on a machine of two CPUs or more (loops_for)
+    settings: dict[str, Any] = {"workers": 4, "retries": 2, "backoff": 0.01, "timeout": 5.0}
     return Upstream(DownloadConfig(**{**settings, **kw}))
 
 
@@ -201,7 +203,7 @@ def test_a_disk_error_is_raised_as_it_is(server: UpstreamServer, files: Path, ou
     jobs[4] = (url, out / "missing-dir" / "p4.rpm", expected)
     with _client() as up, pytest.raises(FileNotFoundError):
         _download_all(up, jobs)
-    assert server.count("/Packages/p4.rpm") == 1  # not retried: the disk, not the server
+    assert server.count("/Packages/p4.rpm") == 0  # the file is made first; never retried
 
 
 # -- TLS and proxies -------------------------------------------------------------------
@@ -260,3 +262,13 @@ def test_a_proxied_url_goes_through_the_proxy(
     finally:
         proxy.close()
     _check_all(files, out, done)
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "loops"),
+    [(4, 2, 2), (4, 8, 2), (8, 8, 4), (1, 8, 1), (3, 1, 1), (64, None, 1)],
+)
+def test_one_loop_per_cpu_with_two_connections_each_at_least(
+    workers: int, cpus: int | None, loops: int
+) -> None:
+    assert loops_for(workers, cpus) == loops

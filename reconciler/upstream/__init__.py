@@ -35,10 +35,8 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import UpstreamError
@@ -46,11 +44,8 @@ from ..fsutil import tmp_name
 from ..hostconfig import DownloadConfig
 from .connections import CLOCK, Connections, Route, abandon, discard, split_url
 from .faults import Failed, Retryable, check_status, describe, final
-from .proxies import Proxies, bypasses_proxy
+from .proxies import Proxies, Proxy, bypasses_proxy
 from .records import Expected, Fetched, FetchStats, new_hash
-
-if TYPE_CHECKING:
-    from .transfers import Outcome
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -281,11 +276,15 @@ class Upstream:
         state is refused beyond ``download.max_metadata_bytes``.
         """
 
-        return self._download(url, dest, expected)
+        return self.download_after(url, dest, expected)
 
-    def _download(
+    def download_after(
         self, url: str, dest: Path, expected: Expected, failed: Failed | None = None
     ) -> Fetched:
+        """:meth:`download`, where ``failed`` says how a first attempt made elsewhere
+        failed, and when it started: it counts as the first try, its time as part of the
+        deadline."""
+
         def once() -> Fetched:
             tmp = tmp_name(dest)
             try:
@@ -303,72 +302,21 @@ class Upstream:
     def download_all(
         self, jobs: Sequence[tuple[str, Path, Expected]], done: Callable[[int, Fetched], None]
     ) -> None:
-        """Download every job (url, dest, expected) as :meth:`download` does, ``workers``
-        at a time, in their order; ``done(index, fetched)`` is called as each file is
-        verified (on this thread or a retry's). The first error ends the call.
+        """Download every job (url, dest, expected) as :meth:`download` does, about
+        ``workers`` at a time, in their order; ``done(index, fetched)`` is called as each
+        file is verified (on one of the threads doing it). The first error ends the call.
 
-        First attempts go through libcurl on this thread (:mod:`.transfers`: far less
-        CPU per file than this client's threads). A proxied URL, a redirect and a
-        failed attempt go to :meth:`download`'s loop on a thread of its own, the failed
-        attempt counting as its first try and its time as part of the deadline."""
-        from .transfers import Job, Settings, transfer
+        First attempts go through libcurl (:mod:`.batch`: far less CPU per file than
+        this client's threads); a proxied URL, a redirect and a failed attempt are
+        carried on by :meth:`download`'s own loop."""
+        from .batch import download_all
 
-        cfg = self.config
-        settings = Settings(cfg.workers, min(cfg.timeout, 15.0), cfg.timeout, cfg.deadline,
-                            cfg.max_metadata_bytes)  # fmt: skip
-        direct: dict[int, int] = {}  # id of a Job -> its index
-        later: list[Future[None]] = []
+        download_all(self, jobs, done)
 
-        def carry_on(i: int, failed: Failed | None = None) -> None:
-            done(i, self._download(*jobs[i], failed))
-
-        with ThreadPoolExecutor(cfg.workers) as pool:
-            try:
-                first = []
-                for i, (url, dest, expected) in enumerate(jobs):
-                    if self._direct(url):
-                        first.append(Job(url, dest, expected))
-                        direct[id(first[-1])] = i
-                    else:
-                        later.append(pool.submit(carry_on, i))
-                with closing(transfer(first, settings)) as outcomes:
-                    for out in outcomes:
-                        i = direct[id(out.job)]
-                        self.stats.add(requests=1)
-                        if out.fetched is not None:
-                            self.stats.add(nbytes=out.fetched.nbytes, files=1)
-                            done(i, out.fetched)
-                        else:
-                            later.append(pool.submit(carry_on, i, self._failure(out)))
-                for future in as_completed(later):
-                    future.result()
-            finally:
-                pool.shutdown(cancel_futures=True)
-
-    def _direct(self, url: str) -> bool:
-        """Whether ``url`` is fetched straight from its server, without credentials (the
-        plain case :mod:`.transfers` handles; any other goes through :meth:`download`)."""
-        try:
-            origin, _ = split_url(url)
-            proxy = self._proxies.for_url(url, origin.scheme, origin.host)
-        except UpstreamError:  # the careful path says why, naming the URL
-            return False
-        return proxy is None and "@" not in urlsplit(url).netloc
-
-    def _failure(self, out: Outcome) -> Failed | None:
-        """A failed first attempt as :meth:`_retry` takes it (None: to do anew there, as a
-        redirect); a final one raised."""
-        if out.error is not None:
-            raise out.error
-        if out.tls:
-            raise UpstreamError(f"{out.job.url}: {out.reason}")
-        if out.status is None:
-            return Retryable(out.reason, out.integrity), out.started
-        try:
-            check_status(out.job.url, out.status, out.reason, out.retry_after)
-        except Retryable as exc:
-            return exc, out.started
-        return None
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy that ``url`` goes through (None: straight to its server)."""
+        origin, _ = split_url(url)
+        return self._proxies.for_url(url, origin.scheme, origin.host)
 
     def _check_length(self, url: str, response: http.client.HTTPResponse, size: int | None) -> None:
         """Refuse a body by its Content-Length before reading it."""

@@ -22,23 +22,31 @@ is removed whatever happens to it.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import ssl
+import threading
 import time
-from collections.abc import Generator, Iterable
+from collections import deque
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pycurl  # this module is imported only by a pass that downloads packages
 
 from ..errors import UpstreamError
 from ..fsutil import tmp_name
 from .records import Expected, Fetched, new_hash
 
-if TYPE_CHECKING:
-    import hashlib
-
-#: The most bytes one body chunk hands to Python (libcurl's receive buffer).
+#: libcurl's receive buffer.
 _BUFFER = 1 << 20
+#: Bytes gathered before each write(2) (libcurl hands the body on in pieces of 16 KiB).
+_WRITE_BUFFER = 1 << 20
+#: curl's codes for a body past MAXFILESIZE, and for a write callback that refused it.
+_FILESIZE_EXCEEDED = 63
+_WRITE_ERROR = 23
 _USER_AGENT = "sig-reconciler"
 #: curl's codes for a certificate that does not verify, and for other TLS failures.
 _TLS_VERIFY = frozenset({60, 83, 90, 91})
@@ -86,106 +94,106 @@ class Outcome:
 
 @dataclass
 class _Attempt:
-    """One transfer in flight: what arrived so far."""
+    """One transfer in flight, then its verification."""
 
     job: Job
     started: float
-    limit: int
+    limit: int  # the most bytes taken: the stated size, else the cap
     cap: int | None  # the metadata states no size: this is the cap
     tmp: Path
-    digest: hashlib._Hash
-    status: int | None = None
+    file: io.BufferedWriter  # the body, written in large pieces
+    digest: hashlib._Hash  # of the body, as it arrives (each piece still in the CPU's cache)
+    #: The header lines as they came, kept by a C method (no Python call per line),
+    #: read once the transfer ended (:meth:`_read_head`).
+    lines: list[bytes] = field(default_factory=list)
+    status: int = 0  # of the last response; 0: none came
     reason: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    fd: int = -1
     written: int = 0
-    problem: Outcome | None = None  # why a callback stopped the transfer
-
-    def on_header(self, line: bytes) -> None:
-        text = line.decode("latin-1").strip()
-        if text.startswith("HTTP/"):  # a new response (after a 100 Continue): anew
-            _, _, rest = text.partition(" ")
-            code, _, reason = rest.partition(" ")
-            self.status = int(code) if code.isdigit() else None
-            self.reason = f"HTTP {code} {reason}".strip()
-            self.headers = {}
-        elif ":" in text:
-            name, _, value = text.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
+    renamed: bool = False
+    error: OSError | None = None  # writing failed (a full disk): said as it is
 
     def on_body(self, chunk: bytes) -> int | None:
-        """Hash and write a 200's body as it arrives; 0 stops the transfer (with
-        ``problem`` saying why). Another status's body is dropped."""
-        if self.status != 200:
-            return None
+        """A piece of the body (libcurl's are 16 KiB at most): hashed, then written; 0
+        stops the transfer. libcurl itself stops a body past the limit."""
         try:
-            if self.fd < 0:
-                self.problem = self._start()
-                if self.problem is not None:
-                    return 0
-            self.written += len(chunk)
-            if self.written > self.limit:
-                self.problem = self._over()
-                return 0
             self.digest.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except BaseException as exc:  # pycurl would only print it: kept, then raised
-            self.problem = self._failed(error=exc)
+            self.file.write(chunk)
+        except OSError as exc:
+            self.error = exc
             return 0
         return None
 
-    def _start(self) -> Outcome | None:
-        """Open the temporary file, unless the Content-Length refuses the body first."""
-        length = self.headers.get("content-length")
-        size = self.job.expected.size
-        if length is not None and length.isdigit():
-            if size is None and int(length) > self.limit:
-                return self._failed(error=self._too_large(f"its Content-Length of {length} bytes"))
-            if size is not None and int(length) != size:
-                return self._failed(
-                    f"Content-Length {length} does not match the metadata's size {size}", True
-                )
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        return None
-
-    def _over(self) -> Outcome:
-        if self.cap is not None:
-            return self._failed(error=self._too_large("its body (the metadata states no size)"))
-        return self._failed(f"more than the expected {self.job.expected.size} bytes", True)
-
-    def _too_large(self, what: str) -> UpstreamError:
-        return UpstreamError(
-            f"{self.job.url}: {what} is more than download.max_metadata_bytes ({self.cap})"
-        )
+    def _read_head(self) -> None:
+        """The last response's status, and the headers read here (Content-Length,
+        Retry-After: only those that begin so are looked at); a 100 Continue's are dropped."""
+        status, reason = 0, ""
+        headers: dict[str, str] = {}
+        for raw in self.lines:
+            if raw.startswith(b"HTTP/"):
+                code, _, phrase = raw.decode("latin-1").strip().partition(" ")[2].partition(" ")
+                status = int(code) if code.isdigit() else 0
+                reason, headers = f"HTTP {code} {phrase}".strip(), {}
+            elif raw[:1] in b"CcRr" and b":" in raw:
+                name, _, value = raw.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+        self.status, self.reason, self.headers = status, reason, headers
 
     def _failed(self, reason: str = "", integrity: bool = False, **kw: Any) -> Outcome:
         return Outcome(self.job, self.started, reason=reason, integrity=integrity, **kw)
 
     def finish(self, failure: tuple[int, str] | None) -> Outcome:
-        """The outcome, once libcurl is done with it (``failure``: its code and message)."""
+        """The outcome once libcurl is done (``failure``: its code and message)."""
         try:
-            return self._verdict(failure)
+            self.written = self.file.tell()
+            self.file.close()  # the last buffered bytes: a full disk fails here
+        except OSError as exc:
+            self.error = self.error or exc
+        try:
+            if self.error is not None:
+                return self._failed(error=self.error)
+            self._read_head()
+            if failure is None and self.status == 200:
+                return self._verify()
+            return self._failure(*failure) if failure else self._status()
         finally:
             self.close()
 
-    def _verdict(self, failure: tuple[int, str] | None) -> Outcome:
-        if self.problem is not None:
-            return self.problem
-        if failure is not None:
-            code, message = failure
-            if code in _TLS_VERIFY or code in _TLS_OTHER:
-                what = "verification " if code in _TLS_VERIFY else ""
-                return self._failed(f"TLS {what}failed: {message}", tls=True)
-            return self._failed(message or f"curl error {code}")
-        if self.status != 200:
-            return Outcome(self.job, self.started, status=self.status, reason=self.reason,
-                           retry_after=self.headers.get("retry-after"))  # fmt: skip
-        if self.fd < 0:  # an empty body: no chunk came
-            refused = self._start()
-            if refused is not None:
-                return refused
+    def _status(self) -> Outcome:
+        return Outcome(self.job, self.started, status=self.status, reason=self.reason,
+                       retry_after=self.headers.get("retry-after"))  # fmt: skip
+
+    def _failure(self, code: int, message: str) -> Outcome:
+        if code in _TLS_VERIFY or code in _TLS_OTHER:
+            what = "verification " if code in _TLS_VERIFY else ""
+            return self._failed(f"TLS {what}failed: {message}", tls=True)
+        if self.status not in (0, 200):  # the status says more than how the body ended
+            return self._status()
+        if code == _FILESIZE_EXCEEDED or (code == _WRITE_ERROR and self.limit == 0):
+            return self._over()
+        return self._failed(message or f"curl error {code}")
+
+    def _over(self) -> Outcome:
+        """A body longer than allowed (refused by its Content-Length before it was read,
+        or cut off at the limit)."""
+        header = self.headers.get("content-length", "")
+        length = int(header) if header.isdigit() else -1
+        size = self.job.expected.size
+        if self.cap is not None:
+            what = "its body (the metadata states no size)"
+            if length > self.cap:
+                what = f"its Content-Length of {length} bytes"
+            return self._failed(error=UpstreamError(
+                f"{self.job.url}: {what} is more than download.max_metadata_bytes ({self.cap})"
+            ))  # fmt: skip
+        if length >= 0 and length != size:
+            return self._failed(
+                f"Content-Length {length} does not match the metadata's size {size}", True
+            )
+        return self._failed(f"more than the expected {size} bytes", True)
+
+    def _verify(self) -> Outcome:
+        """Check the complete body against the metadata, then give it its name."""
         expected = self.job.expected
         if expected.size is not None and self.written != expected.size:
             return self._failed(
@@ -197,59 +205,88 @@ class _Attempt:
                 f"{expected.checksum_type} {got} does not match the metadata's {expected.checksum}",
                 True,
             )
-        mtime_ns = os.fstat(self.fd).st_mtime_ns
-        os.close(self.fd)
-        self.fd = -1
-        self.tmp.replace(self.job.dest)
+        try:
+            mtime_ns = self.tmp.stat().st_mtime_ns
+            self.tmp.replace(self.job.dest)
+        except OSError as exc:
+            return self._failed(error=exc)
+        self.renamed = True
         return Outcome(self.job, self.started, fetched=Fetched(self.written, mtime_ns))
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self.tmp.unlink(missing_ok=True)
+        self.file.close()
+        if not self.renamed:
+            self.tmp.unlink(missing_ok=True)
 
 
-def transfer(jobs: Iterable[Job], settings: Settings) -> Generator[Outcome, None, None]:
-    """One attempt at each job, ``settings.concurrency`` at a time; each outcome as its
-    transfer ends. Closing the iterator early stops what is in flight."""
-    import pycurl  # a C library: loaded only by a pass that downloads packages
-
-    todo = list(jobs)
-    todo.reverse()  # taken from the end: the caller's order
-    multi = pycurl.CurlMulti()
-    multi.setopt(pycurl.M_MAXCONNECTS, settings.concurrency)
-    idle = [_handle(pycurl, settings) for _ in range(min(settings.concurrency, len(todo)))]
-    active: dict[Any, _Attempt] = {}
+def transfer(
+    todo: deque[Job], settings: Settings, stop: threading.Event
+) -> Generator[Outcome, None, None]:
+    """One attempt at each job taken from the left of ``todo`` (which other loops may
+    share), ``settings.concurrency`` at a time; each outcome once known. Ends early
+    when ``stop`` is set, or the iterator is closed: what is in flight stops."""
+    loop = _Loop(settings, todo)
     try:
-        while todo or active:
-            while idle and todo:
-                handle = idle.pop()
-                active[handle] = _begin(pycurl, handle, todo.pop(), settings)
-                multi.add_handle(handle)
-            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-                pass
-            while True:
-                queued, ok, failed = multi.info_read()
-                ended = [(h, None) for h in ok] + [(h, (c, m)) for h, c, m in failed]
-                for handle, failure in ended:
-                    multi.remove_handle(handle)
-                    idle.append(handle)
-                    yield active.pop(handle).finish(failure)
-                if not queued:
-                    break
-            if active:
-                multi.select(1.0)
+        while (loop.todo or loop.active) and not stop.is_set():
+            yield from loop.start()
+            yield from loop.receive()
+            if loop.active:
+                loop.multi.select(1.0)
     finally:
-        for handle, attempt in active.items():
-            multi.remove_handle(handle)
+        loop.close()
+
+
+class _Loop:
+    """The transfers of :func:`transfer`: to do, and in flight."""
+
+    def __init__(self, settings: Settings, todo: deque[Job]) -> None:
+        self.settings = settings
+        self.todo = todo
+        self.multi = pycurl.CurlMulti()
+        self.multi.setopt(pycurl.M_MAXCONNECTS, settings.concurrency)
+        self.idle = [_handle(settings) for _ in range(settings.concurrency)]
+        self.active: dict[Any, _Attempt] = {}
+
+    def start(self) -> Iterator[Outcome]:
+        """Start transfers while handles are free; a file that cannot be made fails here."""
+        while self.idle:
+            try:
+                job = self.todo.popleft()
+            except IndexError:  # taken by another loop meanwhile
+                return
+            handle = self.idle.pop()
+            try:
+                self.active[handle] = _begin(handle, job, self.settings)
+            except OSError as exc:  # the temporary file: said as it is
+                self.idle.append(handle)
+                yield Outcome(job, time.monotonic(), error=exc)
+                continue
+            self.multi.add_handle(handle)
+
+    def receive(self) -> Iterator[Outcome]:
+        """Let libcurl move bytes; a transfer that ended is judged."""
+        while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, ok, failed = self.multi.info_read()
+            ended = [(h, None) for h in ok] + [(h, (c, m)) for h, c, m in failed]
+            for handle, failure in ended:
+                self.multi.remove_handle(handle)
+                self.idle.append(handle)
+                yield self.active.pop(handle).finish(failure)
+            if not queued:
+                return
+
+    def close(self) -> None:
+        for handle, attempt in self.active.items():
+            self.multi.remove_handle(handle)
             attempt.close()
-        for handle in (*active, *idle):
+        for handle in (*self.active, *self.idle):
             handle.close()
-        multi.close()
+        self.multi.close()
 
 
-def _handle(pycurl: Any, settings: Settings) -> Any:
+def _handle(settings: Settings) -> Any:
     """An easy handle (it keeps its connection between files), set for :func:`transfer`."""
     handle = pycurl.Curl()
     paths = ssl.get_default_verify_paths()  # the store ssl.create_default_context() loads
@@ -277,18 +314,31 @@ def _handle(pycurl: Any, settings: Settings) -> Any:
     return handle
 
 
-def _begin(pycurl: Any, handle: Any, job: Job, settings: Settings) -> _Attempt:
+def _refuse_any(chunk: bytes) -> int:
+    """The body of a file that must be empty: any byte stops the transfer."""
+    return 0 if chunk else len(chunk)
+
+
+def _begin(handle: Any, job: Job, settings: Settings) -> _Attempt:
     size = job.expected.size
+    limit = settings.max_metadata_bytes if size is None else size
+    tmp = tmp_name(job.dest)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     attempt = _Attempt(
         job=job,
         started=time.monotonic(),
-        limit=settings.max_metadata_bytes if size is None else size,
+        limit=limit,
         cap=settings.max_metadata_bytes if size is None else None,
-        tmp=tmp_name(job.dest),
+        tmp=tmp,
+        file=io.BufferedWriter(io.FileIO(fd, "wb"), _WRITE_BUFFER),
         digest=new_hash(job.expected.checksum_type),
     )
     handle.setopt(pycurl.URL, job.url)
     handle.setopt(pycurl.TIMEOUT_MS, max(1, int(settings.deadline * 1000)))
-    handle.setopt(pycurl.HEADERFUNCTION, attempt.on_header)
-    handle.setopt(pycurl.WRITEFUNCTION, attempt.on_body)
+    handle.setopt(pycurl.HEADERFUNCTION, attempt.lines.append)
+    # libcurl ends a body past the limit, and refuses one whose Content-Length is
+    # past it before reading it (0 would mean no limit: an empty file's body is
+    # refused by a callback instead)
+    handle.setopt(pycurl.MAXFILESIZE_LARGE, limit)
+    handle.setopt(pycurl.WRITEFUNCTION, attempt.on_body if limit else _refuse_any)
     return attempt
