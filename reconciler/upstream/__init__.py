@@ -21,8 +21,12 @@ byte is checked against the metadata. A metadata file read into memory is refuse
 beyond ``download.max_metadata_bytes`` (by its ``Content-Length`` before reading,
 else as the bytes arrive); a package whose ``Content-Length`` is not the size the
 metadata states is refused before it is read.
-A request costs about a third of the client CPU that urllib3's pool took, which is
-what a compose of many small packages spends its time on (BENCHMARKS.md).
+A request costs about a third of the client CPU that urllib3's pool took.
+
+A compose's packages go through :meth:`Upstream.download_all` instead (:mod:`.batch`):
+first attempts through libcurl's multi interface (pycurl), which costs far less CPU
+per file than these threads, and what libcurl does not do here (proxies, redirects,
+retries) through this client's loop, so the rules above hold for both.
 """
 
 from __future__ import annotations
