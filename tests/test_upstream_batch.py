@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +274,18 @@ def test_one_loop_per_cpu_with_two_connections_each_at_least(
     workers: int, cpus: int | None, loops: int
 ) -> None:
     assert loops_for(workers, cpus) == loops
+
+
+def test_nothing_to_download_does_not_load_libcurl() -> None:
+    code = (
+        "import sys\n"
+        "from reconciler.hostconfig import DownloadConfig\n"
+        "from reconciler.upstream import Upstream\n"
+        "Upstream(DownloadConfig()).download_all([], lambda i, f: None)\n"
+        "print('pycurl' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "False"

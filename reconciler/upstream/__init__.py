@@ -313,6 +313,8 @@ class Upstream:
         First attempts go through libcurl (:mod:`.batch`: far less CPU per file than
         this client's threads); a proxied URL, a redirect and a failed attempt are
         carried on by :meth:`download`'s own loop."""
+        if not jobs:  # a compose that only links: libcurl is not even loaded
+            return
         from .batch import download_all
 
         download_all(self, jobs, done)
