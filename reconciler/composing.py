@@ -198,8 +198,8 @@ class Composer:
             the_plan = plan([w.selection for w in works], index)
             if the_plan.problem is not None:  # fetching stops at a refusal already
                 raise UpstreamError(the_plan.problem)
-            placer = Placer(up, self.tree, cid, previous.compose_id if previous else None,
-                            self.host.download.workers, self.reporter, self.counters)  # fmt: skip
+            before_id = previous.compose_id if previous else None
+            placer = Placer(up, self.tree, cid, before_id, self.reporter, self.counters)
             placed = placer.place(the_plan, f"compose {self.request.sig} {self.request.release}")
             self._check_signatures(placed, previous)
             for w in works:

@@ -3,7 +3,8 @@
 The decisions are :mod:`reconciler.placement`'s; this module only acts on them:
 every LINK, in order, here (a copy of a file the previous compose lost since is
 downloaded instead); then every DOWNLOAD concurrently, largest first, each
-verified against the checksum and size of the metadata. A package that goes to
+verified against the checksum and size of the metadata
+(:meth:`reconciler.upstream.Upstream.download_all`). A package that goes to
 several places is placed once and shared with the others. Sharing is a clone
 (reflink: blocks shared, inodes not) where the filesystem can, else a hardlink
 (:class:`~reconciler.fsutil.Sharer`).
@@ -20,7 +21,6 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -30,7 +30,7 @@ from .fsutil import READ_ONLY, Sharer, read_only
 from .layout import ComposeTree
 from .placement import PlacementPlan, PlacementStep, Target, largest_first
 from .progress import Reporter
-from .upstream import Expected, Upstream
+from .upstream import Expected, Fetched, Upstream
 from .vocabulary import PlacementKind
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ class Placer:
     tree: ComposeTree
     cid: str
     previous: str | None
-    workers: int
     reporter: Reporter
     counters: Counters
     sharer: Sharer = field(default_factory=Sharer)  # decides once: clones, links or copies
@@ -95,11 +94,15 @@ class Placer:
             else:
                 done[step.fact.pkgid] = linked
         downloads = largest_first(fetch)
+        jobs = [(s.url, paths[s.fact.pkgid][0], _expected(s)) for s in downloads]
+
+        def downloaded(index: int, got: Fetched) -> None:
+            step = downloads[index]
+            done[step.fact.pkgid] = self._downloaded(step, paths[step.fact.pkgid], got)
+
         self.reporter.start(label, sum(s.fact.size for s in downloads))
         try:
-            with ThreadPoolExecutor(self.workers) as pool:
-                for got in pool.map(lambda s: self._download(s, paths[s.fact.pkgid]), downloads):
-                    done[got.step.fact.pkgid] = got
+            self.up.download_all(jobs, downloaded)
         finally:
             self.reporter.stop()
         return [done[s.fact.pkgid] for s in plan.placements]
@@ -135,10 +138,9 @@ class Placer:
         self.counters.add(linked=1)
         return Placed(step, tuple(paths), mtime_ns, linked=True, sha256=sha256)
 
-    def _download(self, step: PlacementStep, paths: Sequence[Path]) -> Placed:
+    def _downloaded(self, step: PlacementStep, paths: Sequence[Path], got: Fetched) -> Placed:
+        """A verified download at ``paths[0]``: made read-only, linked to the rest."""
         first, *rest = paths
-        fact = step.fact
-        got = self.up.download(step.url, first, Expected(fact.checksum_type, fact.pkgid, fact.size))
         first.chmod(READ_ONLY)
         sha256 = _sha256(step, first)
         if sha256 is None:
@@ -148,6 +150,11 @@ class Placer:
         for target in rest:
             self.sharer.new(first, target)
         return Placed(step, tuple(paths), got.mtime_ns, linked=False, sha256=sha256)
+
+
+def _expected(step: PlacementStep) -> Expected:
+    fact = step.fact
+    return Expected(fact.checksum_type, fact.pkgid, fact.size)
 
 
 def _sha256(step: PlacementStep, path: Path, known: str | None = None) -> str | None:

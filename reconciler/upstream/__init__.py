@@ -21,34 +21,35 @@ byte is checked against the metadata. A metadata file read into memory is refuse
 beyond ``download.max_metadata_bytes`` (by its ``Content-Length`` before reading,
 else as the bytes arrive); a package whose ``Content-Length`` is not the size the
 metadata states is refused before it is read.
-A request costs about a third of the client CPU that urllib3's pool took, which is
-what a compose of many small packages spends its time on (BENCHMARKS.md).
+A request costs about a third of the client CPU that urllib3's pool took.
+
+A compose's packages go through :meth:`Upstream.download_all` instead (:mod:`.batch`):
+first attempts through libcurl's multi interface (pycurl), which costs far less CPU
+per file than these threads, and what libcurl does not do here (proxies, redirects,
+retries) through this client's loop, so the rules above hold for both.
 """
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import http.client
 import logging
 import math
 import os
 import random
 import ssl
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import HTTPStatusError, IntegrityError, UpstreamError
+from ..errors import UpstreamError
 from ..fsutil import tmp_name
 from ..hostconfig import DownloadConfig
 from .connections import CLOCK, Connections, Route, abandon, discard, split_url
-from .proxies import Proxies, bypasses_proxy
+from .faults import Failed, Retryable, check_status, describe, final
+from .proxies import Proxies, Proxy, bypasses_proxy
+from .records import Expected, Fetched, FetchStats, new_hash
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -69,84 +70,6 @@ MAX_RETRY_AFTER = 60.0
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: How a kept-alive connection that the server has closed meanwhile fails on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-_HASH_NAMES = {
-    "sha": "sha1",
-    "sha1": "sha1",
-    "sha224": "sha224",
-    "sha256": "sha256",
-    "sha384": "sha384",
-    "sha512": "sha512",
-    "md5": "md5",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """What the metadata says a file must be."""
-
-    checksum_type: str
-    checksum: str
-    size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A verified download: its size and the modification time it got on disk."""
-
-    nbytes: int
-    mtime_ns: int
-
-
-def new_hash(checksum_type: str) -> hashlib._Hash:
-    name = _HASH_NAMES.get(checksum_type.lower())
-    if name is None:
-        raise IntegrityError(f"unsupported checksum type {checksum_type!r}")
-    return hashlib.new(name)
-
-
-class _Retryable(Exception):
-    def __init__(
-        self, message: str, integrity: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.integrity = integrity
-        #: The wait the server asked for (``Retry-After``), in seconds.
-        self.retry_after = retry_after
-
-
-@dataclass
-class FetchStats:
-    """Counters of what this client asked the upstream for (thread-safe)."""
-
-    requests: int = 0
-    bytes: int = 0
-    files: int = 0
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def add(self, requests: int = 0, nbytes: int = 0, files: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.bytes += nbytes
-            self.files += files
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date); None
-    when there is none or it means nothing."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class Upstream:
@@ -173,20 +96,29 @@ class Upstream:
 
     # -- retry loop ---------------------------------------------------------------
 
-    def _retry(self, url: str, attempt_once: Callable[[], T]) -> T:
+    def _retry(self, url: str, attempt_once: Callable[[], T], failed: Failed | None = None) -> T:
         """``attempt_once()`` until it succeeds, the retries are spent or the deadline
-        passes (each read of an attempt waits no later than the deadline either)."""
+        passes (each read of an attempt waits no later than the deadline either).
+        ``failed``: a first attempt made elsewhere (:meth:`download_all`) failed so."""
         deadline = self.config.deadline
-        until = time.monotonic() + deadline
+        until = (time.monotonic() if failed is None else failed[1]) + deadline
         CLOCK.until = until
         try:
             last, integrity, retry_after = "", False, None
-            for attempt in range(self.config.retries + 1):
+            if failed is not None:
+                error = failed[0]
+                last, integrity, retry_after = str(error), error.integrity, error.retry_after
+                if time.monotonic() >= until:
+                    raise final(integrity)(
+                        f"{url}: {last} (gave up after 1 attempts: "
+                        f"not done within the {deadline:g}s deadline)"
+                    )
+            for attempt in range(0 if failed is None else 1, self.config.retries + 1):
                 if attempt:
                     delay = self._delay(attempt, retry_after)
                     if time.monotonic() + delay >= until:
                         asked = "Retry-After asks for" if retry_after is not None else "retry in"
-                        raise _final(integrity)(
+                        raise final(integrity)(
                             f"{url}: {last} (gave up after {attempt} attempts: {asked} "
                             f"{delay:.2f}s, past the {deadline:g}s deadline)"
                         )
@@ -197,14 +129,14 @@ class Upstream:
                     time.sleep(delay)
                 try:
                     return attempt_once()
-                except _Retryable as exc:
+                except Retryable as exc:
                     last, integrity, retry_after = str(exc), exc.integrity, exc.retry_after
                 if time.monotonic() >= until:
-                    raise _final(integrity)(
+                    raise final(integrity)(
                         f"{url}: {last} (gave up after {attempt + 1} attempts: "
                         f"not done within the {deadline:g}s deadline)"
                     )
-            raise _final(integrity)(
+            raise final(integrity)(
                 f"{url}: {last} (gave up after {self.config.retries + 1} attempts)"
             )
         finally:
@@ -219,14 +151,8 @@ class Upstream:
         return self.config.backoff * 2.0 ** (attempt - 1) * jitter
 
     def _check_status(self, url: str, response: http.client.HTTPResponse) -> None:
-        code = response.status
-        if code < 400:
-            return
-        reason = f"HTTP {code} {response.reason or ''}".strip()
-        if code >= 500 or code == 429:
-            wait = _retry_after(response.getheader("Retry-After")) if code in (429, 503) else None
-            raise _Retryable(reason, retry_after=wait)
-        raise HTTPStatusError(f"{url}: {reason}", code)
+        reason = f"HTTP {response.status} {response.reason or ''}".strip()
+        check_status(url, response.status, reason, response.getheader("Retry-After"))
 
     # -- one request ----------------------------------------------------------------
 
@@ -283,10 +209,10 @@ class Upstream:
                 conn.close()
                 if reused and not second_try:
                     continue  # the server closed the idle connection: once more, anew
-                raise _Retryable(_describe(exc) + via) from exc
+                raise Retryable(describe(exc) + via) from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise _Retryable(_describe(exc) + via) from exc
+                raise Retryable(describe(exc) + via) from exc
         raise AssertionError("unreachable")  # the second try returns or raises
 
     # -- small files ----------------------------------------------------------------
@@ -338,7 +264,7 @@ class Upstream:
                 body += buf[:n]
             done = True
         except (OSError, http.client.HTTPException) as exc:
-            raise _Retryable(_describe(exc)) from exc
+            raise Retryable(describe(exc)) from exc
         finally:
             self.stats.add(nbytes=len(body))
             if not done:
@@ -354,6 +280,15 @@ class Upstream:
         state is refused beyond ``download.max_metadata_bytes``.
         """
 
+        return self.download_after(url, dest, expected)
+
+    def download_after(
+        self, url: str, dest: Path, expected: Expected, failed: Failed | None = None
+    ) -> Fetched:
+        """:meth:`download`, where ``failed`` says how a first attempt made elsewhere
+        failed, and when it started: it counts as the first try, its time as part of the
+        deadline."""
+
         def once() -> Fetched:
             tmp = tmp_name(dest)
             try:
@@ -364,9 +299,30 @@ class Upstream:
                 raise
             return fetched
 
-        fetched = self._retry(url, once)
+        fetched = self._retry(url, once, failed)
         self.stats.add(files=1)
         return fetched
+
+    def download_all(
+        self, jobs: Sequence[tuple[str, Path, Expected]], done: Callable[[int, Fetched], None]
+    ) -> None:
+        """Download every job (url, dest, expected) as :meth:`download` does, about
+        ``workers`` at a time, in their order; ``done(index, fetched)`` is called as each
+        file is verified (on one of the threads doing it). The first error ends the call.
+
+        First attempts go through libcurl (:mod:`.batch`: far less CPU per file than
+        this client's threads); a proxied URL, a redirect and a failed attempt are
+        carried on by :meth:`download`'s own loop."""
+        if not jobs:  # a compose that only links: libcurl is not even loaded
+            return
+        from .batch import download_all
+
+        download_all(self, jobs, done)
+
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy that ``url`` goes through (None: straight to its server)."""
+        origin, _ = split_url(url)
+        return self._proxies.for_url(url, origin.scheme, origin.host)
 
     def _check_length(self, url: str, response: http.client.HTTPResponse, size: int | None) -> None:
         """Refuse a body by its Content-Length before reading it."""
@@ -376,7 +332,7 @@ class Upstream:
         if size is None and length > self.config.max_metadata_bytes:
             raise self._too_large(url, f"its Content-Length of {length} bytes")
         if size is not None and length != size:
-            raise _Retryable(
+            raise Retryable(
                 f"Content-Length {length} does not match the metadata's size {size}", True
             )
 
@@ -398,7 +354,7 @@ class Upstream:
                     if written > limit and expected.size is None:
                         raise self._too_large(url, "its body (the metadata states no size)")
                     if written > limit:
-                        raise _Retryable(f"more than the expected {expected.size} bytes", True)
+                        raise Retryable(f"more than the expected {expected.size} bytes", True)
                     chunk = buf[:n]
                     digest.update(chunk)
                     while chunk:
@@ -408,28 +364,17 @@ class Upstream:
                 os.close(fd)
             complete = True
         except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError) as exc:
-            raise _Retryable(_describe(exc)) from exc  # the body broke off; disk errors do not
+            raise Retryable(describe(exc)) from exc  # the body broke off; disk errors do not
         finally:
             self.stats.add(nbytes=written)
             if not complete:
                 abandon(conn, response)  # never reuse a connection with a half-read response
         if expected.size is not None and written != expected.size:
-            raise _Retryable(f"size {written} does not match the metadata's {expected.size}", True)
+            raise Retryable(f"size {written} does not match the metadata's {expected.size}", True)
         got = digest.hexdigest()
         if got != expected.checksum.lower():
-            raise _Retryable(
+            raise Retryable(
                 f"{expected.checksum_type} {got} does not match the metadata's {expected.checksum}",
                 True,
             )
         return Fetched(written, mtime_ns)
-
-
-def _final(integrity: bool) -> type[UpstreamError]:
-    """The error a request ends with: bad bytes, or the upstream's fault."""
-    return IntegrityError if integrity else UpstreamError
-
-
-def _describe(exc: BaseException) -> str:
-    kind = type(exc).__name__
-    text = str(exc) or kind
-    return text if kind in text else f"{kind}: {text}"
