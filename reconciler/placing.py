@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from . import checksums
 from .errors import IntegrityError
@@ -32,6 +33,12 @@ from .upstream import Expected, Upstream
 from .vocabulary import PlacementKind
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: Downloads submitted to the pool ahead of those running, per worker.
+WINDOW_PER_WORKER = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +99,11 @@ class Placer:
         self.reporter.start(label, sum(s.fact.size for s in downloads))
         try:
             with ThreadPoolExecutor(self.workers) as pool:
-                for got in pool.map(lambda s: self._download(s, paths[s.fact.pkgid]), downloads):
+                window = self.workers * WINDOW_PER_WORKER
+                fetched = bounded_map(
+                    pool, lambda s: self._download(s, paths[s.fact.pkgid]), downloads, window
+                )
+                for got in fetched:
                     done[got.step.fact.pkgid] = got
         finally:
             self.reporter.stop()
@@ -142,6 +153,28 @@ class Placer:
         for target in rest:
             link_or_copy(first, target)
         return Placed(step, tuple(paths), got.mtime_ns, linked=False, sha256=sha256)
+
+
+def bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Iterable[_T], window: int
+) -> Iterator[_R]:
+    """``fn`` of every item on ``pool``, results as they finish, with at most ``window``
+    submitted at a time. ``pool.map`` submits every item at once: at 100,000 packages
+    its futures and work items alone held about 100 MB until the last download ended.
+    The first failure is raised; what is still queued is cancelled."""
+    pending: set[Future[_R]] = set()
+    try:
+        for item in items:
+            if len(pending) >= window:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in finished)
+            pending.add(pool.submit(fn, item))
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in finished)
+    finally:
+        for f in pending:
+            f.cancel()
 
 
 def _sha256(step: PlacementStep, path: Path, known: str | None = None) -> str | None:
