@@ -347,9 +347,10 @@ def previous_index(
     known = {_kept(f.rel, str(PurePosixPath(f.rel))): f for f in manifest or ()}
     packages: dict[str, PreviousPackage] = {}
     for variant, facts in repos:
+        rel_dir = variant.rel_dir  # a new path each time it is asked: once per variant
         for fact in facts:
             href = _kept(fact.href, str(safe_relpath(fact.href)))
-            listed = known.get(str(variant.rel_dir / href))
+            listed = known.get(str(rel_dir / href))
             mtime, sha256 = (listed.mtime_ns, listed.sha256) if listed else (None, None)
             packages.setdefault(
                 fact.pkgid,
