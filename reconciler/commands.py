@@ -245,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _settle_imports()
     host = _host(args)
     setup_logging(True, host.log_format)
-    return Loop(host, args.desired_state).run(once=args.once)
+    return Loop(host, args.desired_state, _record_cache()).run(once=args.once)
 
 
 def _source_summary(state: StateDB) -> dict[str, object]:

@@ -97,11 +97,15 @@ class Changes:
 
 def diff(base: str, old: Iterable[SourceFile], new: Iterable[SourceFile]) -> Changes:
     """The changes from the files ``old`` (of compose ``base``) to ``new``."""
-    before = {f.rel: (f.size, f.mtime_ns) for f in old}
+    before = {f.rel: f for f in old}  # the records themselves: no tuple for each file
     after = list(new)
-    added = tuple(f for f in after if before.get(f.rel) != (f.size, f.mtime_ns))
+    added = tuple(f for f in after if _changed(before.get(f.rel), f))
     now = {f.rel for f in after}
     return Changes(base, added, tuple(sorted(rel for rel in before if rel not in now)))
+
+
+def _changed(was: SourceFile | None, now: SourceFile) -> bool:
+    return was is None or (was.size, was.mtime_ns) != (now.size, now.mtime_ns)
 
 
 def combine(chain: Sequence[Changes]) -> tuple[list[SourceFile], list[str]]:

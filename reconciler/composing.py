@@ -204,11 +204,21 @@ class Composer:
             self._check_signatures(placed, previous)
             for w in works:
                 self._write_variant(cid, w, repos.get(w.variant))
+        del the_plan, index, known, repos  # memory: at 100,000 packages each record counts
         contents = {w.variant: w.selection.composed for w in works}
         missing = self._carry_over(cid, previous, contents)
         carried = [v for v in contents if v not in self.variants]
         was = self.tree.sig_dir(previous.compose_id) / "metadata" if previous else None
         place_keys(self._keys(), self.tree.sig_dir(cid) / "metadata", was)
+        # The manifest first: what was placed and the file records go before productmd's
+        # own records of every package are built (the compose's peak of memory).
+        files = self._manifest(cid, placed, carried, before)
+        del placed
+        self.tree.metadata_dir(cid).mkdir(parents=True, exist_ok=True)
+        write_manifest(self.tree.manifest(cid), files)
+        if previous is not None and before is not None:
+            write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
+        del files, before
         write_productmd(
             self.tree,
             cid,
@@ -218,10 +228,6 @@ class Composer:
             repo_arches={r: s.arches for r, s in self.rel.repos.items()},
         )
         self._write_record(cid, works, previous, missing)
-        files = self._manifest(cid, placed, carried, before)
-        write_manifest(self.tree.manifest(cid), files)
-        if previous is not None and before is not None:
-            write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
         read_only_dirs(cdir)
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
         write_status(cdir, status)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
+from sys import intern
 
 from .composefiles import SourceFile
 from .errors import UnsafePathError
@@ -88,9 +89,16 @@ class PlacementStep:
     kind: PlacementKind
     fact: PackageFact
     reason: str
-    url: str = ""  # LINK and DOWNLOAD: where the build system serves it
+    base: str = ""  # LINK and DOWNLOAD: the URL of the upstream repository that serves it
     targets: tuple[Target, ...] = ()  # LINK and DOWNLOAD: every place in the compose
     source: PreviousPackage | None = None  # LINK: the previous compose's copy
+
+    @property
+    def url(self) -> str:
+        """Where the build system serves it. Made when asked: a compose after a small change
+        links almost every package, and a URL kept for each of 100,000 steps was memory
+        (and time: each is percent-encoded character by character) spent on nothing."""
+        return url_of(self.base, self.fact.href) if self.base else ""
 
     def describe(self) -> str:
         if self.kind is PlacementKind.DROP:
@@ -254,24 +262,24 @@ def plan(selections: Sequence[Selection], previous: Previous | None) -> Placemen
     The variants must agree on what a checksum is: one file cannot have two sizes, nor
     be a sha256 in one repository and a sha1 in another (the plan's problem says where).
     """
-    first: dict[str, tuple[PackageFact, str]] = {}
+    first: dict[str, tuple[PackageFact, str]] = {}  # pkgid -> (fact, its repository's URL)
     targets: dict[str, list[Target]] = {}
     conflict: str | None = None
     for selection in selections:
         for fact in selection.chosen:
-            url = url_of(selection.source.url, fact.href)
-            known, known_url = first.setdefault(fact.pkgid, (fact, url))
+            known, known_base = first.setdefault(fact.pkgid, (fact, selection.source.url))
             if conflict is None and _kind(known) != _kind(fact):
                 conflict = (
                     f"{selection.source.url}/repodata/repomd.xml: package {fact.nevra}: "
                     f"{fact.checksum_type} {fact.pkgid} of {fact.size} bytes, but a "
-                    f"{known.checksum_type} of {known.size} bytes at {known_url}"
+                    f"{known.checksum_type} of {known.size} bytes at "
+                    f"{url_of(known_base, known.href)}"
                 )
             targets.setdefault(fact.pkgid, []).append(selection.target(fact))
     names = _names(previous)
     placements = tuple(
-        _placement(fact, url, tuple(targets[pkgid]), previous, names)
-        for pkgid, (fact, url) in first.items()
+        _placement(fact, base, tuple(targets[pkgid]), previous, names)
+        for pkgid, (fact, base) in first.items()
     )
     return PlacementPlan(
         placements,
@@ -294,14 +302,14 @@ def _names(previous: Previous | None) -> frozenset[str]:
 
 def _placement(
     fact: PackageFact,
-    url: str,
+    base: str,
     targets: tuple[Target, ...],
     previous: Previous | None,
     names: frozenset[str],
 ) -> PlacementStep:
     download = PlacementKind.DOWNLOAD
     if previous is None:
-        return PlacementStep(download, fact, "no previous compose", url, targets)
+        return PlacementStep(download, fact, "no previous compose", base, targets)
     cid = previous.compose_id
     known = previous.packages.get(fact.pkgid)
     if known is None:
@@ -310,17 +318,23 @@ def _placement(
             if fact.filename in names
             else f"not in {cid}"
         )
-        return PlacementStep(download, fact, why, url, targets)
+        return PlacementStep(download, fact, why, base, targets)
     if known.size != fact.size:
         why = f"{cid} has it with {known.size} bytes, the metadata says {fact.size}"
-        return PlacementStep(download, fact, why, url, targets)
+        return PlacementStep(download, fact, why, base, targets)
     if known.checksum_type.lower() != fact.checksum_type.lower():  # the same value: a lie
         why = (
             f"{cid} has a {known.checksum_type} of that value, the metadata a {fact.checksum_type}"
         )
-        return PlacementStep(download, fact, why, url, targets)
-    why = f"{cid} has it (same {fact.checksum_type} and size)"
-    return PlacementStep(PlacementKind.LINK, fact, why, url, targets, known)
+        return PlacementStep(download, fact, why, base, targets)
+    why = intern(f"{cid} has it (same {fact.checksum_type} and size)")  # one, not 100,000
+    return PlacementStep(PlacementKind.LINK, fact, why, base, targets, known)
+
+
+def _kept(given: str, normal: str) -> str:
+    """``given`` itself when it is already ``normal``: one string, not two, for each of
+    100,000 packages (the previous compose's index is alive for the whole compose)."""
+    return given if given == normal else normal
 
 
 def previous_index(
@@ -330,12 +344,13 @@ def previous_index(
 ) -> Previous:
     """The previous compose from its repos' package facts (in variant order: the first
     variant that holds a package wins) and its manifest (the mtimes of its files)."""
-    known = {str(PurePosixPath(f.rel)): f for f in manifest or ()}
+    known = {_kept(f.rel, str(PurePosixPath(f.rel))): f for f in manifest or ()}
     packages: dict[str, PreviousPackage] = {}
     for variant, facts in repos:
+        rel_dir = variant.rel_dir  # a new path each time it is asked: once per variant
         for fact in facts:
-            href = str(safe_relpath(fact.href))
-            listed = known.get(str(variant.rel_dir / href))
+            href = _kept(fact.href, str(safe_relpath(fact.href)))
+            listed = known.get(str(rel_dir / href))
             mtime, sha256 = (listed.mtime_ns, listed.sha256) if listed else (None, None)
             packages.setdefault(
                 fact.pkgid,

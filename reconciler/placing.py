@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from . import checksums
 from .errors import IntegrityError
 from .fsutil import READ_ONLY, Sharer, read_only
-from .layout import ComposeTree
+from .layout import ComposeTree, Variant
 from .placement import PlacementPlan, PlacementStep, Target, largest_first
 from .progress import Reporter
 from .upstream import Expected, Fetched, Upstream
@@ -78,6 +78,9 @@ class Placer:
     def __post_init__(self) -> None:
         self.sharer.label = self.sharer.label or f"composing in {self.tree.release_dir}"
 
+    #: (compose ID, variant) -> its directory: made once, not for each of 100,000 packages
+    _dirs: dict[tuple[str, Variant], Path] = field(default_factory=dict, init=False, repr=False)
+
     def place(self, plan: PlacementPlan, label: str) -> list[Placed]:
         """Carry out ``plan``; the result is in the order of ``plan.placements``."""
         paths = {s.fact.pkgid: tuple(self._path(t) for t in s.targets) for s in plan.placements}
@@ -107,14 +110,19 @@ class Placer:
             self.reporter.stop()
         return [done[s.fact.pkgid] for s in plan.placements]
 
+    def _dir(self, cid: str, variant: Variant) -> Path:
+        found = self._dirs.get((cid, variant))
+        if found is None:
+            found = self._dirs[(cid, variant)] = self.tree.variant_dir(cid, variant)
+        return found
+
     def _path(self, target: Target) -> Path:
-        vdir = self.tree.variant_dir(self.cid, target.variant)
-        return vdir.joinpath(*PurePosixPath(target.href).parts)
+        return self._dir(self.cid, target.variant).joinpath(*PurePosixPath(target.href).parts)
 
     def _link(self, step: PlacementStep, paths: Sequence[Path]) -> Placed | None:
         """Share the previous compose's copy; None when it is gone (then download it)."""
         assert step.source is not None and self.previous is not None
-        source = self.tree.variant_dir(self.previous, step.source.variant).joinpath(
+        source = self._dir(self.previous, step.source.variant).joinpath(
             *PurePosixPath(step.source.href).parts
         )
         first, *rest = paths

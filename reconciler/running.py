@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -48,6 +49,9 @@ from .reconciling import PassResult, apply_lock, open_state, run_pass
 from .state import PassRecord, StateDB
 from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
 from .webapp import SitePages, WebServer, make_app
+
+if TYPE_CHECKING:
+    from .recordcache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +165,14 @@ def watches(host: HostConfig) -> Watches:
 
 
 class Loop:
-    def __init__(self, host: HostConfig, spec_dir: Path | None = None) -> None:
+    def __init__(
+        self, host: HostConfig, spec_dir: Path | None = None, cache: RecordCache | None = None
+    ) -> None:
         self.host = host
         self.spec_dir = spec_dir
+        #: validated desired states by the digest of their bytes: a pass whose files did
+        #: not change takes the spec from here instead of parsing and validating it again
+        self.cache = cache
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.failures = 0
@@ -183,8 +192,9 @@ class Loop:
         try:
             with apply_lock(self.host), open_state(self.host) as state:
                 result = run_pass(
-                    self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop
-                )
+                    self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop,
+                    cache=self.cache,
+                )  # fmt: skip
                 statuses = [(s.sig, s.release, s.stage, s.state) for s in state.targets.statuses()]
                 category = result.source.spec.defaults.publish.category
                 self.metrics.set_unmanaged(
@@ -196,6 +206,7 @@ class Loop:
                      t.lag.total_seconds() if t.lag is not None else 0.0)
                     for t in standings(state, [m.name for m in self.host.mirrors])
                 )  # fmt: skip
+                self._keep_pass_in(state, result.ok, time.monotonic() - started)
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
             error = str(exc)
@@ -205,7 +216,7 @@ class Loop:
                       extra={"event": "pass.failed", "unexpected": True})  # fmt: skip
         else:
             self.pending_diffs = self._pending_diffs(result)
-            self._record(result, statuses, time.monotonic() - started, None)
+            self._record(result, statuses, time.monotonic() - started, None, kept=True)
             log.info(
                 "pass done: %d action(s), %s", len(result.plan.actions),
                 PassOutcome.OK if result.ok else PassOutcome.FAILED,
@@ -221,7 +232,9 @@ class Loop:
         statuses: list[tuple[str, str, Stage, TargetState]],
         seconds: float,
         error: str | None,
+        kept: bool = False,
     ) -> None:
+        """The pass in the metrics (and in the state, unless ``kept`` there already)."""
         m = self.metrics
         ok = result is not None and result.ok
         m.passes.labels(PassOutcome.OK if ok else PassOutcome.FAILED).inc()
@@ -242,12 +255,23 @@ class Loop:
         m.set_target_states(statuses)
         m.last_pass = {"finished": time.time(), "ok": ok, "seconds": round(seconds, 3),
                        "error": error, "failures": self.failures}  # fmt: skip
-        self._keep_pass(PassRecord(datetime.now(UTC), round(seconds, 3), ok, error))
+        if not kept:
+            self._keep_pass(PassRecord(datetime.now(UTC), round(seconds, 3), ok, error))
         if self.host.metrics.textfile is not None:
             try:
                 m.write_textfile(self.host.metrics.textfile)
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
+
+    @staticmethod
+    def _keep_pass_in(state: StateDB, ok: bool, seconds: float) -> None:
+        """The pass, kept in its own connection to the state: opening the state again to
+        write this one row cost as much as the rest of an idle pass's state work (its
+        checkpoint on closing). A failure to write it is only logged."""
+        try:
+            state.history.record_pass(PassRecord(datetime.now(UTC), round(seconds, 3), ok, None))
+        except ReconcilerError as exc:
+            log.warning("cannot keep the last pass in the state: %s", exc)
 
     def _keep_pass(self, record: PassRecord) -> None:
         """The last pass, for the exported status page; a state that cannot be opened

@@ -64,6 +64,17 @@ def test_primary_gives_one_fact_per_package(upstream_repo: Path) -> None:
     assert repodata.repo_index(upstream_repo) == {f.pkgid: f for f in facts.values()}
 
 
+def test_facts_share_the_strings_packages_have_in_common(upstream_repo: Path) -> None:
+    """Memory at 100,000 packages: each fact had its own copy of its name, arch, epoch,
+    checksum type and source RPM, where a repository repeats a few of each."""
+    primary = upstream_repo / _records(upstream_repo)["primary"].href
+    facts = {f.filename: f for f in repodata.scan_primary(primary, "primary")}
+    old, new = facts["sig-hello-1.0-1.x86_64.rpm"], facts["sig-hello-1.1-1.x86_64.rpm"]
+    for field in ("name", "arch", "epoch", "checksum_type", "release"):
+        assert getattr(old, field) is getattr(new, field), field
+    assert facts["sig-data-1.0-1.noarch.rpm"].checksum_type is old.checksum_type
+
+
 def test_a_composed_repo_lists_the_chosen_packages_at_their_new_hrefs(
     upstream_repo: Path, tmp_path: Path
 ) -> None:
