@@ -125,7 +125,8 @@ class DirHandles:
             raise PublishError(f"{path} is in the way: it should be a directory")
         if not inside(self.root, path):
             raise UnsafePathError(
-                f"{path} is a symlink out of {self.root}; refusing to write through it"
+                f"{path} is a symlink that resolves outside {self.root}; "
+                "refusing to write through it"
             )
         self.links.add(rel)
         return os.open(rel.name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)

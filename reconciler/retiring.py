@@ -6,11 +6,15 @@ renewed from the state (step 4, and again after deletions).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
-from .errors import UnsafePathError
+from .dirfds import DirHandles
+from .errors import PublishError, UnsafePathError
 from .facts import TargetKey
 from .filelists import (
     CHECKSUMMED,
@@ -21,7 +25,6 @@ from .filelists import (
     render_all,
     write_if_changed,
 )
-from .fsutil import inside
 from .layout import PublishedTree
 from .publishing import PublishStats, entry_for, root_lock
 from .state import ListingRow, StateDB
@@ -31,33 +34,42 @@ log = logging.getLogger(__name__)
 
 
 def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) -> int:
-    """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs."""
+    """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs.
+
+    Each directory is opened once from the root (:class:`~reconciler.dirfds.DirHandles`:
+    a symlink out of the root is refused on the way) and each file is unlinked by its name
+    in it: no deep path is looked up (network storage)."""
     due = [p for p in state.pending.due(now) if p.stage is stage]
     if not due:
         return 0
     removed: list[str] = []
-    touched: set[Path] = set()
-    with root_lock(stage_root):
+    touched: set[PurePosixPath] = set()
+    with root_lock(stage_root), DirHandles(stage_root) as handles:
         for item in due:
             rel = PurePosixPath(item.relpath)
-            if rel.is_absolute() or ".." in rel.parts:
+            if rel.is_absolute() or ".." in rel.parts or not rel.name:
                 continue
-            path = stage_root.joinpath(*rel.parts)
-            if not inside(stage_root, path.parent):
-                log.warning("not deleting %s: it resolves outside %s", path, stage_root)
+            try:
+                at = handles.open(rel.parent)
+            except UnsafePathError:
+                log.warning("not deleting %s: it resolves outside %s", stage_root / rel, stage_root)
                 continue
-            if path.is_dir() and not path.is_symlink():
+            except (FileNotFoundError, PublishError):  # its directory is gone: so is it
+                removed.append(item.relpath)
                 continue
-            path.unlink(missing_ok=True)
+            try:
+                if stat.S_ISDIR(os.stat(rel.name, dir_fd=at, follow_symlinks=False).st_mode):
+                    continue
+                os.unlink(rel.name, dir_fd=at)
+            except FileNotFoundError:
+                pass
             removed.append(item.relpath)
-            touched.add(path.parent)
-        removed_dirs, changed_dirs = _prune_empty_dirs(touched, stage_root)
-    state.inventory.apply_changes(
-        stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
-        [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
-    )  # fmt: skip
+            touched.add(rel.parent)
+        removed_dirs, changed_dirs = _prune_empty_dirs(handles, touched)
+        changed = [entry_for(str(d), handles.lstat(d)) for d in changed_dirs]
+    state.inventory.apply_changes(stage, changed, [*removed, *(str(d) for d in removed_dirs)])
     # a directory a walk found unmanaged goes from those rows too when it is emptied here
-    state.unmanaged.forget(stage, [str(d.relative_to(stage_root)) for d in removed_dirs])
+    state.unmanaged.forget(stage, [str(d) for d in removed_dirs])
     state.pending.remove([p.id for p in due])
     return len(removed)
 
@@ -80,23 +92,29 @@ def retire_target(
     return PublishStats(len(files), sum(e.size for e in files.values()), len(files))
 
 
-def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], list[Path]]:
-    """Remove empty directories upwards; return (removed, still-present parents touched)."""
-    removed: list[Path] = []
-    remaining: set[Path] = set()
+def _prune_empty_dirs(
+    handles: DirHandles, dirs: Iterable[PurePosixPath]
+) -> tuple[list[PurePosixPath], list[PurePosixPath]]:
+    """Remove empty directories upwards (never the root); return (removed, still-present
+    ones touched), relative to the root."""
+    top = PurePosixPath(".")
+    removed: list[PurePosixPath] = []
+    remaining: set[PurePosixPath] = set()
     for start in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         d = start
-        while d != stop and stop in d.parents:
+        while d != top:
+            parent = handles.open(d.parent)
+            handles.forget(d)  # closed before it goes
             try:
-                d.rmdir()
+                os.rmdir(d.name, dir_fd=parent)
+            except FileNotFoundError:
+                break
             except OSError:
                 remaining.add(d)
                 break
             removed.append(d)
             d = d.parent
-        else:
-            continue
-    return removed, sorted(p for p in remaining if p.exists())
+    return removed, sorted(remaining.difference(removed))  # one may have emptied later
 
 
 def write_production_filelists(
@@ -119,22 +137,34 @@ def write_production_filelists(
     written gets ``owner`` and ``group`` (``publish.owner``/``group``; ``None``: ours).
     """
     top = production_root / category
-    if not top.is_dir():
-        return []
-    if not inside(production_root, top):
-        raise UnsafePathError(
-            f"{top} resolves outside {production_root}: not writing the file lists through it"
-        )
-    prefix = f"{category}/"
-    contents = _patched_lists(state, top, prefix)
-    if contents is None:
-        contents = render_all(_listing(state, top, prefix))
-    written = write_if_changed(top, contents, owner=owner, group=group)
+    # the category directory is opened one name at a time from the root (which refuses a
+    # symlink out of it), and every list is read and written by its name in it: no deep
+    # path is resolved (network storage: each component a round trip)
+    with DirHandles(production_root) as handles:
+        try:
+            top_fd = handles.open(category)
+        except (FileNotFoundError, PublishError):  # no category there (yet): nothing listed
+            return []
+        lists = _Lists(top, PurePosixPath(category), handles)
+        prefix = f"{category}/"
+        contents = _patched_lists(state, lists, prefix, top_fd)
+        if contents is None:
+            contents = render_all(_listing(state, lists, prefix))
+        written = write_if_changed(top, contents, owner=owner, group=group, top_fd=top_fd)
     state.inventory.listing_written(Stage.PRODUCTION, contents_digest(contents))
     return written
 
 
-def _listing(state: StateDB, top: Path, prefix: str) -> list[ListingRow]:
+class _Lists(NamedTuple):
+    """The category directory of the lists: its path, its path from the root, and the
+    open directories under the root."""
+
+    top: Path
+    rel: PurePosixPath
+    handles: DirHandles
+
+
+def _listing(state: StateDB, top: _Lists, prefix: str) -> list[ListingRow]:
     """The rows of every path under ``prefix``: the inventory's, and the unmanaged ones
     of paths the inventory does not have."""
     inventory = state.inventory.listing(Stage.PRODUCTION, prefix)
@@ -146,7 +176,9 @@ def _listing(state: StateDB, top: Path, prefix: str) -> list[ListingRow]:
     return list(rows.values())
 
 
-def _listing_of(state: StateDB, top: Path, prefix: str, under: list[str]) -> dict[str, ListingRow]:
+def _listing_of(
+    state: StateDB, top: _Lists, prefix: str, under: list[str]
+) -> dict[str, ListingRow]:
     """:func:`_listing`'s rows of the paths ``under`` that have one, by listed path."""
     rows = {
         row[0]: row
@@ -158,7 +190,7 @@ def _listing_of(state: StateDB, top: Path, prefix: str, under: list[str]) -> dic
     return rows
 
 
-def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
+def _checksummed(top: _Lists, rows: list[ListingRow]) -> list[ListingRow]:
     """``rows`` (unmanaged ones: the state keeps no checksum of those) with the SHA1 the
     format gives every ``repomd.xml``, read from the tree (a few small files: an adopted
     repo that no compose replaced). One that is gone, or not inside ``top``, gets none."""
@@ -166,14 +198,17 @@ def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
     for path, kind, size, mtime, sha1 in rows:
         found = sha1
         if sha1 is None and kind == InventoryKind.FILE and path.endswith(CHECKSUMMED):
-            file = top.joinpath(*path.split("/"))
-            if file.name == CHECKSUMMED and inside(top, file.parent):
-                found = file_sha1(file)
+            rel = top.rel / path
+            if rel.name == CHECKSUMMED:
+                try:
+                    found = file_sha1(Path(rel.name), top.handles.open(rel.parent))
+                except (FileNotFoundError, PublishError, UnsafePathError):  # gone, out, in the way
+                    found = None
         out.append((path, kind, size, mtime, found))
     return out
 
 
-def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | None:
+def _patched_lists(state: StateDB, top: _Lists, prefix: str, top_fd: int) -> dict[str, str] | None:
     changed = state.inventory.listing_changes(Stage.PRODUCTION)
     recorded = state.inventory.listing_digest(Stage.PRODUCTION)
     if changed is None:
@@ -181,7 +216,7 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
     elif recorded is None:
         why = "none written from the state yet"
     else:
-        current = read_lists(top)
+        current = read_lists(top.top, top_fd)
         if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
             rows = _listing_of(state, top, prefix, under)
@@ -190,8 +225,8 @@ def _patched_lists(state: StateDB, top: Path, prefix: str) -> dict[str, str] | N
                 current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}
             )
             if patched is not None:
-                log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
+                log.info("file lists of %s: %d changed path(s) patched in", top.top, len(under))
                 return patched
         why = "the lists in the tree are not the ones last written"
-    log.info("file lists of %s: listing everything the state knows (%s)", top, why)
+    log.info("file lists of %s: listing everything the state knows (%s)", top.top, why)
     return None
