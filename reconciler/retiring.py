@@ -103,11 +103,10 @@ def _prune_empty_dirs(
     for start in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         d = start
         while d != top:
-            parent = handles.open(d.parent)
             handles.forget(d)  # closed before it goes
             try:
-                os.rmdir(d.name, dir_fd=parent)
-            except FileNotFoundError:
+                os.rmdir(d.name, dir_fd=handles.open(d.parent))
+            except (FileNotFoundError, PublishError):  # removed already (from a deeper one)
                 break
             except OSError:
                 remaining.add(d)
