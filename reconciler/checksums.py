@@ -40,15 +40,16 @@ class Sum:
         return f"{self.algo} {self.hexdigest}"
 
 
-def hash_file(path: Path, algo: str = SHA256) -> str:
-    """The hex digest of the file at ``path`` (symlinks are not followed)."""
-    return digests(path, algo)[0]
+def hash_file(path: Path, algo: str = SHA256, dir_fd: int | None = None) -> str:
+    """The hex digest of the file at ``path`` (symlinks are not followed; a name in the
+    directory ``dir_fd`` when given)."""
+    return digests(path, algo, dir_fd=dir_fd)[0]
 
 
-def digests(path: Path, *algos: str) -> tuple[str, ...]:
+def digests(path: Path, *algos: str, dir_fd: int | None = None) -> tuple[str, ...]:
     """The hex digests of the file at ``path`` in each of ``algos``, read once."""
     hashes = [new_hash(algo) for algo in algos]
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             for h in hashes:

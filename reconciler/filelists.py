@@ -13,10 +13,12 @@ every list the configured owner and group (``chown 10004:10005`` in the toolkit'
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,12 +143,12 @@ def _qfm_time(info: os.stat_result) -> int:
     return max(info.st_mtime_ns, info.st_ctime_ns) // _NS
 
 
-def file_sha1(path: Path) -> str | None:
-    """The SHA1 of a file's bytes (the checksum the lists give each ``repomd.xml``);
-    ``None`` when it is gone."""
+def file_sha1(path: Path, dir_fd: int | None = None) -> str | None:
+    """The SHA1 of a file's bytes (the checksum the lists give each ``repomd.xml``; a
+    name in ``dir_fd`` when given); ``None`` when it is gone."""
     digest = hashlib.sha1()  # noqa: S324 - the format's checksum, not a security use
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY, dir_fd=dir_fd), "rb") as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
     except FileNotFoundError:
@@ -158,7 +160,12 @@ def file_sha1(path: Path) -> str | None:
 
 
 def write_if_changed(
-    top: Path, contents: Mapping[str, str], *, owner: int | None = None, group: int | None = None
+    top: Path,
+    contents: Mapping[str, str],
+    *,
+    owner: int | None = None,
+    group: int | None = None,
+    top_fd: int | None = None,
 ) -> list[str]:
     """Replace each ``top/<name>`` whose content differs, atomically, in mapping order.
 
@@ -166,57 +173,73 @@ def write_if_changed(
     (``None``: the writer's), fsynced and renamed over the old one; an unchanged file
     keeps its inode and mtime (only a wrong owner or group is corrected). Before a
     list of :data:`KEPT_OLD` changes, its previous content is kept, the same way, under
-    the old name. Returns the names written.
+    the old name. Returns the names written. ``top_fd``: ``top`` open already
+    (:class:`~reconciler.dirfds.DirHandles`): every file is reached by its name in it.
     """
     for name in contents:
         if not name or "/" in name or name in {".", ".."} or name.endswith(TMP_SUFFIX):
             raise UnsafePathError(f"not a file name for a list: {name!r}")
-    _remove_leftovers(top, [*contents, *KEPT_OLD.values()])
+    if top_fd is None:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return write_if_changed(top, contents, owner=owner, group=group, top_fd=fd)
+        finally:
+            os.close(fd)
+    at = _At(top, top_fd)
+    _remove_leftovers(at, [*contents, *KEPT_OLD.values()])
     ids = (-1 if owner is None else owner, -1 if group is None else group)
     written: list[str] = []
     for name, text in contents.items():
         data = _encode(text)
-        path = top / name
-        current = _current(path)
+        current = _current(at, name)
         kept = KEPT_OLD.get(name)
         if (
             current not in {data, None}
             and kept is not None
-            and _replace(top / kept, current, ids, _current(top / kept))
+            and _replace(at, kept, current, ids, _current(at, kept))
         ):
             written.append(kept)
-        if _replace(path, data, ids, current):
+        if _replace(at, name, data, ids, current):
             written.append(name)
     for kept in KEPT_OLD.values():
-        if _current(top / kept) is not None:
-            _own(top / kept, ids)  # also the one kept by an earlier run
+        if _current(at, kept) is not None:
+            _own(at, kept, ids)  # also the one kept by an earlier run
     return written
 
 
-def _replace(path: Path, data: bytes, ids: tuple[int, int], current: bytes | None) -> bool:
-    """Make ``path`` a regular file holding ``data``, owned as ``ids`` say; True if it
+class _At(NamedTuple):
+    """A directory of lists: its path (for messages) and its open descriptor."""
+
+    top: Path
+    fd: int
+
+
+def _replace(at: _At, name: str, data: bytes, ids: tuple[int, int], current: bytes | None) -> bool:
+    """Make ``name`` a regular file holding ``data``, owned as ``ids`` say; True if it
     was written (``current``: what :func:`_current` read of it)."""
+    path = at.top / name
     if current == data:
-        _own(path, ids)
+        _own(at, name, ids)
         return False
 
     def own(fd: int) -> None:  # before the rename: the list is never seen with another owner
         if ids != (-1, -1):
             _chown(path, ids, lambda: os.fchown(fd, *ids))
 
-    atomic_write(path, data, 0o644, own)  # world-readable whatever the umask: mirrors read it
+    # world-readable whatever the umask: mirrors read it
+    atomic_write(Path(name), data, 0o644, own, dir_fd=at.fd)
     return True
 
 
-def _own(path: Path, ids: tuple[int, int]) -> None:
-    """Give the regular file ``path`` the owner and group of ``ids`` (-1: keep) where
+def _own(at: _At, name: str, ids: tuple[int, int]) -> None:
+    """Give the regular file ``name`` the owner and group of ``ids`` (-1: keep) where
     it has others (a chown changes the ctime: not done without need)."""
     if ids == (-1, -1):
         return
-    info = path.lstat()
+    info = os.stat(name, dir_fd=at.fd, follow_symlinks=False)
     if ids[0] in {-1, info.st_uid} and ids[1] in {-1, info.st_gid}:
         return
-    _chown(path, ids, lambda: os.chown(path, *ids, follow_symlinks=False))
+    _chown(at.top / name, ids, lambda: os.chown(name, *ids, dir_fd=at.fd, follow_symlinks=False))
 
 
 def _chown(path: Path, ids: tuple[int, int], change: Callable[[], None]) -> None:
@@ -245,10 +268,23 @@ class ListsOnDisk(NamedTuple):
     digest: str  # :func:`lists_digest`
 
 
-def read_lists(top: Path, timelist_name: str = TIMELIST) -> ListsOnDisk | None:
-    """The lists in ``top`` (the time list under ``timelist_name``: the vault's is
-    ``fullfiletimelist-vault``); ``None`` if either is missing or not a regular file."""
-    filelist, timelist = _current(top / FILELIST), _current(top / timelist_name)
+def read_lists(
+    top: Path, top_fd: int | None = None, timelist_name: str = TIMELIST
+) -> ListsOnDisk | None:
+    """The lists in ``top`` (open as ``top_fd`` when given; the time list under
+    ``timelist_name``: the vault's is ``fullfiletimelist-vault``); ``None`` if either is
+    missing or not a regular file."""
+    if top_fd is None:
+        try:
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return read_lists(top, fd, timelist_name)
+        finally:
+            os.close(fd)
+    at = _At(top, top_fd)
+    filelist, timelist = _current(at, FILELIST), _current(at, timelist_name)
     if filelist is None or timelist is None:
         return None
     return ListsOnDisk(
@@ -262,20 +298,25 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _remove_leftovers(top: Path, names: Iterable[str]) -> None:
+def _remove_leftovers(at: _At, names: Iterable[str]) -> None:
     """Remove the temporary files of lists whose writer was killed (``.<name>.<pid>.~tmp~``)."""
     prefixes = tuple(f".{name}." for name in names)
-    with os.scandir(top) as it:
+    with os.scandir(at.fd) as it:
         for entry in it:
             if entry.name.startswith(prefixes) and entry.name.endswith(TMP_SUFFIX):
-                Path(entry.path).unlink(missing_ok=True)
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=at.fd)
 
 
-def _current(path: Path) -> bytes | None:
+def _current(at: _At, name: str) -> bytes | None:
     """The bytes of a regular file (a symlink is replaced, not followed), else None."""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=at.fd)
+    except (FileNotFoundError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in (errno.ELOOP, errno.ENXIO):
+            return None  # gone, a symlink (O_NOFOLLOW), a socket
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+        return fh.read()

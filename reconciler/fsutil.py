@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import stat
-import struct
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -36,6 +35,20 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
+def lexists(name: Path, dir_fd: int | None = None) -> bool:
+    """Whether ``name`` (relative to ``dir_fd`` when given) exists; symlinks not followed."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unlink(name: Path, dir_fd: int | None) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -49,15 +62,19 @@ def atomic_write(
     data: bytes | str,
     mode: int = 0o644,
     before_rename: Callable[[int], None] | None = None,
+    dir_fd: int | None = None,
 ) -> None:
     """Write ``data`` to a temporary file, fsync it, and rename it over ``path``.
 
     ``mode`` is set whatever the umask; ``before_rename(fd)`` runs on the written file
     before it gets its name (a chown: the file is never seen with another owner).
+    With ``dir_fd`` (:class:`~reconciler.dirfds.DirHandles`), ``path`` is a name in
+    that directory: no path is looked up on the way (network storage).
     """
     raw = data.encode() if isinstance(data, str) else data
     tmp = tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
@@ -66,11 +83,14 @@ def atomic_write(
             if before_rename is not None:
                 before_rename(fh.fileno())
             os.fsync(fh.fileno())
-        tmp.replace(path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp, dir_fd)
         raise
-    fsync_dir(path.parent)
+    if dir_fd is None:
+        fsync_dir(path.parent)
+    else:
+        os.fsync(dir_fd)
 
 
 def read_only(path: Path, st: os.stat_result | None = None) -> None:
@@ -88,20 +108,21 @@ def read_only_dirs(top: Path) -> None:
         read_only(Path(dirpath))
 
 
-def copy_fsync(src: Path, dst: Path, mode: int = READ_ONLY) -> str:
-    """Copy ``src`` to a new ``dst`` (``mode``) with its mtime, fsync it; return the sha1
-    of the bytes."""
+def copy_fsync(src: Path, dst: Path, mode: int = READ_ONLY, dst_dir: int | None = None) -> str:
+    """Copy ``src`` to a new ``dst`` (``mode``; relative to ``dst_dir`` when given) with
+    its mtime, fsync it; return the sha1 of the bytes."""
     sha1 = hashlib.sha1()  # noqa: S324 - the file lists' format asks for SHA1
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    fd = os.open(dst, flags, mode, dir_fd=dst_dir)
     with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
         while chunk := fin.read(1 << 20):
             sha1.update(chunk)
             fout.write(chunk)
         fout.flush()
         os.fchmod(fout.fileno(), mode)
+        st = os.fstat(fin.fileno())
+        os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
         os.fsync(fout.fileno())
-    st = src.stat()
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     return sha1.hexdigest()
 
 
@@ -179,7 +200,13 @@ class Sharer:
         """The kind decided (None: nothing shared yet)."""
         return self._kind
 
-    def new(self, src: Path, dst: Path, prepare: Callable[[Path], None] | None = None) -> LinkKind:
+    def new(
+        self,
+        src: Path,
+        dst: Path,
+        prepare: Callable[[Path], None] | None = None,
+        dst_dir: int | None = None,
+    ) -> LinkKind:
         """Give ``src`` the new name ``dst``; FileExistsError (nothing changed) when taken.
 
         The name appears whole: a hardlink is one link(2); a clone or a copy is made at a
@@ -190,30 +217,32 @@ class Sharer:
         a crash between them leaves a ``.~tmp~`` name that the next pass sweeps, which
         removes nothing published. renameat2(RENAME_NOREPLACE) would be one call, but
         Python has no binding for it and not every filesystem has it. A hardlink gets
-        ``prepare`` after it has its name (it is the source's inode anyway).
+        ``prepare`` after it has its name (it is the source's inode anyway). With
+        ``dst_dir``, ``dst`` is a name in that open directory (and so is what ``prepare``
+        is given): nothing is looked up by path there (network storage).
         """
         decisive = True  # every kind tried before was refused by the pair, not the file
         for kind in self._kinds():
             try:
                 if kind is LinkKind.HARDLINK:
-                    os.link(src, dst, follow_symlinks=False)
+                    os.link(src, dst, follow_symlinks=False, dst_dir_fd=dst_dir)
                     if prepare is not None:
                         prepare(dst)
                 else:
-                    if kind is LinkKind.COPY and os.path.lexists(dst):  # spare a useless copy
+                    if kind is LinkKind.COPY and lexists(dst, dst_dir):  # spare a useless copy
                         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
                     tmp = tmp_name(dst)
                     try:
-                        self._make(kind, src, tmp)
+                        self._make(kind, src, tmp, dst_dir)
                     except FileExistsError:  # left by an earlier process with our pid
-                        tmp.unlink()
-                        self._make(kind, src, tmp)
+                        os.unlink(tmp, dir_fd=dst_dir)
+                        self._make(kind, src, tmp, dst_dir)
                     try:
                         if prepare is not None:
                             prepare(tmp)
-                        _name_new(tmp, dst)
+                        _name_new(tmp, dst, dst_dir)
                     except BaseException:
-                        tmp.unlink(missing_ok=True)
+                        _unlink(tmp, dst_dir)
                         raise
             except OSError as exc:
                 if isinstance(exc, FileExistsError):
@@ -223,27 +252,27 @@ class Sharer:
             return self._done(kind, decisive)
         raise AssertionError("a copy is never refused")  # pragma: no cover
 
-    def temp(self, src: Path, tmp: Path) -> LinkKind:
-        """``src`` at the temporary name ``tmp`` (removed first if left over), which the
-        caller renames over the name it replaces."""
-        tmp.unlink(missing_ok=True)
+    def temp(self, src: Path, tmp: Path, dst_dir: int | None = None) -> LinkKind:
+        """``src`` at the temporary name ``tmp`` (removed first if left over; relative to
+        ``dst_dir`` when given), which the caller renames over the name it replaces."""
+        _unlink(tmp, dst_dir)
         decisive = True
         for kind in self._kinds():
             try:
-                self._make(kind, src, tmp)
+                self._make(kind, src, tmp, dst_dir)
             except OSError as exc:
                 decisive &= self._refused(kind, exc)
                 continue
             return self._done(kind, decisive)
         raise AssertionError("a copy is never refused")  # pragma: no cover
 
-    def _make(self, kind: LinkKind, src: Path, dst: Path) -> None:
+    def _make(self, kind: LinkKind, src: Path, dst: Path, dst_dir: int | None) -> None:
         if kind is LinkKind.HARDLINK:
-            os.link(src, dst, follow_symlinks=False)
+            os.link(src, dst, follow_symlinks=False, dst_dir_fd=dst_dir)
         elif kind is LinkKind.CLONE:
-            clone_file(src, dst, self.durable)
+            clone_file(src, dst, self.durable, dst_dir)
         else:
-            copy_file(src, dst, self.durable)
+            copy_file(src, dst, self.durable, dst_dir)
 
     def _kinds(self) -> tuple[LinkKind, ...]:
         """The kinds to try, the decided one first."""
@@ -299,31 +328,33 @@ def clone_or_link(src: Path, dst: Path) -> LinkKind:
     return Sharer().new(src, dst)
 
 
-def _name_new(tmp: Path, dst: Path) -> None:
+def _name_new(tmp: Path, dst: Path, dir_fd: int | None = None) -> None:
     """Give the finished ``tmp`` the name ``dst`` unless ``dst`` exists (FileExistsError)."""
     try:
-        os.link(tmp, dst, follow_symlinks=False)
+        os.link(tmp, dst, follow_symlinks=False, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         if isinstance(exc, FileExistsError) or exc.errno not in _NO_LINKS | _NOT_THIS_LINK:
             raise
         # No links on this filesystem: check, then rename. Only this process writes the
         # tree (the caller holds its lock), so no name can appear in between.
-        if os.path.lexists(dst):
+        if lexists(dst, dir_fd):
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
-        tmp.rename(dst)
+        os.rename(tmp, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return
-    tmp.unlink()
+    os.unlink(tmp, dir_fd=dir_fd)
 
 
-def clone_file(src: Path, dst: Path, durable: bool = False) -> None:
+def clone_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None = None) -> None:
     """Make the new file ``dst`` share ``src``'s blocks (FICLONE), with its mode, owner and
     times, as a hardlink would show them (the mirrors' lists and the inventory compare
     size and mtime); fsynced when ``durable``. OSError (``dst`` removed) when the
-    filesystem cannot clone; neither name may be a symlink."""
+    filesystem cannot clone; neither name may be a symlink. ``dst`` is relative to
+    ``dst_dir`` when given."""
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd_in)
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd_out = os.open(dst, flags, 0o600, dir_fd=dst_dir)
         try:
             fcntl.ioctl(fd_out, FICLONE, fd_in)
             with suppress(PermissionError):  # not root: the clone is ours, as a copy is
@@ -334,82 +365,31 @@ def clone_file(src: Path, dst: Path, durable: bool = False) -> None:
                 os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
-            dst.unlink(missing_ok=True)
+            _unlink(dst, dst_dir)
             raise
         os.close(fd_out)
     finally:
         os.close(fd_in)
 
 
-#: ``ioctl(fd, FS_IOC_FIEMAP, struct fiemap)`` (linux/fiemap.h): where a file's extents are.
-FS_IOC_FIEMAP = 0xC020660B
-_FIEMAP = struct.Struct("=QQIIII")  # start, length, flags, mapped, count, reserved
-_EXTENT = struct.Struct("=QQQ16xI12x")  # logical, physical, length, flags
-_FIEMAP_SYNC, _LAST = 0x1, 0x1  # flush the file first; the last extent
-#: Extents whose place says nothing of the bytes: unknown, delayed allocation, encoded
-#: (compressed), encrypted, unaligned, inline in metadata, packed into a tail.
-_UNSURE = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400
-_MAX_EXTENTS = 64
-
-
-def same_blocks(a: Path, b: Path) -> bool:
-    """Whether the regular files ``a`` and ``b`` are the same size and every extent of
-    each is at the same place on one device: clones (or links) that nobody wrote into
-    since, so the same bytes, known without reading them. False when not, or unknown
-    (no FIEMAP, too many extents, compressed, inline). FIEMAP_FLAG_SYNC writes back a
-    file's dirty pages first, so bytes written but not yet on disk count as written."""
-    try:
-        fds = [os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK) for p in (a, b)]
-    except OSError:
-        return False
-    try:
-        sa, sb = (os.fstat(fd) for fd in fds)
-        if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)):
-            return False
-        if sa.st_dev != sb.st_dev or sa.st_size != sb.st_size:
-            return False
-        ea, eb = (_extents(fd) for fd in fds)
-    except OSError:
-        return False
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return ea is not None and ea == eb and (bool(ea) or sa.st_size == 0)
-
-
-def _extents(fd: int) -> tuple[tuple[int, int, int], ...] | None:
-    """(logical, physical, length) of each extent of ``fd``; None when unsure."""
-    buf = bytearray(_FIEMAP.size + _EXTENT.size * _MAX_EXTENTS)
-    _FIEMAP.pack_into(buf, 0, 0, 2**64 - 1, _FIEMAP_SYNC, 0, _MAX_EXTENTS, 0)
-    fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
-    mapped = _FIEMAP.unpack_from(buf)[3]
-    out, flags = [], _LAST
-    for i in range(mapped):
-        logical, physical, length, flags = _EXTENT.unpack_from(buf, _FIEMAP.size + _EXTENT.size * i)
-        if flags & _UNSURE:
-            return None
-        out.append((logical, physical, length))
-    if mapped and not flags & _LAST:
-        return None  # more extents than asked for: not worth a second call
-    return tuple(out)
-
-
 #: sendfile(2) between two files is Linux's; elsewhere the bytes go through a buffer.
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
-def copy_file(src: Path, dst: Path, durable: bool = False) -> None:
+def copy_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None = None) -> None:
     """Copy the regular file ``src`` to ``dst`` with its mode and times (as ``rsync -pt``).
 
     Extended attributes are not copied (nor does ``rsync`` without ``-X``): the copy
     takes the labels of where it lands. Neither name may be a symlink. ``dst`` is
     created or truncated, and removed again if the copy fails (a full disk, say); fsynced
-    when ``durable``. About 8 system calls a file, where :func:`shutil.copy2` makes 17.
+    when ``durable``; relative to ``dst_dir`` when given. About 8 system calls a file,
+    where :func:`shutil.copy2` makes 17.
     """
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd_in)
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        fd_out = os.open(dst, flags, 0o600, dir_fd=dst_dir)
         try:
             _copy_bytes(fd_in, fd_out, st.st_size)
             os.fchmod(fd_out, st.st_mode & 0o7777)
@@ -418,7 +398,7 @@ def copy_file(src: Path, dst: Path, durable: bool = False) -> None:
                 os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
-            dst.unlink(missing_ok=True)
+            _unlink(dst, dst_dir)
             raise
         os.close(fd_out)
     finally:

@@ -36,12 +36,11 @@ gives what a publish makes its owner.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -60,13 +59,16 @@ from .changeset import (
 )
 from .checksums import hash_file
 from .composefiles import REPOMD, Changes, SourceFile
-from .errors import LockHeldError, PublishError, UnsafePathError
-from .fsutil import DIR_MODE, Sharer, copy_fsync, fsync_dir, inside, same_blocks, tmp_name
+from .destination import Destination, Owner, entry_for, holds_bytes, root_lock, same_inode, syncfs
+from .errors import PublishError, UnsafePathError
+from .fsutil import Sharer, copy_fsync, tmp_name
 from .layout import PublishedTree
 from .manifest import source_files
 from .names import TMP_SUFFIX
 from .state import InventoryEntry, StateDB, UnmanagedEntry
 from .vocabulary import ChangeKind, InventoryKind, LinkKind, PublishPhase, Stage
+
+__all__ = ["Owner", "PublishStats", "Publisher", "entry_for", "holds_bytes", "root_lock"]
 
 log = logging.getLogger(__name__)
 #: How a publish's files reached the tree, for its log line.
@@ -88,45 +90,6 @@ class PublishStats:
     how: LinkKind | None = None  # how compose files reached the tree (None: none did)
 
 
-def entry_for(relpath: str, st: os.stat_result, checksum: str | None = None) -> InventoryEntry:
-    kind = (
-        InventoryKind.DIR
-        if stat.S_ISDIR(st.st_mode)
-        else InventoryKind.LINK
-        if stat.S_ISLNK(st.st_mode)
-        else InventoryKind.FILE
-    )
-    return InventoryEntry(relpath, kind, st.st_size, st.st_mtime_ns, st.st_ino, checksum,
-                          st.st_ctime_ns)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """``publish.owner`` and ``publish.group``: what a publish gives every file it places
-    and every directory it creates or publishes (None: leave that id as it is)."""
-
-    uid: int | None = None
-    gid: int | None = None
-
-    def give(self, path: Path) -> None:
-        """Give ``path`` (not followed) the owner and group unless it has them (then its
-        ctime, which the mirrors' lists carry, stays); PublishError naming both if not."""
-        if self.uid is None and self.gid is None:
-            return
-        st = path.lstat()
-        uid = st.st_uid if self.uid is None else self.uid
-        gid = st.st_gid if self.gid is None else self.gid
-        if (st.st_uid, st.st_gid) == (uid, gid):
-            return
-        try:
-            os.lchown(path, uid, gid)
-        except OSError as exc:
-            raise PublishError(
-                f"{path}: cannot give it owner {self.uid} and group {self.gid} "
-                f"(publish.owner, publish.group): {exc.strerror}"
-            ) from exc
-
-
 class Sources(Protocol):
     """What a repair asks before it places compose files: that their bytes are right."""
 
@@ -135,93 +98,42 @@ class Sources(Protocol):
         ``locked`` is held by the caller), or raise naming the path."""
 
 
-@contextmanager
-def root_lock(root: Path) -> Iterator[None]:
-    """An exclusive flock on the stage root directory itself: one publisher per tree."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(f"another publish to {root} is running") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 class Publisher:
     """Publishes one compose SIG directory to one target directory of a stage root."""
 
-    def __init__(self, state: StateDB, tree: PublishedTree, owner: Owner = Owner()) -> None:
+    def __init__(self, state: StateDB, tree: PublishedTree, owner: Owner | None = None) -> None:
         self.state, self.stage, self.stage_root = state, tree.stage, tree.root
-        self.owner = owner
+        self.owner = Owner() if owner is None else owner
         self.prefix_key = tree.inventory_prefix  # "mirror/pub/sig/9/core/": inventory paths
         self.target = tree.path
         self.stats = PublishStats()
-        self._dirs_seen: set[Path] = set()
-        self._checked: set[Path] = set()  # directories (and their parents) known to be safe
-        self._sweep = True  # remove leftover temporary files in the directories written to
+        # the directories written to, open (each path walked once; no deep path used)
+        self.dest = Destination(self.stage_root, self.target, self.owner)
         # clones where the filesystem shares blocks, else hardlinks, else copies; decided
         # with the first file and logged once per tree
         self.sharer = Sharer(f"publishing to {self.target}", _COPY_HINT.format(self.stage_root))
         self._unmanaged: Mapping[str, UnmanagedEntry] = {}  # what decide() knew of
 
-    def _safe_dir(self, directory: Path) -> None:
-        """Create ``directory`` (once per publish); refuse one that resolves outside the root.
-
-        Leftover temporary files of an interrupted publish in it are removed.
-        """
-        if directory in self._dirs_seen:
-            return
-        current = self.stage_root
-        for part in directory.relative_to(self.stage_root).parts:
-            current = current / part
-            if current in self._checked:
-                continue
-            try:
-                st = current.lstat()
-            except FileNotFoundError:
-                current.mkdir(DIR_MODE)
-                self.owner.give(current)
-                self._checked.add(current)
-                continue
-            if stat.S_ISLNK(st.st_mode) and not inside(self.stage_root, current):
-                raise UnsafePathError(
-                    f"{current} is a symlink out of {self.stage_root}; refusing to write through it"
-                )
-            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-                raise PublishError(f"{current} is in the way: it should be a directory")
-            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:  # made by an older version
-                current.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
-            if stat.S_ISDIR(st.st_mode) and current.is_relative_to(self.target):
-                self.owner.give(current)  # a directory of the SIG's tree: published by us
-            self._checked.add(current)
-        if self._sweep:
-            with os.scandir(directory) as it:
-                for entry in it:
-                    if entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False):
-                        Path(entry.path).unlink(missing_ok=True)
-        self._dirs_seen.add(directory)
-
     def _place(self, change: Change) -> InventoryEntry:
         """Put a compose file at its name: PLACE gives it a free name straight away (a
         clone or a copy whole, :meth:`Sharer.new`); REPLACE (and PLACE over a taken name)
-        goes through a ``.~tmp~`` name and a rename."""
+        goes through a ``.~tmp~`` name and a rename. All of it relative to the open
+        directory (:class:`~reconciler.destination.Destination`): no deep path."""
         assert change.file is not None
         src = change.file
-        dst = self.target / src.rel
-        self._safe_dir(dst.parent)
+        shown = self.target / src.rel
+        at = self.dest.dir(shown.parent)
+        dst = Path(shown.name)
         if change.kind is ChangeKind.PLACE and not src.is_repomd:
             try:
-                self.sharer.new(src.path, dst, self.owner.give)
-                return self._placed(change.path, dst, None)
+                self.sharer.new(src.path, dst, lambda p: self.owner.give(p, at, shown), at)
+                return self._placed(change.path, dst, at, None)
             except FileExistsError:
                 pass  # the name is taken: replaced, found in place or kept, below
-        if dst.is_symlink():
-            raise UnsafePathError(f"{dst} is a symlink; refusing to write through it")
-        if (self.sharer.kind is not LinkKind.COPY and _same_inode(src.path, dst)) or holds_bytes(
-            dst, src
+        if self._is_symlink(dst, at):
+            raise UnsafePathError(f"{shown} is a symlink; refusing to write through it")
+        if (self.sharer.kind is not LinkKind.COPY and same_inode(src.path, dst, at)) or holds_bytes(
+            dst, src, dir_fd=at
         ):
             # Already in place (a publish interrupted before it recorded its inventory):
             # renaming a second link of the same inode over it would do nothing at all.
@@ -230,35 +142,37 @@ class Publisher:
             # Or another inode with the compose file's bytes (a clone placed by an
             # interrupted publish, an adopted tree's package): kept as it is, not a byte,
             # inode or mtime changed, so no mirror refetches it.
-            sha1 = hash_file(dst, "sha1") if src.is_repomd else None
-            return entry_for(change.path, dst.lstat(), sha1)
+            sha1 = hash_file(dst, "sha1", dir_fd=at) if src.is_repomd else None
+            return entry_for(change.path, os.stat(dst, dir_fd=at, follow_symlinks=False), sha1)
         tmp = tmp_name(dst)
         checksum = None
         if src.is_repomd:
-            checksum = copy_fsync(src.path, tmp)
+            checksum = copy_fsync(src.path, tmp, dst_dir=at)
         else:  # a clone or a copy is flushed once, before the first repomd.xml names it
-            self.sharer.temp(src.path, tmp)
+            self.sharer.temp(src.path, tmp, at)
         try:
-            self.owner.give(tmp)
-            tmp.replace(dst)
+            self.owner.give(tmp, at, shown)
+            os.replace(tmp, dst, src_dir_fd=at, dst_dir_fd=at)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=at)
             raise
         if src.phase is PublishPhase.REPOMD:  # repomd.xml, or its signature after it
-            fsync_dir(dst.parent)
-        return self._placed(change.path, dst, checksum)
+            os.fsync(at)
+        return self._placed(change.path, dst, at, checksum)
 
-    def _placed(self, key: str, dst: Path, checksum: str | None) -> InventoryEntry:
-        st = dst.lstat()
+    @staticmethod
+    def _is_symlink(name: Path, at: int) -> bool:
+        try:
+            return stat.S_ISLNK(os.stat(name, dir_fd=at, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def _placed(self, key: str, dst: Path, at: int, checksum: str | None) -> InventoryEntry:
+        st = os.stat(dst, dir_fd=at, follow_symlinks=False)
         self.stats.files += 1
         self.stats.bytes += st.st_size
         return entry_for(key, st, checksum)
-
-    def _dir_entries(self) -> list[InventoryEntry]:
-        """Inventory entries of the directories written to, and their parents up to the root."""
-        return [
-            entry_for(str(d.relative_to(self.stage_root)), d.lstat()) for d in sorted(self._checked)
-        ]
 
     def publish(
         self,
@@ -289,10 +203,10 @@ class Publisher:
         if not source.is_dir():
             raise PublishError(f"{source}: the compose to publish is missing")
         chain = None if repair else changes
-        self._sweep = chain is None
+        self.dest.sweep = chain is None
         rels = frozenset(p.removeprefix(self.prefix_key) for p in suspect)
-        with root_lock(self.stage_root):
-            self._safe_dir(self.target)
+        with root_lock(self.stage_root), self.dest:
+            self.dest.dir(self.target)
             if repair:
                 self._undo_dir_swaps()
             changes_to_make = self.decide(
@@ -320,7 +234,7 @@ class Publisher:
             if path.is_symlink():
                 log.warning("repair: %s is a symlink, not the directory published there", path)
                 path.unlink()
-        self._checked.clear()  # _safe_dir looks at the path again
+        self.dest.reset()  # each directory is walked to again
 
     def decide(
         self,
@@ -380,11 +294,11 @@ class Publisher:
         self.state.pending.cancel(self.stage, list(changes.cancel))
         for phase in PublishPhase:
             if phase is PublishPhase.REPOMD and self.sharer.unsynced:
-                _syncfs(self.stage_root)  # clones, copies durable before a repomd.xml names them
+                syncfs(self.stage_root)  # clones, copies durable before a repomd.xml names them
             batch = [self._place(c) for c in changes.phase(phase)]
             self.state.inventory.apply_changes(self.stage, batch, [])
             self._no_longer_unmanaged(e.relpath for e in batch)
-        dirs = self._dir_entries()
+        dirs = self.dest.entries()
         self.state.inventory.apply_changes(self.stage, dirs, [])
         self._no_longer_unmanaged(e.relpath for e in dirs)
         if pend:
@@ -397,46 +311,6 @@ class Publisher:
         known = [p for p in relpaths if p in self._unmanaged]
         if known:
             self.state.unmanaged.forget(self.stage, known)
-
-
-def holds_bytes(dst: Path, src: SourceFile, suspect: bool = False) -> bool:
-    """Whether ``dst`` holds ``src``'s bytes: the same inode does (a hardlink), and so does
-    a clone that shares every block with it still (nobody wrote into either: known
-    without reading them), unless drift named it (bytes written in place are in the
-    compose's inode too); then, and for another inode (a copy, a clone written into),
-    its digest decides (the manifest's, else the compose copy's)."""
-    try:
-        st = dst.lstat()
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size != src.size:
-        return False
-    if not suspect and (st.st_ino == src.path.stat().st_ino or same_blocks(dst, src.path)):
-        return True
-    if src.sha256 is not None:
-        return hash_file(dst) == src.sha256
-    return not suspect and hash_file(dst) == hash_file(src.path)
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the filesystem holding ``path`` (syncfs(2)); all filesystems if unavailable."""
-    import ctypes  # only when copies were made
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-def _same_inode(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = a.stat(), b.lstat()
-    except FileNotFoundError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _walk_files(stage_root: Path, top: Path) -> Iterator[str]:

@@ -6,11 +6,15 @@ renewed from the state (step 4, and again after deletions).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
-from .errors import UnsafePathError
+from .dirfds import DirHandles
+from .errors import PublishError, UnsafePathError
 from .facts import TargetKey
 from .filelists import (
     CHECKSUMMED,
@@ -24,7 +28,6 @@ from .filelists import (
     render_all,
     write_if_changed,
 )
-from .fsutil import inside
 from .layout import PublishedTree
 from .publishing import PublishStats, entry_for, root_lock
 from .state import ListingRow, StateDB
@@ -34,33 +37,42 @@ log = logging.getLogger(__name__)
 
 
 def delete_due(state: StateDB, stage: Stage, stage_root: Path, now: datetime) -> int:
-    """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs."""
+    """Delete the pending deletions of ``stage`` whose grace has passed; prune empty dirs.
+
+    Each directory is opened once from the root (:class:`~reconciler.dirfds.DirHandles`:
+    a symlink out of the root is refused on the way) and each file is unlinked by its name
+    in it: no deep path is looked up (network storage)."""
     due = [p for p in state.pending.due(now) if p.stage is stage]
     if not due:
         return 0
     removed: list[str] = []
-    touched: set[Path] = set()
-    with root_lock(stage_root):
+    touched: set[PurePosixPath] = set()
+    with root_lock(stage_root), DirHandles(stage_root) as handles:
         for item in due:
             rel = PurePosixPath(item.relpath)
-            if rel.is_absolute() or ".." in rel.parts:
+            if rel.is_absolute() or ".." in rel.parts or not rel.name:
                 continue
-            path = stage_root.joinpath(*rel.parts)
-            if not inside(stage_root, path.parent):
-                log.warning("not deleting %s: it resolves outside %s", path, stage_root)
+            try:
+                at = handles.open(rel.parent)
+            except UnsafePathError:
+                log.warning("not deleting %s: it resolves outside %s", stage_root / rel, stage_root)
                 continue
-            if path.is_dir() and not path.is_symlink():
+            except (FileNotFoundError, PublishError):  # its directory is gone: so is it
+                removed.append(item.relpath)
                 continue
-            path.unlink(missing_ok=True)
+            try:
+                if stat.S_ISDIR(os.stat(rel.name, dir_fd=at, follow_symlinks=False).st_mode):
+                    continue
+                os.unlink(rel.name, dir_fd=at)
+            except FileNotFoundError:
+                pass
             removed.append(item.relpath)
-            touched.add(path.parent)
-        removed_dirs, changed_dirs = _prune_empty_dirs(touched, stage_root)
-    state.inventory.apply_changes(
-        stage, [entry_for(str(d.relative_to(stage_root)), d.lstat()) for d in changed_dirs],
-        [*removed, *(str(d.relative_to(stage_root)) for d in removed_dirs)],
-    )  # fmt: skip
+            touched.add(rel.parent)
+        removed_dirs, changed_dirs = _prune_empty_dirs(handles, touched)
+        changed = [entry_for(str(d), handles.lstat(d)) for d in changed_dirs]
+    state.inventory.apply_changes(stage, changed, [*removed, *(str(d) for d in removed_dirs)])
     # a directory a walk found unmanaged goes from those rows too when it is emptied here
-    state.unmanaged.forget(stage, [str(d.relative_to(stage_root)) for d in removed_dirs])
+    state.unmanaged.forget(stage, [str(d) for d in removed_dirs])
     state.pending.remove([p.id for p in due])
     return len(removed)
 
@@ -83,23 +95,28 @@ def retire_target(
     return PublishStats(len(files), sum(e.size for e in files.values()), len(files))
 
 
-def _prune_empty_dirs(dirs: Iterable[Path], stop: Path) -> tuple[list[Path], list[Path]]:
-    """Remove empty directories upwards; return (removed, still-present parents touched)."""
-    removed: list[Path] = []
-    remaining: set[Path] = set()
+def _prune_empty_dirs(
+    handles: DirHandles, dirs: Iterable[PurePosixPath]
+) -> tuple[list[PurePosixPath], list[PurePosixPath]]:
+    """Remove empty directories upwards (never the root); return (removed, still-present
+    ones touched), relative to the root."""
+    top = PurePosixPath(".")
+    removed: list[PurePosixPath] = []
+    remaining: set[PurePosixPath] = set()
     for start in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         d = start
-        while d != stop and stop in d.parents:
+        while d != top:
+            handles.forget(d)  # closed before it goes
             try:
-                d.rmdir()
+                os.rmdir(d.name, dir_fd=handles.open(d.parent))
+            except (FileNotFoundError, PublishError):  # removed already (from a deeper one)
+                break
             except OSError:
                 remaining.add(d)
                 break
             removed.append(d)
             d = d.parent
-        else:
-            continue
-    return removed, sorted(p for p in remaining if p.exists())
+    return removed, sorted(remaining.difference(removed))  # one may have emptied later
 
 
 def write_production_filelists(
@@ -127,30 +144,44 @@ def write_production_filelists(
     ``sync-file-list-vault.sh`` writes, from the vault's inventory and walks.
     """
     top = production_root / category
-    if not top.is_dir():
-        return []
-    if not inside(production_root, top):
-        raise UnsafePathError(
-            f"{top} resolves outside {production_root}: not writing the file lists through it"
-        )
-    prefix = f"{category}/"
-    timelist = TIMELIST_VAULT if stage is Stage.VAULT else TIMELIST
-    contents = _patched_lists(state, top, prefix, stage, timelist)
-    if contents is None:
-        contents = render_all(_listing(state, top, prefix, stage))
-    digest = contents_digest(contents)
-    if stage is Stage.VAULT:  # the same text under the vault's names; the polled one last
-        contents = {FILELIST: contents[FILELIST], TIMELIST_VAULT: contents[TIMELIST]}
-    written = write_if_changed(top, contents, owner=owner, group=group)
+    # the category directory is opened one name at a time from the root (which refuses a
+    # symlink out of it), and every list is read and written by its name in it: no deep
+    # path is resolved (network storage: each component a round trip)
+    with DirHandles(production_root) as handles:
+        try:
+            top_fd = handles.open(category)
+        except (FileNotFoundError, PublishError):  # no category there (yet): nothing listed
+            return []
+        lists = _Lists(top, PurePosixPath(category), handles, stage)
+        prefix = f"{category}/"
+        timelist = TIMELIST_VAULT if stage is Stage.VAULT else TIMELIST
+        contents = _patched_lists(state, lists, prefix, top_fd, timelist)
+        if contents is None:
+            contents = render_all(_listing(state, lists, prefix))
+        digest = contents_digest(contents)
+        if stage is Stage.VAULT:  # the same text under the vault's names; the polled one last
+            contents = {FILELIST: contents[FILELIST], TIMELIST_VAULT: contents[TIMELIST]}
+        written = write_if_changed(top, contents, owner=owner, group=group, top_fd=top_fd)
     state.inventory.listing_written(stage, digest)
     return written
 
 
-def _listing(state: StateDB, top: Path, prefix: str, stage: Stage) -> list[ListingRow]:
+class _Lists(NamedTuple):
+    """The category directory of the lists: its path, its path from the root, the
+    open directories under the root, and whose lists they are (production's or the
+    vault's)."""
+
+    top: Path
+    rel: PurePosixPath
+    handles: DirHandles
+    stage: Stage
+
+
+def _listing(state: StateDB, top: _Lists, prefix: str) -> list[ListingRow]:
     """The rows of every path under ``prefix``: the inventory's, and the unmanaged ones
     of paths the inventory does not have."""
-    inventory = state.inventory.listing(stage, prefix)
-    unmanaged = _checksummed(top, state.unmanaged.listing(stage, prefix))
+    inventory = state.inventory.listing(top.stage, prefix)
+    unmanaged = _checksummed(top, state.unmanaged.listing(top.stage, prefix))
     if not unmanaged:
         return inventory
     rows = {row[0]: row for row in unmanaged}
@@ -159,17 +190,18 @@ def _listing(state: StateDB, top: Path, prefix: str, stage: Stage) -> list[Listi
 
 
 def _listing_of(
-    state: StateDB, top: Path, prefix: str, under: list[str], stage: Stage
+    state: StateDB, top: _Lists, prefix: str, under: list[str]
 ) -> dict[str, ListingRow]:
     """:func:`_listing`'s rows of the paths ``under`` that have one, by listed path."""
     rows = {
-        row[0]: row for row in _checksummed(top, state.unmanaged.listing_of(stage, prefix, under))
+        row[0]: row
+        for row in _checksummed(top, state.unmanaged.listing_of(top.stage, prefix, under))
     }
-    rows.update((row[0], row) for row in state.inventory.listing_of(stage, prefix, under))
+    rows.update((row[0], row) for row in state.inventory.listing_of(top.stage, prefix, under))
     return rows
 
 
-def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
+def _checksummed(top: _Lists, rows: list[ListingRow]) -> list[ListingRow]:
     """``rows`` (unmanaged ones: the state keeps no checksum of those) with the SHA1 the
     format gives every ``repomd.xml``, read from the tree (a few small files: an adopted
     repo that no compose replaced). One that is gone, or not inside ``top``, gets none."""
@@ -177,34 +209,37 @@ def _checksummed(top: Path, rows: list[ListingRow]) -> list[ListingRow]:
     for path, kind, size, mtime, sha1 in rows:
         found = sha1
         if sha1 is None and kind == InventoryKind.FILE and path.endswith(CHECKSUMMED):
-            file = top.joinpath(*path.split("/"))
-            if file.name == CHECKSUMMED and inside(top, file.parent):
-                found = file_sha1(file)
+            rel = top.rel / path
+            if rel.name == CHECKSUMMED:
+                try:
+                    found = file_sha1(Path(rel.name), top.handles.open(rel.parent))
+                except (FileNotFoundError, PublishError, UnsafePathError):  # gone, out, in the way
+                    found = None
         out.append((path, kind, size, mtime, found))
     return out
 
 
 def _patched_lists(
-    state: StateDB, top: Path, prefix: str, stage: Stage, timelist: str
+    state: StateDB, top: _Lists, prefix: str, top_fd: int, timelist: str
 ) -> dict[str, str] | None:
-    changed = state.inventory.listing_changes(stage)
-    recorded = state.inventory.listing_digest(stage)
+    changed = state.inventory.listing_changes(top.stage)
+    recorded = state.inventory.listing_digest(top.stage)
     if changed is None:
         why = "the state does not know what changed"
     elif recorded is None:
         why = "none written from the state yet"
     else:
-        current = read_lists(top, timelist)
+        current = read_lists(top.top, top_fd, timelist)
         if current is not None and current.digest == recorded:
             under = sorted(p for p in changed if p.startswith(prefix))
-            rows = _listing_of(state, top, prefix, under, stage)
+            rows = _listing_of(state, top, prefix, under)
             start = len(prefix)
             patched = patch_all(
                 current.filelist, current.timelist, {p[start:]: rows.get(p[start:]) for p in under}
             )
             if patched is not None:
-                log.info("file lists of %s: %d changed path(s) patched in", top, len(under))
+                log.info("file lists of %s: %d changed path(s) patched in", top.top, len(under))
                 return patched
         why = "the lists in the tree are not the ones last written"
-    log.info("file lists of %s: listing everything the state knows (%s)", top, why)
+    log.info("file lists of %s: listing everything the state knows (%s)", top.top, why)
     return None

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from reconciler import fsutil, publishing
+from reconciler import destination, fsutil
 from reconciler.composefiles import SourceFile
-from reconciler.fsutil import Sharer, same_blocks
+from reconciler.extents import same_blocks
+from reconciler.fsutil import Sharer
 from reconciler.publishing import holds_bytes
 from reconciler.verifying import verify_tree
 from reconciler.vocabulary import LinkKind
@@ -322,13 +323,13 @@ def test_a_clone_nobody_wrote_into_is_known_without_reading_it(
     assert same_blocks(src.path, dst) and same_blocks(dst, src.path)
     assert not same_blocks(src.path, copy), "the same bytes elsewhere: not known so"
     hashed: list[Path] = []
-    real_hash = publishing.hash_file
+    real_hash = destination.hash_file
 
-    def counting_hash(path: Path, algo: str = "sha256") -> str:
+    def counting_hash(path: Path, algo: str = "sha256", dir_fd: int | None = None) -> str:
         hashed.append(path)
-        return real_hash(path, algo)
+        return real_hash(path, algo, dir_fd)
 
-    monkeypatch.setattr(publishing, "hash_file", counting_hash)
+    monkeypatch.setattr(destination, "hash_file", counting_hash)
     assert holds_bytes(dst, src) and hashed == []
     assert holds_bytes(dst, src, suspect=True) and hashed == [dst], "drift named it: hashed"
     with dst.open("r+b") as fh:
