@@ -86,6 +86,21 @@ def upstream(tmp_path: Path) -> Iterator[Upstream]:
         yield Upstream(root, server)
 
 
+def sample_release(**overrides: Any) -> dict[str, Any]:
+    """A SIG release of the sample upstream (its repos, the sample key, staging
+    following latest), with ``overrides``."""
+    rel: dict[str, Any] = {
+        "project_id": PROJECT_ID,
+        "gpg_keys": [su.SAMPLE_KEY.name],
+        "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
+        "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
+        "staging": "latest",
+        "production": None,
+    }
+    rel.update(overrides)
+    return rel
+
+
 @dataclass
 class DesiredState:
     """A desired-state folder the test can rewrite."""
@@ -94,15 +109,7 @@ class DesiredState:
     release: dict[str, Any] = field(default_factory=dict)
 
     def write(self, **overrides: Any) -> None:
-        rel: dict[str, Any] = {
-            "project_id": PROJECT_ID,
-            "gpg_keys": [su.SAMPLE_KEY.name],
-            "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
-            "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
-            "staging": "latest",
-            "production": None,
-        }
-        rel.update(overrides)
+        rel = sample_release(**overrides)
         self.release = rel
         doc = {"sig": "core", "releases": {"9": rel}}
         (self.path / "sigs" / "core.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

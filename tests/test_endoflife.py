@@ -19,26 +19,13 @@ from reconciler.endoflife import LeftTarget, RemovedRelease, plan_with_endoflife
 from reconciler.planning import Plan
 from reconciler.vocabulary import Stage, TargetState
 
-from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
+from .conftest import Upstream, make_desired_state, sample_release, write_host_config
 from .gitrepo import DesiredRepo
 from .planning_support import compose_fact, make_observed, make_spec, parse_time
 
 CATEGORY = "mirror/pub/sig"
 GRACE_S = 3
 GOLDEN = sorted((Path(__file__).parent / "golden" / "endoflife").glob("*.yaml"))
-
-
-def _release(**overrides: Any) -> dict[str, Any]:
-    rel: dict[str, Any] = {
-        "project_id": PROJECT_ID,
-        "gpg_keys": [su.SAMPLE_KEY.name],
-        "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
-        "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
-        "staging": "latest",
-        "production": None,
-    }
-    rel.update(overrides)
-    return rel
 
 
 class Site:
@@ -56,8 +43,8 @@ class Site:
         ds = make_desired_state(tmp / "desired-state", yaml.safe_dump(defaults), write=False)
         self.sigs = ds.path / "sigs"
         self.docs: dict[str, dict[str, Any]] = {
-            "core": {"sig": "core", "releases": {"9": _release(), "10": _release()}},
-            "extras": {"sig": "extras", "releases": {"9": _release()}},
+            "core": {"sig": "core", "releases": {"9": sample_release(), "10": sample_release()}},
+            "extras": {"sig": "extras", "releases": {"9": sample_release()}},
         }
         self._write()
         self.repo = DesiredRepo(tmp / "git", ds.path)

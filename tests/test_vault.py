@@ -31,26 +31,13 @@ from reconciler.statuspage import release_page
 from reconciler.vaulting import plan_vaults
 from reconciler.vocabulary import ActionKind, Stage, TargetState
 
-from .conftest import PROJECT_ID, REPOS, Upstream, make_desired_state, write_host_config
+from .conftest import Upstream, make_desired_state, sample_release, write_host_config
 from .gitrepo import DesiredRepo
 from .planning_support import make_observed, make_spec
 from .test_mirror_contract import RSYNC, pull, rsync_daemon
 
 CATEGORY = "mirror/pub/sig"
 VAULT = "mirror/vault"
-
-
-def _release(**overrides: Any) -> dict[str, Any]:
-    rel: dict[str, Any] = {
-        "project_id": PROJECT_ID,
-        "gpg_keys": [su.SAMPLE_KEY.name],
-        "repos": {name: {"arches": arches} for name, arches in REPOS.items()},
-        "compose": {"hashed": True, "keep_versions": 1, "check_signatures": True},
-        "staging": "latest",
-        "production": None,
-    }
-    rel.update(overrides)
-    return rel
 
 
 class Site:
@@ -67,7 +54,10 @@ class Site:
             "releases": {r: {"arches": ["x86_64", "aarch64"]} for r in ("9", "10")},
         }
         ds = make_desired_state(tmp / "desired-state", yaml.safe_dump(defaults), write=False)
-        self.doc: dict[str, Any] = {"sig": "core", "releases": {"9": _release(), "10": _release()}}
+        self.doc: dict[str, Any] = {
+            "sig": "core",
+            "releases": {"9": sample_release(), "10": sample_release()},
+        }
         (ds.path / "sigs" / "core.yaml").write_text(yaml.safe_dump(self.doc, sort_keys=False))
         self.repo = DesiredRepo(tmp / "git", ds.path)
         self.repo.commit("Add SIG core")
