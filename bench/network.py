@@ -60,8 +60,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -71,9 +69,8 @@ from reconciler.testing import UpstreamServer  # noqa: E402
 
 import generate as gen  # noqa: E402
 from daemon import Daemon, DaemonFailed  # noqa: E402
+from world import CATEGORY, REL, SIG, write_config, write_desired_state  # noqa: E402
 
-SIG, REL = "bench", "9"
-CATEGORY = "mirror/pub/sig"
 RECONCILER = [sys.executable, "-m", "reconciler.cli"]
 RSYNC = ["rsync", "-rlptDSH", "--delete"]
 #: Every cache of names and attributes off: each stat and lookup is a round trip.
@@ -250,54 +247,6 @@ def probe(mount: Mount, depth: int = 11, repeat: int = 50) -> dict[str, float]:
 # -- a world: upstream, host, desired state --------------------------------------------------
 
 
-def write_config(root: Path, base_url: str, compose: Path, staging: Path, production: Path) -> Path:
-    conf = {
-        "roots": {"compose": str(compose), "staging": str(staging), "production": str(production)},
-        "state_dir": str(root / "state"),
-        "upstream_base_url": base_url,
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    return path
-
-
-def write_desired_state(
-    path: Path, repos: dict[str, list[str]], staging: str | None, production: str | None
-) -> None:
-    """The bench SIG as bench/run.py writes it (every version kept, filler: no signatures)."""
-    (path / "sigs").mkdir(parents=True, exist_ok=True)
-    (path / "keys").mkdir(exist_ok=True)
-    defaults = {
-        "upstream": {
-            "base_url": "https://build.invalid/v1/projects",
-            "url_template": "{base_url}/{project_id}/repo/{repo}/{arch}",
-        },
-        "publish": {"category": CATEGORY, "delete_grace": "24h"},
-        "compose": {"keep_composes": 5},
-        "promotion": {"require_staged": True, "min_soak": "0h"},
-        "releases": {REL: {"arches": sorted({a for v in repos.values() for a in v})}},
-    }
-    rel = {
-        "project_id": gen.PROJECT_ID,
-        "gpg_keys": [],
-        "repos": {r: {"arches": a} for r, a in repos.items()},
-        "compose": {
-            "hashed": True,
-            "keep_versions": 0,
-            "debug": True,
-            "source": True,
-            "trigger": "upstream",
-            "check_signatures": False,
-        },
-        "staging": staging,
-        "production": production,
-    }
-    (path / "defaults.yaml").write_text(yaml.safe_dump(defaults, sort_keys=False))
-    doc = {"sig": SIG, "releases": {REL: rel}}
-    (path / "sigs" / f"{SIG}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
 class World:
     """A copy (hardlinks) of the generated upstream, its server, a host, a desired state."""
 
@@ -315,7 +264,11 @@ class World:
         self.compose_root = self.host / "compose"
         self.production = production
         self.config = write_config(
-            self.host, self.server.base_url, self.compose_root, self.host / "staging", production
+            self.host,
+            self.server.base_url,
+            compose=self.compose_root,
+            staging=self.host / "staging",
+            production=production,
         )
         self.pin(None, None)
 
@@ -323,7 +276,8 @@ class World:
         self.server.stop()
 
     def pin(self, staging: str | None, production: str | None) -> None:
-        write_desired_state(self.ds, self.repos, staging, production)
+        # every version kept (as reposync), filler files: no signatures
+        write_desired_state(self.ds, self.repos, 0, staging, production)
 
     def cmd(self, *args: str) -> list[str]:
         return [*RECONCILER, *args, "--config", str(self.config), "--desired-state", str(self.ds)]

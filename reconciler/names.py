@@ -18,6 +18,7 @@ NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 RELEASE_RE: Final = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 #: The binary architectures a SIG repo may be built for.
 KNOWN_ARCHES: Final = ("x86_64", "aarch64", "ppc64le", "s390x", "riscv64", "i686")
+KEY_FILE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 COMPOSE_ID_RE: Final = re.compile(
     r"^SIG-(?P<sig>[a-z0-9][a-z0-9._-]*)-(?P<release>[0-9]+(?:\.[0-9]+)?)"
     r"-(?P<date>[0-9]{8})\.(?P<respin>[0-9]+)$"
@@ -34,6 +35,13 @@ def check_name(value: str, what: str = "name") -> str:
 def check_arch(value: str) -> str:
     if value not in KNOWN_ARCHES:
         raise ValueError(f"unknown arch {value!r}: known arches are {', '.join(KNOWN_ARCHES)}")
+    return value
+
+
+def check_key_file(value: str) -> str:
+    """A public key's file name in ``desired-state/keys/`` (one path part, no dot first)."""
+    if not KEY_FILE_RE.fullmatch(value):
+        raise ValueError(f"invalid key file name {value!r}")
     return value
 
 

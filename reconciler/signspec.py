@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+from .names import check_key_file
 from .schema import Check, Lax, Limits, StrictRecord
 
 #: The signature a signing writes next to each ``repomd.xml``.
@@ -53,12 +54,6 @@ def _check_key_id(value: str) -> str:
     return value
 
 
-def _check_key_file(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        raise ValueError(f"invalid key file name {value!r}")
-    return value
-
-
 Argv = Annotated[
     tuple[Annotated[str, Limits(min_length=1, max_length=4096)], ...],
     Lax(),
@@ -71,7 +66,7 @@ Argv = Annotated[
 class SignSpec(StrictRecord):
     """One way of signing; exactly one of ``command`` and ``gpg_home`` + ``key_id``."""
 
-    key_file: Annotated[str, Check(_check_key_file)]
+    key_file: Annotated[str, Check(check_key_file)]
     command: Argv | None = None
     gpg_home: Annotated[str, Check(_check_home)] | None = None
     key_id: Annotated[str, Check(_check_key_id)] | None = None

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from .layout import Variant
-from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_name
+from .names import COMPOSE_ID_RE, RELEASE_RE, check_arch, check_key_file, check_name
 from .schema import Check, Lax, Limits, Prepare, StrictRecord
 from .signspec import SignSpec, sign_problems
 from .vaultspec import VAULT_CATEGORY, VaultCategory, VaultEntries, vault_problems
@@ -48,12 +48,6 @@ def parse_duration(value: object) -> object:
 def _check_release(value: str) -> str:
     if not RELEASE_RE.fullmatch(value):
         raise ValueError(f"invalid release {value!r}: expected a number like 9 or 9.6")
-    return value
-
-
-def _check_key_file(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        raise ValueError(f"invalid key file name {value!r}")
     return value
 
 
@@ -117,7 +111,7 @@ def _check_project_id(value: str) -> str:
 Name = Annotated[str, Check(check_name)]
 Release = Annotated[str, Check(_check_release)]
 Arch = Annotated[str, Check(check_arch)]
-KeyFile = Annotated[str, Check(_check_key_file)]
+KeyFile = Annotated[str, Check(check_key_file)]
 Duration = Annotated[timedelta, Prepare(parse_duration)]
 Url = Annotated[str, Check(_check_url)]
 Glob = Annotated[str, Check(_check_glob)]
