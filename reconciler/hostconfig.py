@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from .layout import ComposeTree, PublishedTree, StateLayout
 from .schema import Check, Limits, Record
-from .vocabulary import Stage
+from .vocabulary import Dialect, Stage
 
 #: A ``commit_url``: http(s), no spaces or quotes, ``{sha}`` exactly once, no other braces.
 _COMMIT_URL = re.compile(r"https?://[^\s{}\"'<>]+\{sha\}[^\s{}\"'<>]*")
@@ -151,11 +151,54 @@ def _unique_mirrors(value: tuple[MirrorConfig, ...]) -> tuple[MirrorConfig, ...]
     return value
 
 
+_STATE_URL_RE = re.compile(r"postgres(?:ql)?://[^/?#\s]+/[A-Za-z0-9_.-]+(?:\?[^#\s]*)?")
+
+
+def _state_url(value: str) -> str:
+    """A PostgreSQL URL without a password (that comes from ``password_file``)."""
+    if not _STATE_URL_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a postgresql://[user@]host[:port]/database URL")
+    authority = value.split("://", 1)[1].split("/", 1)[0]
+    if ":" in authority.rpartition("@")[0] or "password=" in value:
+        raise ValueError("the URL holds a password: put it in password_file instead")
+    return value
+
+
+@dataclass(frozen=True)
+class StateConfig(Record):
+    """Where the state lives. Without ``url``: one SQLite file in ``state_dir`` (one host).
+    With it: a PostgreSQL database that every host of the distribution shares; one
+    ``run`` process leads (publishes) under a lease, any process composes jobs."""
+
+    #: ``postgresql://user@host:port/database`` (no password in it).
+    url: Annotated[str, Check(_state_url)] | None = None
+    #: A file holding the database password (first line); never the config itself.
+    password_file: Path | None = None
+    #: Seconds to wait for a connection, and for any one statement (deadlines).
+    connect_timeout: Annotated[float, Limits(gt=0.0, le=300.0)] = 10.0
+    statement_timeout: Annotated[float, Limits(gt=0.0, le=3600.0)] = 60.0
+    #: Seconds the leader lease lasts unless renewed (renewed every third of it). A
+    #: leader that cannot renew stops publishing before its lease can be taken; a new
+    #: leader takes over within this plus one pass interval.
+    lease: Annotated[int, Limits(ge=2, le=3600)] = 30
+    #: Seconds without a heartbeat after which a running compose job is taken again
+    #: (its half-made compose is DOOMED).
+    job_timeout: Annotated[int, Limits(ge=2, le=86400)] = 60
+    #: This host's name in the lease and the job table (default: the host name).
+    node: Annotated[str, Limits(min_length=1, max_length=200)] | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        return Dialect.SQLITE if self.url is None else Dialect.POSTGRESQL
+
+
 @dataclass(frozen=True)
 class HostConfig(Record):
     git: GitConfig | None = None
     roots: Roots = Roots()
     state_dir: Path = Path("/var/lib/reconciler")
+    #: The state database (default: SQLite in ``state_dir``; or a shared PostgreSQL).
+    state: StateConfig = StateConfig()
     upstream_base_url: str | None = None
     #: Seconds between passes of ``run`` (at most a day).
     interval: Annotated[int, Limits(ge=1, le=86400)] = 300

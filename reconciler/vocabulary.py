@@ -198,6 +198,22 @@ class PassOutcome(StrEnum):
     FAILED = "failed"
 
 
+class Dialect(StrEnum):
+    """The state database's engine (the host config's ``state`` section chooses)."""
+
+    SQLITE = "sqlite"  # one file in the state directory: the embedded default
+    POSTGRESQL = "postgresql"  # shared by every host of a distribution (issue 18)
+
+
+class JobState(StrEnum):
+    """Where a compose job is (the ``compose_jobs`` table)."""
+
+    QUEUED = "queued"  # wanted by a plan, not taken (or taken again: its worker died)
+    RUNNING = "running"  # a worker holds it and heartbeats
+    DONE = "done"  # its compose finished (the row names it)
+    FAILED = "failed"  # its compose was DOOMED or could not start (the row says why)
+
+
 __all__ = [
     "FINISHED_RESULTS",
     "INTERRUPTED",
@@ -208,8 +224,10 @@ __all__ = [
     "ActionKind",
     "ChangeKind",
     "ComposeStatus",
+    "Dialect",
     "DriftKind",
     "InventoryKind",
+    "JobState",
     "LinkKind",
     "MirrorState",
     "PackageChangeKind",

@@ -794,7 +794,7 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with StateDB.open(tmp_path) as db:
-        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 8
+        assert db.schema_version == len(MIGRATIONS) == SCHEMA_VERSION == 9
         entry = db.inventory.entries(Stage.PRODUCTION)["a/b"]
         assert (entry.size, entry.mtime_ns, entry.ino, entry.ctime_ns) == (3, 5, 7, 0)
         assert entry.kind is InventoryKind.FILE
@@ -886,7 +886,7 @@ def test_upgrade_from_a_real_schema_3_database(tmp_path: Path) -> None:
     state_dir = schema3_copy(tmp_path)
     hours = timedelta(hours=1)
     with StateDB.open(state_dir) as db:
-        assert db.schema_version == SCHEMA_VERSION == 8
+        assert db.schema_version == SCHEMA_VERSION == 9
         assert "meta" not in table_names(db._db._conn)
         got = upgraded_contents(db)
         assert db._db._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Self
 
 from ..facts import DriftFinding, TargetKey, UpstreamCacheEntry
+from ..vocabulary import Dialect
 from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
@@ -82,6 +83,17 @@ class StateDB:
     @property
     def schema_version(self) -> int:
         return self._db.schema_version
+
+    @property
+    def dialect(self) -> Dialect:
+        """Which engine holds the state (SQL that differs between them asks this)."""
+        return self._db.dialect
+
+    def clock(self) -> float:
+        """Now, in epoch seconds, by the database's clock: the one clock every host that
+        shares a PostgreSQL state agrees on (leases, job heartbeats); the local clock
+        for SQLite, whose file one host uses."""
+        return self._db.clock()
 
     def check(self) -> None:
         """Run ``PRAGMA quick_check`` over the whole file; raise StateError if damaged."""

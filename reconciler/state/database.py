@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ..errors import StateError
 from ..layout import StateLayout
+from ..vocabulary import Dialect
 from .migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_S = 30.0
@@ -58,10 +60,17 @@ class Database:
     Not shared between threads.
     """
 
+    dialect = Dialect.SQLITE
+
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         """Use :meth:`open`."""
         self.path = path
         self._conn = conn
+
+    @staticmethod
+    def clock() -> float:
+        """Now, epoch seconds: one host uses the file, so its clock is the clock."""
+        return time.time()
 
     # -- opening and closing --
 

@@ -300,5 +300,59 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             error TEXT
         )""",
     ),
+    # 8 -> 9: more than one host (issue 18). Composes become jobs that any process takes
+    # (at most one queued or running per SIG release; times are epoch seconds of the
+    # database's clock, which every host shares); every attempt at a job and the compose
+    # directory it made (an abandoned one is DOOMED); one leader lease (id 1) and every
+    # term of it; and which node did each action of the history.
+    (
+        """CREATE TABLE compose_jobs (
+            id INTEGER PRIMARY KEY,
+            sig TEXT NOT NULL,
+            release TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+            reason TEXT NOT NULL,
+            trigger TEXT,
+            revision TEXT,
+            queued_at REAL NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            worker TEXT,
+            started_at REAL,
+            heartbeat_at REAL,
+            compose_id TEXT,
+            finished_at REAL,
+            error TEXT,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            packages INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE UNIQUE INDEX compose_jobs_active ON compose_jobs (sig, release)"
+        " WHERE state IN ('queued', 'running')",
+        "CREATE INDEX compose_jobs_by_state ON compose_jobs (state, id)",
+        """CREATE TABLE compose_attempts (
+            job INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            compose_id TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            outcome TEXT,
+            PRIMARY KEY (job, attempt)
+        )""",
+        """CREATE TABLE leader (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            term INTEGER NOT NULL,
+            holder TEXT NOT NULL,
+            since REAL NOT NULL,
+            renewed_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+        """CREATE TABLE leader_terms (
+            term INTEGER PRIMARY KEY,
+            holder TEXT NOT NULL,
+            since REAL NOT NULL,
+            until REAL
+        )""",
+        "ALTER TABLE history ADD COLUMN node TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
