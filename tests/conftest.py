@@ -259,3 +259,23 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str], what:
         assert proc.poll() is None, f"the process ended before {what}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the session (tests/pgcluster.py); each test
+    that needs a database makes its own with ``pg_cluster.new_database()``."""
+    from .pgcluster import PgCluster
+
+    cluster = PgCluster.create()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_state(pg_cluster: Any) -> dict[str, object]:
+    """The host config's ``state`` section for a fresh, empty PostgreSQL database."""
+    return dict(pg_cluster.state_config(pg_cluster.new_database()))
