@@ -4,7 +4,9 @@ Each action is recorded in the state's history (what, why, git revision,
 commit author, start, end, result, error, bytes and files moved). When an
 action fails, the later actions of the same SIG release are skipped (a
 promotion never follows a failed staging); other SIG releases go on.
-A stop request (SIGTERM) lets the current action finish, then stops.
+A stop request (SIGTERM) lets the current action finish, then stops; so does a
+lost leader lease (the ``fence``, checked before each action and before a publish
+places its files), and then nothing else of the apply is done: another leader owns it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +29,7 @@ from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .lifecycle import Event, HookFailure, run_hooks
 from .names import COMPOSE_ID_RE, compose_release
+from .nodes import this_process
 from .planning import Action, Plan, Verdict
 from .propagation import check_if_due
 from .publishing import Owner, Publisher
@@ -35,6 +39,7 @@ from .spec import Spec
 from .state import ActionStart, StateDB, TargetRecord, TargetStatus
 from .vaulting import stage_category
 from .vocabulary import (
+    INTERRUPTED,
     PUBLISHED_STAGES,
     ActionKind,
     ComposeStatus,
@@ -102,6 +107,14 @@ class ApplyResult:
         return all(r.result is Result.OK for r in self.results) and not self.stopped
 
 
+class LeaseLost(ReconcilerError):
+    """The leader lease is no longer valid: this process must not publish."""
+
+
+def _always_valid() -> bool:
+    return True
+
+
 @dataclass
 class _Outcome:
     compose_id: str | None = None
@@ -118,6 +131,8 @@ class Applier:
     context: Context = field(default_factory=Context)
     reporter: Reporter | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    #: May this process still publish (the leader lease)? False stops the apply.
+    fence: Callable[[], bool] = field(default=_always_valid)
     _new: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def apply(self, plan: Plan) -> ApplyResult:
@@ -125,7 +140,7 @@ class Applier:
         failed: set[tuple[str, str]] = set()
         stopped = False
         for action in plan.actions:
-            if self.stop.is_set():
+            if self.stop.is_set() or not self.fence():
                 stopped = True
                 break
             key = (action.sig, action.release)
@@ -136,10 +151,17 @@ class Applier:
                     )
                 )
                 continue
-            result = self._run(action)
+            try:
+                result = self._run(action)
+            except LeaseLost:
+                stopped = True
+                break
             results.append(result)
             if result.result is not Result.OK:
                 failed.add(key)
+        if not self.fence():  # no longer the leader: the rest is the next leader's
+            log.error("apply stopped: the leader lease was lost", extra={"event": "leader.lost"})
+            return ApplyResult(tuple(results), stopped=True)
         self._delete_due()
         self._record_statuses([v for v in plan.verdicts if not self._retired(v)], results)
         published = any(r.result is Result.OK and r.action.kind is ActionKind.PUBLISH
@@ -182,50 +204,33 @@ class Applier:
 
     def _run(self, action: Action) -> ActionResult:
         now = datetime.now(UTC)
-        action_id = self.state.history.start(
-            ActionStart(
-                action=action.kind.value,
-                sig=action.sig,
-                release=action.release,
-                stage=action.stage,
-                compose_id=action.compose_id,
-                reason=action.reason,
-                revision=self.context.revision,
-                author=self.context.author,
-                started_at=now,
-                trigger=action.trigger,
-                actor=self.context.actor(action.trigger),
-            )
-        )
+        action_id = self.state.history.start(ActionStart(
+            action.kind.value, action.sig, action.release, action.stage, action.compose_id,
+            action.reason, self.context.revision, self.context.author, now, action.trigger,
+            self.context.actor(action.trigger), node=this_process(self.host),
+        ))  # fmt: skip
         stage = (action.stage or Stage.COMPOSE).value
         blocked = self._hooks(action, f"pre-{stage}")
         if blocked:
             error = "; ".join(str(b) for b in blocked)
-            log.warning(
-                "apply: %s blocked: %s",
-                action.describe(),
-                error,
-                extra={"event": "action.blocked", **_fields(action)},
-            )
+            log.warning("apply: %s blocked: %s", action.describe(), error,
+                        extra={"event": "action.blocked", **_fields(action)})  # fmt: skip
             self.state.history.finish(
                 action_id, result=Result.BLOCKED, error=error, finished_at=datetime.now(UTC)
             )
             return ActionResult(action, Result.BLOCKED, error)
-        log.info(
-            "apply: %s (%s)",
-            action.describe(),
-            action.reason,
-            extra={"event": "action.start", **_fields(action)},
-        )
+        log.info("apply: %s (%s)", action.describe(), action.reason,
+                 extra={"event": "action.start", **_fields(action)})  # fmt: skip
         try:
             outcome = self._execute(action)
-        except (ReconcilerError, OSError) as exc:
-            log.error(
-                "apply: %s failed: %s",
-                action.describe(),
-                exc,
-                extra={"event": "action.failed", **_fields(action)},
+        except LeaseLost:
+            self.state.history.finish(
+                action_id, result=Result.FAILED, error=INTERRUPTED, finished_at=datetime.now(UTC)
             )
+            raise
+        except (ReconcilerError, OSError) as exc:
+            log.error("apply: %s failed: %s", action.describe(), exc,
+                      extra={"event": "action.failed", **_fields(action)})  # fmt: skip
             self.state.history.finish(
                 action_id, result=Result.FAILED, error=str(exc), finished_at=datetime.now(UTC)
             )
@@ -234,25 +239,14 @@ class Applier:
             seconds = (datetime.now(UTC) - now).total_seconds()
             return ActionResult(action, Result.FAILED, str(exc), seconds=seconds)
         self._hooks(action, f"post-{stage}", Result.OK)
-        log.info(
-            "apply: %s done",
-            action.describe(),
-            extra={
-                "event": "action.done",
-                "bytes": outcome.bytes,
-                "files": outcome.files,
-                **_fields(action),
-                "compose_id": outcome.compose_id,
-            },
-        )
+        log.info("apply: %s done", action.describe(), extra={
+            "event": "action.done", "bytes": outcome.bytes, "files": outcome.files,
+            **_fields(action), "compose_id": outcome.compose_id,
+        })  # fmt: skip
         self.state.history.finish(
-            action_id,
-            result=Result.OK,
-            bytes=outcome.bytes,
-            files=outcome.files,
-            finished_at=datetime.now(UTC),
-            compose_id=outcome.compose_id,
-        )
+            action_id, result=Result.OK, bytes=outcome.bytes, files=outcome.files,
+            finished_at=datetime.now(UTC), compose_id=outcome.compose_id,
+        )  # fmt: skip
         seconds = (datetime.now(UTC) - now).total_seconds()
         return ActionResult(
             action, Result.OK, None, outcome.compose_id, outcome.bytes, outcome.files, seconds
@@ -314,6 +308,8 @@ class Applier:
             from .healing import Healer
 
             healer = Healer(self.spec, self.host, self.state, target, compose_id)
+        if not self.fence():  # the last moment before the trees change
+            raise LeaseLost(f"not publishing {compose_id} to {target.path}: lease lost")
         self.state.targets.mark_publishing(key, compose_id)  # until the target record says so
         stats = publisher.publish(
             source,

@@ -261,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .observing import unmanaged_summaries
     from .propagation import summaries
     from .reconciling import open_state
-    from .reporting import print_status
+    from .reporting import leader_summary, print_status
 
     host = _host(args)
     if args.format == "html":  # the status page, for publishing as a static file
@@ -274,8 +274,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_state(host) as state:
         unmanaged = unmanaged_summaries(state)
         mirrors = summaries(state, [m.name for m in host.mirrors]) if host.mirrors else {}
+        leader = leader_summary(state.leases.current(), state.clock())
         print_status(state.targets.statuses(), _source_summary(state), args.format, unmanaged,
-                     mirrors)  # fmt: skip
+                     mirrors, leader)  # fmt: skip
     return 0
 
 

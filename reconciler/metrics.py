@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import write_to_textfile as _write_textfile
 
 from .errors import ConfigError
 from .vocabulary import Stage, TargetState
+
+if TYPE_CHECKING:
+    from .state import LeaderRecord
 
 #: Seconds a client has to send its whole request (and to take the answer).
 REQUEST_TIMEOUT = 10.0
@@ -75,6 +78,14 @@ class Metrics:
             "oldest behind repo); 0 when it is not behind",
             ["mirror", "sig", "release"], registry=r,
         )  # fmt: skip
+        self.leader = Gauge("reconciler_leader", "1 for the process that holds the leader "
+                            "lease (<node>:<pid>)", ["holder"], registry=r)  # fmt: skip
+        self.is_leader = Gauge("reconciler_is_leader", "1 when this process leads (publishes)",
+                               registry=r)  # fmt: skip
+        self.leader_since = Gauge("reconciler_leader_since_seconds",
+                                  "When the leader's term began (epoch)", registry=r)  # fmt: skip
+        self.leader_term = Gauge("reconciler_leader_term", "The leader lease's term",
+                                 registry=r)  # fmt: skip
         self.last_pass: dict[str, Any] = {}
 
     def set_target_states(self, rows: Iterable[tuple[str, str, Stage, TargetState]]) -> None:
@@ -102,6 +113,15 @@ class Metrics:
         for mirror, sig, release, current, lag in rows:
             self.mirror_current.labels(mirror, sig, release).set(1 if current else 0)
             self.mirror_lag.labels(mirror, sig, release).set(lag)
+
+    def set_leader(self, held: LeaderRecord | None, leading: bool) -> None:
+        """Who leads (None: nobody holds a live lease) and whether this process does."""
+        self.leader.clear()
+        self.is_leader.set(1 if leading else 0)
+        if held is not None:
+            self.leader.labels(held.holder).set(1)
+        self.leader_since.set(held.since if held is not None else 0)
+        self.leader_term.set(held.term if held is not None else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -208,8 +208,10 @@ def run_pass(
     stop: threading.Event | None = None,
     against: Source | None = None,
     cache: RecordCache | None = None,
+    fence: Callable[[], bool] | None = None,
 ) -> PassResult:
-    """One pass. With ``saved``, refuses it when the revision or the observed world changed."""
+    """One pass. With ``saved``, refuses it when the revision or the observed world changed.
+    With ``fence`` (the leader lease's ``valid``), the apply stops when it turns False."""
     if apply:
         state.history.mark_interrupted(datetime.now(UTC))
     try:
@@ -249,6 +251,8 @@ def run_pass(
     )
     if stop is not None:
         applier.stop = stop
+    if fence is not None:
+        applier.fence = fence
     result = applier.apply(current)
     if source.revision is not None and source.record is not None:
         state.sources.set_source(replace(kept, applied_revision=source.revision))

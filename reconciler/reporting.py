@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -16,7 +17,7 @@ from .freshness import MirrorSummary, MirrorTarget, human_duration
 from .packagediff import PackageDiff
 from .planning import Action, Plan
 from .preview import KEEP_UNMANAGED, PublishPreview
-from .state import HistoryEntry, TargetStatus, UnmanagedSummary
+from .state import HistoryEntry, LeaderRecord, TargetStatus, UnmanagedSummary
 from .vocabulary import ActionKind, PlanOutcome, Stage
 
 #: What a target's unmanaged files are, by target (``observing.unmanaged_summaries``).
@@ -174,15 +175,29 @@ def _mirrors(summary: MirrorSummary | None) -> dict[str, Any] | None:
             "text": summary.describe()}  # fmt: skip
 
 
+def leader_summary(held: LeaderRecord | None, now: float) -> dict[str, Any] | None:
+    """Who holds the leader lease (``now``: the state's clock); None: nobody ever did."""
+    if held is None:
+        return None
+
+    def at(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+
+    return {"holder": held.holder, "term": held.term, "since": at(held.since),
+            "renewed_at": at(held.renewed_at), "expires_at": at(held.expires_at),
+            "live": held.live(now)}  # fmt: skip
+
+
 def status_rows(
     statuses: Sequence[TargetStatus],
     source: dict[str, Any],
     unmanaged: UnmanagedByTarget = _NOT_WALKED,
     mirrors: MirrorsByTarget = _NO_MIRRORS,
+    leader: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One object per target; ``unmanaged`` (published targets that were walked) is what
     it holds that the reconciler did not publish; ``mirrors`` (production targets, when
-    mirrors are configured) how the public mirrors stand."""
+    mirrors are configured) how the public mirrors stand; ``leader`` who publishes."""
     return [
         {
             "sig": s.sig,
@@ -197,6 +212,7 @@ def status_rows(
             "unmanaged": _unmanaged(unmanaged.get(TargetKey(s.stage, s.sig, s.release))),
             "mirrors": _mirrors(mirrors.get(TargetKey(s.stage, s.sig, s.release))),
             "source": source,
+            "leader": leader,
         }
         for s in statuses
     ]
@@ -208,9 +224,10 @@ def print_status(
     fmt: str,
     unmanaged: UnmanagedByTarget = _NOT_WALKED,
     mirrors: MirrorsByTarget = _NO_MIRRORS,
+    leader: dict[str, Any] | None = None,
 ) -> None:
     if fmt == "json":
-        print(json.dumps(status_rows(statuses, source, unmanaged, mirrors), indent=2))
+        print(json.dumps(status_rows(statuses, source, unmanaged, mirrors, leader), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -221,6 +238,13 @@ def print_status(
         console.print(f"[yellow]source problem:[/yellow] {problem}")
     for name in source.get("ignored", []):
         console.print(f"[yellow]ignored file:[/yellow] {name} (not a <name>.yaml file)")
+    if leader is not None and leader["live"]:
+        console.print(f"leader {leader['holder']} (term {leader['term']}) since "
+                      f"{leader['since']}", markup=False, highlight=False)  # fmt: skip
+    elif leader is not None:
+        console.print(f"no leader: the lease of {leader['holder']} (term {leader['term']})"
+                      f" expired at {leader['expires_at']}", markup=False,
+                      highlight=False)  # fmt: skip
     columns = ["SIG", "release", "stage", "desired", "actual", "state", "reason", "unmanaged"]
     table = Table(*columns, *(["mirrors"] if mirrors else []))
     notes: list[str] = []

@@ -16,6 +16,11 @@ Every pass ends in a recorded result: an error it did not expect (a bug, or a
 world it was not written for) is logged with its traceback (``pass.failed``),
 counted as a failed pass, and retried after the back-off, like any other
 failure. The loop itself only ends on SIGTERM or SIGINT.
+
+Several ``run`` processes may share one state (:mod:`.leadership`): each pass, the one
+that holds the leader lease applies (today's pass, fenced by the lease: it stops when
+the lease is no longer valid); the others follow: they observe and plan, record
+nothing a leader owns (statuses, history, the last pass) and take compose jobs.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ from watchdog.observers.api import BaseObserver
 from .diffing import package_diffs
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
+from .leadership import lease_for
 from .metrics import Metrics, read_secret
 from .observing import unmanaged_summaries
 from .packagediff import PackageDiff
 from .propagation import standings
-from .reconciling import PassResult, apply_lock, open_state, run_pass
+from .reconciling import PassResult, load_source, observe_and_plan, open_state, run_pass
 from .state import PassRecord, StateDB
 from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
 from .webapp import SitePages, WebServer, make_app
@@ -179,6 +185,9 @@ class Loop:
         #: what the actions the last pass could not finish would ship (the status page)
         self.pending_diffs: tuple[PackageDiff, ...] = ()
         self.metrics = Metrics()
+        #: the leader lease; ``leading``: whether this process led its last pass
+        self.lease = lease_for(host, self.stop)
+        self.leading = False
         self.rng = random.Random()  # noqa: S311 - jitter, not security
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -189,12 +198,17 @@ class Loop:
     def one_pass(self) -> bool:
         """One pass, whatever happens in it: True when it converged, else False (recorded)."""
         started = time.monotonic()
+        self.leading = False
         try:
-            with apply_lock(self.host), open_state(self.host) as state:
-                result = run_pass(
-                    self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop,
-                    cache=self.cache,
-                )  # fmt: skip
+            with open_state(self.host) as state, self.lease.lead(state) as leading:
+                self.leading = leading
+                if leading:
+                    result = run_pass(
+                        self.host, state, apply=True, spec_dir=self.spec_dir, stop=self.stop,
+                        cache=self.cache, fence=self.lease.valid,
+                    )  # fmt: skip
+                else:
+                    result = self._follow(state)
                 statuses = [(s.sig, s.release, s.stage, s.state) for s in state.targets.statuses()]
                 category = result.source.spec.defaults.publish.category
                 self.metrics.set_unmanaged(
@@ -206,7 +220,9 @@ class Loop:
                      t.lag.total_seconds() if t.lag is not None else 0.0)
                     for t in standings(state, [m.name for m in self.host.mirrors])
                 )  # fmt: skip
-                self._keep_pass_in(state, result.ok, time.monotonic() - started)
+                self._show_leader(state)
+                if leading:
+                    self._keep_pass_in(state, result.ok, time.monotonic() - started)
         except ReconcilerError as exc:
             log.error("pass failed: %s", exc, extra={"event": "pass.failed"})
             error = str(exc)
@@ -255,13 +271,32 @@ class Loop:
         m.set_target_states(statuses)
         m.last_pass = {"finished": time.time(), "ok": ok, "seconds": round(seconds, 3),
                        "error": error, "failures": self.failures}  # fmt: skip
-        if not kept:
+        if not kept and self.leading:
             self._keep_pass(PassRecord(datetime.now(UTC), round(seconds, 3), ok, error))
         if self.host.metrics.textfile is not None:
             try:
                 m.write_textfile(self.host.metrics.textfile)
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.host.metrics.textfile, exc)
+
+    def _follow(self, state: StateDB) -> PassResult:
+        """A follower's pass: observe and plan (nothing recorded), then work compose jobs."""
+        source = load_source(self.host, state, self.spec_dir, self.cache)
+        plan, _learned = observe_and_plan(self.host, state, source)
+        log.info("following: %d action(s) planned, the leader applies them",
+                 len(plan.actions), extra={"event": "pass.follow"})  # fmt: skip
+        self._work_jobs(state)
+        return PassResult(source, plan)
+
+    def _work_jobs(self, state: StateDB) -> None:
+        """The seam for compose jobs (issue 18, part B): a follower takes the queued
+        compose jobs here, until none is left or ``stop`` is set. Nothing yet."""
+
+    def _show_leader(self, state: StateDB) -> None:
+        """Who leads, in the metrics (a lease past its expiry is shown as no leader)."""
+        held = state.leases.current()
+        live = held if held is not None and held.live(state.clock()) else None
+        self.metrics.set_leader(live, self.leading)
 
     @staticmethod
     def _keep_pass_in(state: StateDB, ok: bool, seconds: float) -> None:
@@ -328,7 +363,10 @@ class Loop:
     def run(self, once: bool = False) -> int:
         self.host.state_dir.mkdir(parents=True, exist_ok=True)
         if once:
-            return 0 if self.one_pass() else 1
+            try:
+                return 0 if self.one_pass() else 1
+            finally:
+                self.lease.close()
         server = self._serve()  # fails fast, before anything else, if the port is taken
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         observer = None
@@ -349,6 +387,7 @@ class Loop:
                 log.info("next pass in %.0fs", delay)
                 self.wake.wait(delay)
         finally:
+            self.lease.close()
             if observer is not None:
                 observer.stop()
                 observer.join()

@@ -142,6 +142,16 @@ class LastPass:
 
 
 @dataclass(frozen=True, slots=True)
+class Leader:
+    """Who holds the leader lease (publishes), since when; ``live`` False: it expired."""
+
+    holder: str
+    term: int
+    since: datetime
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StatusPage:
     generated_at: datetime
     revision: Revision | None
@@ -152,6 +162,7 @@ class StatusPage:
     refresh_s: int | None = None  # served pages refresh themselves; an export does not
     diffs: tuple[PackageDiff, ...] = ()
     show_mirrors: bool = False
+    leader: Leader | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +333,11 @@ def gather(
         for c in r.cells
         if c is not None and c.state in TROUBLE_STATES
     )
+    held = state.leases.current()
+    leader = None
+    if held is not None:
+        since = datetime.fromtimestamp(held.since, UTC)
+        leader = Leader(held.holder, held.term, since, held.live(state.clock()))
     source = state.sources.source()
     revision = None
     if source.good_revision:
@@ -333,6 +349,7 @@ def gather(
         generated_at=datetime.now(UTC), revision=revision, problems=source.problems,
         last_pass=last_pass_of(last_pass) or _kept_pass(state), rows=rows, trouble=trouble,
         refresh_s=refresh_s, diffs=extras.diffs, show_mirrors=bool(extras.mirrors),
+        leader=leader,
     )  # fmt: skip
 
 

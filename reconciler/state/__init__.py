@@ -17,6 +17,7 @@ from :mod:`.migrations`), read and written through one repository per concern:
                             validators, drift
 ``StateDB.mirrors``         :class:`~.mirrors.Mirrors`: every repomd.xml production
                             served and when; what each mirror served at its last check
+``StateDB.leases``          :class:`~.leases.Leases`: who leads (publishes), every term
 ==========================  =============================================================
 
 Records (:mod:`.records`) are frozen dataclasses with explicit row conversion.
@@ -33,6 +34,7 @@ from ..vocabulary import Dialect
 from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
+from .leases import LeaderRecord, LeaderTerm, Leases
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
 from .mirrors import Mirrors
 from .pending import PendingDeletions
@@ -70,6 +72,7 @@ class StateDB:
         self.pending = PendingDeletions(db)
         self.sources = Sources(db)
         self.mirrors = Mirrors(db)
+        self.leases = Leases(db)
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
@@ -124,6 +127,8 @@ __all__ = [
     "DriftFinding",
     "HistoryEntry",
     "InventoryEntry",
+    "LeaderRecord",
+    "LeaderTerm",
     "ListingRow",
     "Mirrors",
     "PassRecord",

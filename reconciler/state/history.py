@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import StateError
-from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, Result, Stage, Trigger
+from ..vocabulary import FINISHED_RESULTS, INTERRUPTED, JobState, Result, Stage, Trigger
 from .database import Database
 from .records import HISTORY_COLUMNS, HistoryEntry, PassRecord, to_text
 
@@ -26,6 +26,7 @@ class ActionStart:
     started_at: datetime
     trigger: Trigger | None = None
     actor: str | None = None
+    node: str | None = None  # the process that does it: nodes.this_process()
 
 
 class History:
@@ -39,8 +40,8 @@ class History:
         with self._db.write() as conn:
             cursor = conn.execute(
                 "INSERT INTO history (action, sig, release, stage, compose_id, reason, revision,"
-                " author, started_at, result, trigger, actor)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " author, started_at, result, trigger, actor, node)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     start.action,
                     start.sig,
@@ -54,6 +55,7 @@ class History:
                     Result.RUNNING.value,
                     None if start.trigger is None else start.trigger.value,
                     start.actor,
+                    start.node,
                 ),
             )
         assert cursor.lastrowid is not None
@@ -123,10 +125,18 @@ class History:
         return None if row is None else PassRecord.from_row(row)
 
     def mark_interrupted(self, finished_at: datetime) -> int:
-        """Mark every running action failed with the error "interrupted"; returns how many."""
+        """Mark running actions failed with the error "interrupted"; returns how many.
+
+        Called by the process that holds the apply lock (and, sharing a PostgreSQL state,
+        the leader lease): every running action is then left by a process that holds
+        nothing any more (an earlier leader, a killed apply), except those of a process
+        that still runs a compose job: its rows are its own."""
         with self._db.write() as conn:
             cursor = conn.execute(
-                "UPDATE history SET result = ?, error = ?, finished_at = ? WHERE result = ?",
-                (Result.FAILED.value, INTERRUPTED, to_text(finished_at), Result.RUNNING.value),
-            )
+                "UPDATE history SET result = ?, error = ?, finished_at = ? WHERE result = ?"
+                " AND (node IS NULL OR node NOT IN (SELECT worker FROM compose_jobs"
+                " WHERE state = ? AND worker IS NOT NULL))",
+                (Result.FAILED.value, INTERRUPTED, to_text(finished_at), Result.RUNNING.value,
+                 JobState.RUNNING.value),
+            )  # fmt: skip
         return cursor.rowcount

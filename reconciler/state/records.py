@@ -56,11 +56,12 @@ class HistoryEntry:
     files: int
     trigger: Trigger | None = None  # None: recorded before schema 4
     actor: str | None = None  # who: the commit's author, the build system, a person
+    node: str | None = None  # which process did it (<node>:<pid>); None before schema 9
 
     @classmethod
     def from_row(cls, row: Row) -> Self:
         (id_, action, sig, release, stage, compose_id, reason, revision, author) = row[:9]
-        (started_at, finished_at, result, error, nbytes, files, trigger, actor) = row[9:]
+        (started_at, finished_at, result, error, nbytes, files, trigger, actor, node) = row[9:]
         return cls(
             id=id_,
             action=action,
@@ -79,12 +80,13 @@ class HistoryEntry:
             files=files,
             trigger=None if trigger is None else Trigger(trigger),
             actor=actor,
+            node=node,
         )
 
 
 HISTORY_COLUMNS = (
     "id, action, sig, release, stage, compose_id, reason, revision, author,"
-    " started_at, finished_at, result, error, bytes, files, trigger, actor"
+    " started_at, finished_at, result, error, bytes, files, trigger, actor, node"
 )
 
 
