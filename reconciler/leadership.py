@@ -273,6 +273,7 @@ class PgLease:
         if self._held is None and not self._acquire():
             yield False
             return
+        self.host.state_dir.mkdir(parents=True, exist_ok=True)  # holds the apply lock
         with exclusive_lock(self.host.layout.apply_lock, "an apply or run"):
             yield True
 
