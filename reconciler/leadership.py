@@ -179,6 +179,9 @@ class PgLease:
                 connect_timeout=max(2, math.ceil(cfg.connect_timeout)),
                 application_name=f"{self.holder} lease"[:63],
                 options=f"-c statement_timeout={math.ceil(cfg.statement_timeout * 1000)}",
+                # a renewal sent to a server that stopped answering fails within this
+                # (ms) instead of the kernel's minutes of retransmissions
+                tcp_user_timeout=math.ceil(cfg.statement_timeout * 1000),
             )  # fmt: skip
         except psycopg.Error as exc:
             raise self._error("cannot connect for the leader lease", exc) from None

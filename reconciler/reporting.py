@@ -289,6 +289,7 @@ def history_rows(entries: Sequence[HistoryEntry]) -> list[dict[str, Any]]:
             "author": e.author,
             "trigger": e.trigger,
             "actor": e.actor,
+            "node": e.node,
             "started_at": e.started_at.isoformat(),
             "finished_at": e.finished_at.isoformat() if e.finished_at else None,
             "result": e.result,
