@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,10 +30,10 @@ import pytest
 import yaml
 
 from reconciler.hostconfig import HostConfig, StateConfig
-from reconciler.leadership import LEASE_KEY, PgLease
+from reconciler.leadership import LEASE_KEY, FileLease, PgLease
 from reconciler.reconciling import open_state, run_pass
 from reconciler.specfile import load_host_config
-from reconciler.state import StateDB
+from reconciler.state import ActionStart, StateDB
 from reconciler.state.leases import LeaderRecord
 from reconciler.vocabulary import INTERRUPTED, Result, Stage
 
@@ -227,6 +229,50 @@ def test_a_lease_lost_before_a_publish_stops_the_apply_as_interrupted(
     assert not (host.root / "staging" / "mirror").exists(), "nothing was placed"
 
 
+# -- SQLite: the apply lock is the lease -----------------------------------------------------
+
+
+def test_on_sqlite_the_apply_lock_leads_and_the_leader_keeps_it_between_passes(
+    tmp_path: Path,
+) -> None:
+    host = HostConfig(state_dir=tmp_path / "state", interval=60, state=StateConfig(lease=5))
+    a, b = FileLease(host), FileLease(host)
+    b.holder = "other:1"  # two processes (one here: flock is per open file, not per process)
+    with StateDB.open(host.state_dir) as state:
+        with a.lead(state) as leading:
+            assert leading and a.valid()
+            with b.lead(state) as other:
+                assert not other and not b.valid(), "the apply lock is taken"
+        assert not a.valid(), "valid only while the lock is held"
+        with b.lead(state) as other:
+            assert not other, "the leader's lease lasts a lease and an interval past its pass"
+        with a.lead(state) as leading:
+            assert leading
+        held = state.leases.current()
+        assert held is not None and (held.term, held.holder) == (1, a.holder)
+        assert held.expires_at >= state.clock() + 5 + 60
+        a.close()  # a clean exit gives it up
+        with b.lead(state) as other:
+            assert other
+        assert [(t.term, t.holder) for t in state.leases.terms()] == [(2, b.holder), (1, a.holder)]
+        assert state.leases.terms()[1].until is not None
+
+
+def test_interrupted_marks_spare_the_actions_of_a_process_running_a_job(tmp_path: Path) -> None:
+    with StateDB.open(tmp_path) as state:
+        for node in ("dead:1", "worker:2", None):
+            state.history.start(ActionStart("compose", "core", "9", None, None, "why", None,
+                                            None, datetime.now(UTC), node=node))  # fmt: skip
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:
+        conn.execute("INSERT INTO compose_jobs (sig, release, state, reason, queued_at, worker)"
+                     " VALUES ('core', '9', 'running', 'why', 0, 'worker:2')")  # fmt: skip
+    conn.close()
+    with StateDB.open(tmp_path) as state:
+        assert state.history.mark_interrupted(datetime.now(UTC)) == 2
+        assert [h.node for h in state.history.running()] == ["worker:2"]
+
+
 # -- reconciler run processes sharing one state ------------------------------------------------
 
 
@@ -308,6 +354,8 @@ def test_two_run_processes_one_leads_the_other_follows(
         shown = cli("status", "--format", "json", "--config", config).out
         assert {row["leader"]["holder"] for row in yaml.safe_load(shown)} == {held.holder}
         assert f"leader {held.holder} (term 1)" in cli("status", "--config", config).out
+        page = cli("status", "--format", "html", "--config", config).out
+        assert held.holder in page[page.index('id="leader"') :].split("</div>")[0]
         # the leader dies: the follower leads within the lease and one interval
         procs[leader].send_signal(signal.SIGKILL)
         procs[leader].wait(timeout=10)
