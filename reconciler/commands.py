@@ -84,6 +84,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from .composing import ComposeRequest, compose
+    from .nodes import this_process
     from .progress import reporter_for_terminal
     from .reconciling import load_source, open_state
     from .state import ActionStart
@@ -112,6 +113,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
                 started_at=datetime.now(UTC),
                 trigger=Trigger.MANUAL,
                 actor=_who(),
+                node=this_process(host),
             )
         )
         result = compose(source.spec, source.spec_dir, host, request, reporter_for_terminal())

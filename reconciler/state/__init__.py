@@ -129,6 +129,7 @@ __all__ = [
     "InventoryEntry",
     "LeaderRecord",
     "LeaderTerm",
+    "Leases",
     "ListingRow",
     "Mirrors",
     "PassRecord",
