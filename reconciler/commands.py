@@ -304,11 +304,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from .rebuilding import check_state, rebuild_state
+    from .rebuilding import check_state, export_to, import_from, rebuild_state
 
     host = _host(args)
     if args.action == "check":
         print(check_state(host))
+        return 0
+    if args.action == "export":
+        print(export_to(host, args.file))
+        return 0
+    if args.action == "import":
+        print(import_from(host, args.file, replace=args.replace))
         return 0
     for line in rebuild_state(host, args.desired_state):
         print(line)
