@@ -16,7 +16,8 @@ BACKENDS = ["sqlite", "postgresql"]
 def pg_config(cluster: Any, database: str | None = None, **extra: Any) -> StateConfig:
     """The ``state:`` section of a fresh database (or ``database``) of ``cluster``."""
     name = database or cluster.new_database()
-    return StateConfig(url=cluster.url(name), password_file=cluster.password_file, **extra)
+    settings: dict[str, Any] = {"password_file": cluster.password_file, **extra}
+    return StateConfig(url=cluster.url(name), **settings)
 
 
 def pg_open(config: StateConfig) -> StateDB:
