@@ -321,6 +321,14 @@ def test_the_cli_says_which_database_failed_and_exits_1(
     host.config_path.write_text(yaml.safe_dump(conf))
     result = cli("state", "check", "--config", host.config_path)
     assert result.code == 1 and f"password file {tmp_path}/absent" in result.err
+    down = dict(state, url=f"postgresql://reconciler@127.0.0.1:{free_port()}/gone")
+    down["password_file"] = str(pg_cluster.password_file)
+    conf["state"] = dict(down, connect_timeout=3)
+    host.config_path.write_text(yaml.safe_dump(conf))
+    result = cli("history", "--config", host.config_path)
+    assert result.code == 1
+    assert f"error: state database {down['url']}: cannot connect" in result.err
+    assert PASSWORD not in result.err
 
 
 def test_statement_timeout_is_set_on_the_session(pg_cluster: Any) -> None:
@@ -331,3 +339,31 @@ def test_statement_timeout_is_set_on_the_session(pg_cluster: Any) -> None:
         with pytest.raises(StateError, match="statement timeout"), db.database.read() as conn:
             conn.execute("SELECT pg_sleep(3)")
         assert db.sources.source().good_revision is None  # the connection is still good
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_write_inside_reads_is_a_transaction_of_its_own(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with open_backend(backend, tmp_path, request) as db, db.database.read() as outer:
+        with pytest.raises(RuntimeError), db.database.write() as conn:
+            conn.execute("INSERT INTO source_problems (position, message) VALUES (0, 'x')")
+            raise RuntimeError("cut")
+        assert outer.execute("SELECT count(*) FROM source_problems").fetchone()[0] == 0
+        with db.database.write() as conn:
+            conn.execute("INSERT INTO source_problems (position, message) VALUES (0, 'y')")
+        assert db.sources.source().problems == ("y",)
+
+
+def test_a_rotated_password_is_read_again_on_reconnecting(pg_cluster: Any, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    with pg_open(pg_config(pg_cluster, password_file=secret)) as db:
+        pg_cluster.restart()
+        secret.write_text("rotated-away\n")
+        with pytest.raises(StateError, match="connection lost"):
+            db.sources.source()
+        with pytest.raises(StateError, match=r"cannot connect: .*password authentication"):
+            db.sources.source()
+        secret.write_text(PASSWORD + "\n")
+        assert db.sources.source().good_revision is None

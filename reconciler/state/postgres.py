@@ -93,9 +93,10 @@ class PostgresDatabase:
         self.config = config
         self.url = config.url  # never holds a password (the host config refuses one)
         self._application_name = application_name
-        self._password = read_password(config)
+        self._password = read_password(config)  # a missing file fails at once
         self._conn: psycopg.Connection[Any] | None = None
-        self._depth = 0  # > 0: inside a transaction of ours (a nested read joins it)
+        self._depth = 0  # > 0: inside read(), write() or snapshot() of ours
+        self._in_transaction = False  # inside write() or snapshot()
 
     @property
     def name(self) -> str:
@@ -133,6 +134,7 @@ class PostgresDatabase:
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return self._conn
         self._drop()
+        self._password = read_password(self.config)  # read again: it may have been rotated
         timeout_ms = max(1, round(self.config.statement_timeout * 1000))
         try:
             self._conn = psycopg.connect(
@@ -155,9 +157,10 @@ class PostgresDatabase:
 
     @contextmanager
     def _transaction(self, isolation: str | None) -> Iterator[Connection]:
-        """One transaction (``isolation`` None: each statement on its own); a nested
-        one joins the transaction it is in."""
-        if self._depth:
+        """One transaction (``isolation`` None: each statement on its own). Inside a
+        transaction, a nested one joins it; inside plain reads, a nested transaction is
+        a transaction of its own (as SQLite's BEGIN IMMEDIATE inside reads)."""
+        if self._depth and (self._in_transaction or isolation is None):
             assert self._conn is not None
             yield PgConnection(self._conn)
             return
@@ -167,6 +170,7 @@ class PostgresDatabase:
             if isolation is None:
                 yield PgConnection(conn)
             else:
+                self._in_transaction = True
                 with conn.transaction():
                     conn.execute(f"SET TRANSACTION {isolation}")
                     yield PgConnection(conn)
@@ -182,6 +186,8 @@ class PostgresDatabase:
             raise error from exc
         finally:
             self._depth -= 1
+            if isolation is not None:
+                self._in_transaction = False
 
     def read(self) -> AbstractContextManager[Connection]:
         """Queries, each statement on its own (as SQLite's reads)."""
