@@ -61,6 +61,35 @@ def read_password(config: StateConfig) -> str | None:
         ) from exc
 
 
+def _state_error(
+    config: StateConfig, exc: psycopg.Error, doing: str, secret: str | None = None
+) -> StateError:
+    text = str(exc).strip() or type(exc).__name__
+    if secret:
+        text = text.replace(secret, "***")  # libpq never says it; be sure
+    return StateError(f"state database {config.url}: {doing}{text}")
+
+
+def pg_connect(config: StateConfig, application_name: str) -> psycopg.Connection[Any]:
+    """A new autocommit connection to the state database, with the host config's
+    deadlines (``connect_timeout``; ``statement_timeout`` on the session) and the password
+    read from ``password_file`` now (it may have been rotated). Also for connections of
+    their own (the leader lease's heartbeat). Raises :class:`StateError` naming the URL."""
+    password = read_password(config)
+    timeout_ms = max(1, round(config.statement_timeout * 1000))
+    try:
+        return psycopg.connect(
+            config.url or "",
+            password=password,
+            connect_timeout=max(2, math.ceil(config.connect_timeout)),  # libpq: at least 2
+            application_name=application_name[:63],  # the server's limit
+            options=f"-c statement_timeout={timeout_ms}",
+            autocommit=True,  # transactions are explicit: write() and snapshot()
+        )
+    except psycopg.Error as exc:
+        raise _state_error(config, exc, "cannot connect: ", password) from exc
+
+
 class PgConnection:
     """A psycopg connection that takes the repositories' ``?`` spelling."""
 
@@ -93,7 +122,7 @@ class PostgresDatabase:
         self.config = config
         self.url = config.url  # never holds a password (the host config refuses one)
         self._application_name = application_name
-        self._password = read_password(config)  # a missing file fails at once
+        read_password(config)  # a missing or unreadable file fails at once
         self._conn: psycopg.Connection[Any] | None = None
         self._depth = 0  # > 0: inside read(), write() or snapshot() of ours
         self._in_transaction = False  # inside write() or snapshot()
@@ -121,32 +150,16 @@ class PostgresDatabase:
 
     # -- the connection --
 
-    def _error(self, exc: psycopg.Error, doing: str = "") -> StateError:
+    def _error(self, exc: psycopg.Error) -> StateError:
         lost = self._conn is None or self._conn.closed or self._conn.broken
-        what = "connection lost: " if lost and not doing else doing
-        text = str(exc).strip() or type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")  # libpq never says it; be sure
-        return StateError(f"state database {self.url}: {what}{text}")
+        return _state_error(self.config, exc, "connection lost: " if lost else "")
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection, or a new one if there is none or it was lost."""
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return self._conn
         self._drop()
-        self._password = read_password(self.config)  # read again: it may have been rotated
-        timeout_ms = max(1, round(self.config.statement_timeout * 1000))
-        try:
-            self._conn = psycopg.connect(
-                self.url,
-                password=self._password,
-                connect_timeout=max(2, math.ceil(self.config.connect_timeout)),
-                application_name=self._application_name[:63],
-                options=f"-c statement_timeout={timeout_ms}",
-                autocommit=True,  # transactions are explicit: write() and snapshot()
-            )
-        except psycopg.Error as exc:
-            raise self._error(exc, "cannot connect: ") from exc
+        self._conn = pg_connect(self.config, self._application_name)
         return self._conn
 
     def _drop(self) -> None:
