@@ -1,4 +1,5 @@
-"""The state database: real SQLite files, crashes and damage included."""
+"""The state database: real SQLite files, crashes and damage included; the repositories
+also on PostgreSQL (the `db` fixture runs each of their tests on both backends)."""
 
 from __future__ import annotations
 
