@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .commands import (
@@ -58,6 +58,58 @@ def _add_spec_option(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="use this desired-state folder instead of the git source",
     )
+
+
+def _add_state_parser(sub: Any) -> None:
+    state = sub.add_parser(
+        "state",
+        help="maintain the state database (rebuild, check, export, import)",
+        description="Maintain the state: the SQLite file in the state directory, or the "
+        "PostgreSQL database the host config's state.url names.",
+    )
+    actions = state.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "rebuild",
+        help="recreate the state from the trees",
+        description="Recreate the state when it is lost or corrupt: what each staging and "
+        "production target holds is found by comparing repomd.xml files with the composes "
+        "(history is lost). SQLite: the old file is renamed aside. PostgreSQL: the old state "
+        "is first exported into the state directory, then emptied and rebuilt in place "
+        "(the leader lease is kept).",
+    )
+    _add_spec_option(p)
+    _add_common(p)
+    p = actions.add_parser(
+        "check",
+        help="check the whole state",
+        description="SQLite: read every page (quick_check). PostgreSQL: the schema version, "
+        "every table and column, bytewise text order, identity sequences ahead of their "
+        "rows, known stages, results and states. Prints what was checked; exits 1 and says "
+        "what is wrong otherwise. Never creates nor migrates the state.",
+    )
+    _add_common(p)
+    p = actions.add_parser(
+        "export",
+        help="write the whole state to a file",
+        description="Write every row of every table to FILE (JSON lines: a header with the "
+        "schema version, each table's columns and rows in key order, an end line; "
+        "docs/architecture.md, 'Moving a state'), from one consistent snapshot: to move a "
+        "host's state between SQLite and PostgreSQL, or to keep a copy.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    _add_common(p)
+    p = actions.add_parser(
+        "import",
+        help="make a file written by `state export` the whole state",
+        description="Load FILE (written by `state export`, on either backend) as the whole "
+        "state, in one transaction. Refuses a state that already holds something unless "
+        "--replace, a file of another schema version, and a file cut short.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument(
+        "--replace", action="store_true", help="replace what the state holds (all of it)"
+    )
+    _add_common(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,16 +266,7 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--sig", help="only this SIG")
     _add_common(p)
 
-    p = sub.add_parser(
-        "state",
-        help="maintain the state database",
-        description="`state rebuild` recreates the state database from the "
-        "trees when it is lost or corrupt (history is lost; what each staging "
-        "and production target holds is found by comparing repomd.xml files).",
-    )
-    p.add_argument("action", choices=["rebuild", "check"])
-    _add_spec_option(p)
-    _add_common(p)
+    _add_state_parser(sub)
 
     p = sub.add_parser(
         "adopt",

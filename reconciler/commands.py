@@ -100,22 +100,11 @@ def cmd_compose(args: argparse.Namespace) -> int:
     )
     with open_state(host) as state:
         source = load_source(host, state, args.desired_state, _record_cache())
-        action_id = state.history.start(
-            ActionStart(
-                action=ActionKind.COMPOSE.value,
-                sig=args.sig,
-                release=args.release,
-                stage=None,
-                compose_id=None,
-                reason="reconciler compose (by hand)",
-                revision=source.revision,
-                author=source.author,
-                started_at=datetime.now(UTC),
-                trigger=Trigger.MANUAL,
-                actor=_who(),
-                node=this_process(host),
-            )
-        )
+        action_id = state.history.start(ActionStart(
+            ActionKind.COMPOSE.value, args.sig, args.release, None, None,
+            "reconciler compose (by hand)", source.revision, source.author, datetime.now(UTC),
+            Trigger.MANUAL, _who(), this_process(host),
+        ))  # fmt: skip
         result = compose(source.spec, source.spec_dir, host, request, reporter_for_terminal())
         state.history.finish(
             action_id,
@@ -307,11 +296,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from .rebuilding import check_state, rebuild_state
+    from .rebuilding import check_state, export_to, import_from, rebuild_state
 
     host = _host(args)
     if args.action == "check":
         print(check_state(host))
+        return 0
+    if args.action == "export":
+        print(export_to(host, args.file))
+        return 0
+    if args.action == "import":
+        print(import_from(host, args.file, replace=args.replace))
         return 0
     for line in rebuild_state(host, args.desired_state):
         print(line)

@@ -162,6 +162,10 @@ class StateLayout:
     def database(self) -> Path:
         return self.root / "state.db"
 
+    def set_aside(self, stamp: str) -> Path:
+        """Where ``state rebuild`` keeps a PostgreSQL state it replaces (an export)."""
+        return self.root / f"state.before-rebuild-{stamp}.jsonl"
+
     @property
     def checkout(self) -> Path:
         """The desired state at the last good revision (what passes work from)."""

@@ -23,14 +23,13 @@ Both record who leads in the ``leader`` row and every term in ``leader_terms``, 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigError, LockHeldError, ReconcilerError, StateError
+from .errors import LockHeldError, ReconcilerError, StateError
 from .hostconfig import HostConfig
 from .locking import exclusive_lock
 from .nodes import this_process
@@ -135,18 +134,6 @@ class FileLease:
             log.warning("cannot give the leader lease up: %s", exc)
 
 
-def read_password(host: HostConfig) -> str | None:
-    """The first line of ``state.password_file`` (None: no file configured)."""
-    path = host.state.password_file
-    if path is None:
-        return None
-    try:
-        with path.open() as f:
-            return f.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"state password_file {path}: {exc.strerror or exc}") from exc
-
-
 class PgLease:
     """The PostgreSQL lease (see the module's docstring). Not shared between threads,
     apart from its own heartbeat thread."""
@@ -156,7 +143,7 @@ class PgLease:
         self.holder = this_process(host)
         self.lease = float(host.state.lease)
         self._stop = stop
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
         self._held: LeaderRecord | None = None
         #: monotonic time when the last renewal that succeeded was sent
         self._sent: float | None = None
@@ -169,27 +156,16 @@ class PgLease:
     def _error(self, what: str, exc: BaseException) -> StateError:
         return StateError(f"state database {self.host.state.url}: {what}: {exc}")
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        import psycopg
+    def _connect(self) -> psycopg.Connection[Any]:
+        from .state.postgres import pg_connect  # psycopg: only where PostgreSQL is used
 
-        cfg = self.host.state
-        try:
-            conn = psycopg.connect(
-                cfg.url or "", password=read_password(self.host), autocommit=True,
-                connect_timeout=max(2, math.ceil(cfg.connect_timeout)),
-                application_name=f"{self.holder} lease"[:63],
-                options=f"-c statement_timeout={math.ceil(cfg.statement_timeout * 1000)}",
-                # a renewal sent to a server that stopped answering fails within this
-                # (ms) instead of the kernel's minutes of retransmissions
-                tcp_user_timeout=math.ceil(cfg.statement_timeout * 1000),
-            )  # fmt: skip
-        except psycopg.Error as exc:
-            raise self._error("cannot connect for the leader lease", exc) from None
-        return conn
+        return pg_connect(self.host.state, f"{self.holder} lease")
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        from .state.pgsql import translate
+
         assert self._conn is not None
-        return self._conn.execute(sql.replace("?", "%s"), params)
+        return self._conn.execute(translate(sql), tuple(params))
 
     def _clock(self) -> float:
         row = self._execute("SELECT extract(epoch from clock_timestamp())", ()).fetchone()

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .progress import Reporter
     from .recordcache import RecordCache
 from .upstream import Upstream
-from .vocabulary import Stage
+from .vocabulary import Dialect, Stage
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,11 @@ def _has_run_before(host: HostConfig) -> Path | None:
 
 
 def open_state(host: HostConfig) -> StateDB:
-    """Open the state database; refuse to start afresh where this reconciler ran before
-    (its state would be lost: ``state rebuild``)."""
+    """Open the state database the host config names; refuse to start a SQLite file afresh
+    where this reconciler ran before (its state would be lost: ``state rebuild``). A
+    PostgreSQL database is shared and outlives any host: an empty one gets the schema."""
+    if host.state.dialect is Dialect.POSTGRESQL:
+        return StateDB.connect(host)
     db = host.layout.database
     if not db.exists():
         evidence = _has_run_before(host)

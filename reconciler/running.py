@@ -53,7 +53,15 @@ from .packagediff import PackageDiff
 from .propagation import standings
 from .reconciling import PassResult, load_source, observe_and_plan, open_state, run_pass
 from .state import PassRecord, StateDB
-from .vocabulary import ActionKind, MirrorState, PassOutcome, Result, Stage, TargetState
+from .vocabulary import (
+    ActionKind,
+    Dialect,
+    MirrorState,
+    PassOutcome,
+    Result,
+    Stage,
+    TargetState,
+)
 from .webapp import SitePages, WebServer, make_app
 
 if TYPE_CHECKING:
@@ -311,10 +319,10 @@ class Loop:
     def _keep_pass(self, record: PassRecord) -> None:
         """The last pass, for the exported status page; a state that cannot be opened
         (the very reason the pass failed, maybe) is only logged."""
-        if not self.host.layout.database.exists():
+        if self.host.state.dialect is Dialect.SQLITE and not self.host.layout.database.exists():
             return
         try:
-            with StateDB.open(self.host.state_dir, create=False) as state:
+            with StateDB.connect(self.host, create=False) as state:
                 state.history.record_pass(record)
         except ReconcilerError as exc:
             log.warning("cannot keep the last pass in the state: %s", exc)

@@ -47,6 +47,7 @@ from .packagediff import PackageDiff
 from .pagerender import render_index, render_release
 from .state import StateDB
 from .statuspage import StatusPage, extras_from, gather, last_pass_of, release_page
+from .vocabulary import Dialect
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -88,9 +89,9 @@ class SitePages:
         self.host, self._last_pass, self._diffs = host, last_pass, diffs
 
     def _open(self) -> StateDB | None:
-        if not self.host.layout.database.exists():
+        if self.host.state.dialect is Dialect.SQLITE and not self.host.layout.database.exists():
             return None
-        return StateDB.open(self.host.state_dir, create=False)
+        return StateDB.connect(self.host, create=False)
 
     def index(self) -> str:
         state = self._open()

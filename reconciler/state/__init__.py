@@ -2,7 +2,9 @@
 and what was last learned from outside.
 
 One SQLite file in the state directory (:mod:`.database`: WAL, checks, migrations
-from :mod:`.migrations`), read and written through one repository per concern:
+from :mod:`.migrations`), or one PostgreSQL database that several hosts share
+(:mod:`.postgres`, the same schema and SQL), read and written through one repository
+per concern:
 
 ==========================  =============================================================
 ``StateDB.history``         :class:`~.history.History`: every action, why, by whom
@@ -29,9 +31,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from ..errors import StateError
 from ..facts import DriftFinding, TargetKey, UpstreamCacheEntry
+from ..hostconfig import HostConfig
+from ..nodes import this_process
 from ..vocabulary import Dialect
-from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
+from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database, SqliteDatabase
 from .history import ActionStart, History
 from .inventory import Inventory
 from .leases import LeaderRecord, LeaderTerm, Leases
@@ -57,7 +62,7 @@ from .unmanaged import Unmanaged
 
 
 class StateDB:
-    """The reconciler's state database: one SQLite connection and its repositories.
+    """The reconciler's state database: one connection and its repositories.
 
     Not shared between threads. Use as a context manager or call :meth:`close`.
     """
@@ -76,11 +81,37 @@ class StateDB:
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
-        """Open ``state_dir/state.db`` (see :meth:`Database.open`)."""
-        return cls(Database.open(state_dir, create=create, check=check))
+        """Open the SQLite file ``state_dir/state.db`` (see :meth:`SqliteDatabase.open`)."""
+        return cls(SqliteDatabase.open(state_dir, create=create, check=check))
+
+    @classmethod
+    def connect(cls, host: HostConfig, *, create: bool = True, check: bool = False) -> StateDB:
+        """Open the state the host config names: its SQLite file (as :meth:`open`), or
+        its PostgreSQL database, migrated unless ``create`` is false (an empty database
+        gets the whole schema). ``check``: :meth:`check` it first."""
+        if host.state.dialect is Dialect.SQLITE:
+            return cls.open(host.state_dir, create=create, check=check)
+        from .postgres import PostgresDatabase  # psycopg: only where PostgreSQL is used
+
+        db = PostgresDatabase.connect(host.state, this_process(host), migrate=create)
+        try:
+            if check:
+                db.check()
+        except BaseException:
+            db.close()
+            raise
+        return cls(db)
+
+    @property
+    def name(self) -> str:
+        """Where the state is, for messages: the file, or the URL (without a password)."""
+        return self._db.name
 
     @property
     def path(self) -> Path:
+        """The SQLite file (StateError on PostgreSQL: use :attr:`name`)."""
+        if not isinstance(self._db, SqliteDatabase):
+            raise StateError(f"state database {self._db.name} is not a file")
         return self._db.path
 
     @property
@@ -98,12 +129,19 @@ class StateDB:
         for SQLite, whose file one host uses."""
         return self._db.clock()
 
-    def check(self) -> None:
-        """Run ``PRAGMA quick_check`` over the whole file; raise StateError if damaged."""
-        self._db.check()
+    def check(self) -> str:
+        """Check the whole database (SQLite: ``PRAGMA quick_check``; PostgreSQL: the schema
+        and cheap consistency queries); raise StateError if damaged, else say what was
+        checked."""
+        return self._db.check()
+
+    @property
+    def database(self) -> Database:
+        """The connection itself, for what works on every table (:mod:`.transfer`)."""
+        return self._db
 
     def close(self) -> None:
-        """Close the connection (the last one to close checkpoints the WAL)."""
+        """Close the connection (SQLite: the last one to close checkpoints the WAL)."""
         self._db.close()
 
     def __enter__(self) -> Self:

@@ -1,5 +1,11 @@
 """The state database's connection: opening, sanity checks, migration, transactions.
 
+:class:`Database` is what the repositories use: ``read()`` and ``write()`` yield a
+:class:`Connection` (``execute``, ``executemany``, cursors with ``fetchone``, ``fetchall``,
+``rowcount``) whatever the engine; the SQL they run is spelled so that SQLite and
+PostgreSQL both take it, ``?`` placeholders included (:mod:`.postgres` holds the
+PostgreSQL implementation). This module is the SQLite one, for a single host:
+
 One SQLite file, ``<state_dir>/state.db``, in WAL mode with ``synchronous=NORMAL``:
 a committed transaction survives a ``kill -9`` of the process (a power loss may
 lose the last transactions, never the file). Every write is one transaction,
@@ -18,12 +24,14 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import StateError
 from ..layout import StateLayout
 from ..vocabulary import Dialect
+from .connection import Connection
 from .migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_S = 30.0
@@ -32,6 +40,43 @@ _QUICK_CHECK_SOUND = "ok"
 REBUILD_HINT = (
     "run `reconciler state rebuild` to rebuild what can be rebuilt from the trees (history is lost)"
 )
+
+
+class Database(Protocol):
+    """One connection to the state database, whichever engine holds it. Not shared
+    between threads."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+    @property
+    def name(self) -> str:
+        """Where the state is, for messages: the file, or the URL (never a password)."""
+        ...
+
+    @property
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """The engine's exceptions for a broken constraint (a unique key twice)."""
+        ...
+
+    @property
+    def schema_version(self) -> int: ...
+    def clock(self) -> float: ...
+    def read(self) -> AbstractContextManager[Connection]: ...
+    def write(self) -> AbstractContextManager[Connection]: ...
+    def snapshot(self) -> AbstractContextManager[Connection]:
+        """Reads that all see one consistent state (an export)."""
+        ...
+
+    def reset_identities(self, conn: Connection) -> None:
+        """After rows were inserted with their ids (an import): new rows get higher ones."""
+        ...
+
+    def check(self) -> str:
+        """Check the whole database; raise :class:`StateError` if damaged, else say what
+        was checked."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _damaged(path: Path, detail: str) -> StateError:
@@ -53,7 +98,7 @@ def _state_error(path: Path, exc: sqlite3.Error) -> StateError:
     return StateError(f"state database {path}: {exc}")
 
 
-class Database:
+class SqliteDatabase:
     """One SQLite connection to the state database: opening, checks, migration,
     transactions. The repositories (:mod:`.history`, :mod:`.targets`, ...) share it.
 
@@ -61,11 +106,16 @@ class Database:
     """
 
     dialect = Dialect.SQLITE
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         """Use :meth:`open`."""
         self.path = path
         self._conn = conn
+
+    @property
+    def name(self) -> str:
+        return os.fspath(self.path)
 
     @staticmethod
     def clock() -> float:
@@ -75,7 +125,7 @@ class Database:
     # -- opening and closing --
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> Database:
+    def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> SqliteDatabase:
         """Open ``state_dir/state.db``, creating the directory (0o750) and file if ``create``.
 
         Migrates an older schema. Raises :class:`StateError` when the file is
@@ -122,7 +172,7 @@ class Database:
         if version < SCHEMA_VERSION:
             self._migrate()
 
-    def _header_version(self, conn: sqlite3.Connection) -> int:
+    def _header_version(self, conn: Connection) -> int:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         if version > SCHEMA_VERSION:
@@ -140,7 +190,7 @@ class Database:
             )
         return version
 
-    def _check_length(self, conn: sqlite3.Connection) -> None:
+    def _check_length(self, conn: Connection) -> None:
         """A file shorter than its pages (and not made up by the WAL) was truncated.
 
         Other processes may write meanwhile (``status`` while ``run`` works): the page
@@ -179,12 +229,18 @@ class Database:
                         step(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def check(self) -> None:
+    def check(self) -> str:
         """Run ``PRAGMA quick_check`` over the whole file; raise :class:`StateError` if damaged."""
         with self.read() as conn:
             problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != [_QUICK_CHECK_SOUND]:
             raise _damaged(self.path, "; ".join(problems))
+        return "quick_check of every page: sound"
+
+    @staticmethod
+    def reset_identities(conn: Connection) -> None:
+        """Nothing to do: SQLite's next rowid (and AUTOINCREMENT's counter) follows the
+        largest id present."""
 
     def close(self) -> None:
         """Close the connection (the last one to close checkpoints the WAL)."""
@@ -198,7 +254,7 @@ class Database:
     # -- transactions --
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[Connection]:
         """Queries; SQLite errors become :class:`StateError` (bugs still raise as they are)."""
         try:
             yield self._conn
@@ -208,13 +264,20 @@ class Database:
             raise _state_error(self.path, exc) from exc
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction that
         reads before it writes waits for the busy timeout instead of failing
         with SQLITE_BUSY when another process wrote meanwhile.
         """
-        with self.read() as conn, conn:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
+        with self.read() as _, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction: its first read fixes what every later one sees (WAL)."""
+        with self.read() as _, self._conn:
+            self._conn.execute("BEGIN DEFERRED")
+            yield self._conn

@@ -38,10 +38,10 @@ class History:
     def start(self, start: ActionStart) -> int:
         """Record an action as running; returns its id for :meth:`finish`."""
         with self._db.write() as conn:
-            cursor = conn.execute(
+            row = conn.execute(
                 "INSERT INTO history (action, sig, release, stage, compose_id, reason, revision,"
                 " author, started_at, result, trigger, actor, node)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     start.action,
                     start.sig,
@@ -57,9 +57,8 @@ class History:
                     start.actor,
                     start.node,
                 ),
-            )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+            ).fetchone()
+        return int(row[0])
 
     def finish(
         self,
@@ -86,14 +85,16 @@ class History:
                 (result.value, error, bytes, files, to_text(finished_at), compose_id, action_id),
             )
             if cursor.rowcount != 1:
-                raise StateError(f"state database {self._db.path} has no action {action_id}")
+                raise StateError(f"state database {self._db.name} has no action {action_id}")
 
     def entries(self, limit: int | None = None, *, sig: str | None = None) -> list[HistoryEntry]:
         """Actions, newest first; at most ``limit``, only those of ``sig`` if given."""
         where, params = ("WHERE sig = ?", [sig]) if sig is not None else ("", [])
-        sql = f"SELECT {HISTORY_COLUMNS} FROM history {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        sql = f"SELECT {HISTORY_COLUMNS} FROM history {where} ORDER BY id DESC"  # noqa: S608
+        if limit is not None:  # (no "LIMIT -1" for all: PostgreSQL refuses a negative limit)
+            sql += f" LIMIT {int(limit)}"
         with self._db.read() as conn:
-            rows = conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [HistoryEntry.from_row(row) for row in rows]
 
     def running(self) -> list[HistoryEntry]:

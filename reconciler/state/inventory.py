@@ -12,9 +12,15 @@ from .database import Database
 from .records import InventoryEntry, ListingRow
 
 #: A row of a file list (path after the prefix bound to the first ``?``, kind, size,
-#: max(mtime, ctime) in whole seconds, checksum), for :meth:`Inventory.listing`.
-_LISTING_ROW = "substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000, checksum"
-_NOTE_LISTING_CHANGE = "INSERT OR IGNORE INTO listing_changes (stage, relpath) VALUES (?, ?)"
+#: max(mtime, ctime) in whole seconds, checksum), for :meth:`Inventory.listing`; spelled so
+#: that SQLite and PostgreSQL both take it (no two-argument max; substr's start an integer).
+_LISTING_ROW = (
+    "substr(relpath, CAST(? AS INTEGER)), kind, size,"
+    " CASE WHEN mtime_ns > ctime_ns THEN mtime_ns ELSE ctime_ns END / 1000000000, checksum"
+)
+_NOTE_LISTING_CHANGE = (
+    "INSERT INTO listing_changes (stage, relpath) VALUES (?, ?) ON CONFLICT DO NOTHING"
+)
 _UPSERT_INVENTORY = (
     "INSERT INTO inventory (stage, relpath, kind, size, mtime_ns, ino, checksum, ctime_ns)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, relpath) DO UPDATE SET"

@@ -10,15 +10,16 @@ that SQL alone would parse badly (the JSON values of schema 3's ``meta`` table).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
+
+from .connection import Connection
 
 APPLICATION_ID = 0x53494752  # "SIGR": marks the file as a reconciler state database
 
-Step = str | Callable[[sqlite3.Connection], None]
+Step = str | Callable[[Connection], None]
 
 
-def _meta_to_tables(conn: sqlite3.Connection) -> None:
+def _meta_to_tables(conn: Connection) -> None:
     """Schema 3 kept structured values as JSON text under string keys of ``meta``; move
     each into its table (schema 4). Keys this code does not know are dropped."""
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())

@@ -32,7 +32,7 @@ class Mirrors:
         with self._db.write() as conn:
             now = dict(
                 conn.execute(
-                    f"SELECT substr(relpath, ?), checksum FROM inventory"  # noqa: S608 - fixed text
+                    f"SELECT substr(relpath, CAST(? AS INTEGER)), checksum FROM inventory"  # noqa: S608 - fixed text
                     f" WHERE {where} AND checksum IS NOT NULL",
                     (start, *params),
                 ).fetchall()
@@ -90,15 +90,16 @@ class Mirrors:
     def replace_checks(self, mirrors: Iterable[str], checks: Iterable[MirrorCheck]) -> None:
         """``checks`` are all that is known now of ``mirrors`` (and of no other mirror:
         one no longer configured is forgotten)."""
-        names = list(mirrors)
-        marks = ", ".join("?" * len(names))
         with self._db.write() as conn:
-            conn.execute(f"DELETE FROM mirror_checks WHERE mirror NOT IN ({marks})", names)  # noqa: S608 - placeholders only
-            for name in names:
-                conn.execute("DELETE FROM mirror_checks WHERE mirror = ?", (name,))
+            # Every row goes: those of ``mirrors`` are replaced, any other mirror's forgotten.
+            conn.execute("DELETE FROM mirror_checks")
             conn.executemany(
-                f"INSERT OR REPLACE INTO mirror_checks ({_CHECK_COLUMNS})"  # noqa: S608 - a constant
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO mirror_checks ({_CHECK_COLUMNS})"  # noqa: S608 - a constant
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (mirror, sig, release, path) DO UPDATE SET sha1 = excluded.sha1,"
+                " etag = excluded.etag, last_modified = excluded.last_modified,"
+                " error = excluded.error, missing = excluded.missing,"
+                " checked_at = excluded.checked_at",
                 (
                     (c.mirror, c.sig, c.release, c.path, c.sha1, c.etag, c.last_modified,
                      c.error, int(c.missing), to_text(c.checked_at))

@@ -3,7 +3,6 @@ status as ``reconciler status`` shows it, and whether a publish to it is unfinis
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from ..facts import TargetKey
@@ -101,7 +100,7 @@ class Targets:
                     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (status.to_row() for status in statuses),
                 )
-            except sqlite3.IntegrityError as exc:
+            except self._db.integrity_errors as exc:
                 raise ValueError(f"two statuses for the same target: {exc}") from exc
 
     def statuses(self) -> list[TargetStatus]:

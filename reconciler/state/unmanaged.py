@@ -18,13 +18,18 @@ from .inventory import under_prefix
 from .records import ListingRow, UnmanagedEntry, UnmanagedSummary, from_text, to_text
 
 _COLUMNS = "relpath, kind, size, mtime_ns, ctime_ns, ignored"
-_LISTING_ROW = "substr(relpath, ?), kind, size, max(mtime_ns, ctime_ns) / 1000000000, NULL"
+_LISTING_ROW = (  # as the inventory's (inventory._LISTING_ROW), without a checksum
+    "substr(relpath, CAST(? AS INTEGER)), kind, size,"
+    " CASE WHEN mtime_ns > ctime_ns THEN mtime_ns ELSE ctime_ns END / 1000000000, NULL"
+)
 _UPSERT = (
     f"INSERT INTO unmanaged (stage, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constants
     " ON CONFLICT (stage, relpath) DO UPDATE SET kind = excluded.kind, size = excluded.size,"
     " mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, ignored = excluded.ignored"
 )
-_NOTE_LISTING_CHANGE = "INSERT OR IGNORE INTO listing_changes (stage, relpath) VALUES (?, ?)"
+_NOTE_LISTING_CHANGE = (
+    "INSERT INTO listing_changes (stage, relpath) VALUES (?, ?) ON CONFLICT DO NOTHING"
+)
 #: how many example paths a summary names
 EXAMPLES = 5
 
