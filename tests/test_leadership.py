@@ -2,11 +2,8 @@
 connection of its own, a renewed row, a wait for the old row's expiry), the apply's
 fence, and ``reconciler run`` processes sharing one state: one leads, the others follow.
 
-The PostgreSQL lease tests make the ``leader``/``leader_terms`` tables of schema 9 by
-hand (the DDL below, translated as the state's migration does): the lease writes them
-through its own connection and needs nothing else of the state. The ``run`` tests on a
-PostgreSQL host config need the PostgreSQL state backend (``StateDB.connect``): they are
-skipped until it exists.
+The PostgreSQL lease tests migrate a fresh database (``StateDB.connect``) and then use
+only the lease's own connections; the ``run`` tests run on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -42,26 +39,12 @@ from .test_metrics import Reader
 
 LEASE = 3  # seconds: renewed every second
 
-#: Schema 9's lease tables in PostgreSQL's spelling (INTEGER -> BIGINT, REAL -> DOUBLE
-#: PRECISION, TEXT sorted bytewise), as the migration makes them.
-LEASE_DDL = (
-    """CREATE TABLE IF NOT EXISTS leader (
-        id BIGINT PRIMARY KEY CHECK (id = 1), term BIGINT NOT NULL,
-        holder TEXT COLLATE "C" NOT NULL, since DOUBLE PRECISION NOT NULL,
-        renewed_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS leader_terms (
-        term BIGINT PRIMARY KEY, holder TEXT COLLATE "C" NOT NULL,
-        since DOUBLE PRECISION NOT NULL, until DOUBLE PRECISION)""",
-)
-
 
 @pytest.fixture
-def lease_db(pg_cluster: Any) -> str:
-    """A fresh database with the lease tables."""
+def lease_db(pg_cluster: Any, tmp_path: Path) -> str:
+    """A fresh database, migrated (the lease tables are schema 9's)."""
     name = str(pg_cluster.new_database("lease"))
-    with pg_cluster.connect(name) as conn:
-        for ddl in LEASE_DDL:
-            conn.execute(ddl)
+    StateDB.connect(lease_host(pg_cluster, name, tmp_path, "migrate")).close()
     return name
 
 
@@ -299,17 +282,6 @@ def test_interrupted_marks_spare_the_actions_of_a_process_running_a_job(tmp_path
 # -- reconciler run processes sharing one state ------------------------------------------------
 
 
-def _pg_backend() -> bool:
-    return hasattr(StateDB, "connect")
-
-
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.skipif(
-        not _pg_backend(), reason="waits for the PostgreSQL state backend (issue 18 part A)")),
-]  # fmt: skip
-
-
 def metric(base: str, name: str) -> dict[str, float]:
     """The samples of ``name`` on /metrics, by their label text."""
     body = httpx.get(f"{base}/metrics", timeout=5).text
@@ -324,7 +296,7 @@ def _passes(base: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_run_processes_one_leads_the_other_follows(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, upstream: Any,
     desired_state: DesiredState, cli: Any,
