@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LockHeldError, ReconcilerError, StateError
@@ -51,7 +51,7 @@ class Lease(Protocol):
 
     holder: str
 
-    def lead(self, state: StateDB) -> Any:
+    def lead(self, state: StateDB) -> AbstractContextManager[bool]:
         """A context manager for one pass, giving True when this process leads for it
         (and holds the apply lock meanwhile), False when it follows."""
 
