@@ -18,12 +18,16 @@ cluster, or a new SQLite file) and a fresh compose root:
 * k - 1 `reconciler worker` processes are started, then `reconciler apply` (which submits
   every compose as a job and works the queue itself); wall time = from starting the apply
   to its exit; then the workers are stopped (SIGTERM: they finish what they hold);
-* each compose's process, start and finish come from the state's compose_jobs table (SQL;
-  on a reconciler that has no jobs yet, from the compose rows of the history): the
-  composes and busy seconds of each process, the time before the first compose starts
-  and after the last one ends;
+* each compose's process, start and finish are read with SQL from the state's
+  compose_jobs table (worker = <node>:<pid>, started_at, finished_at: the database's
+  clock, which here is the bench's), not from `reconciler status --json`, which need not
+  list every job with its times; on a reconciler that has no jobs yet, from the compose
+  rows of the history (the apply composes them all). They give the composes and busy
+  seconds of each process, and the time before the first compose and after the last;
 * the CPU seconds of each process (wait4), of nginx and of PostgreSQL (its processes'
-  /proc), and the machine's idle and iowait share during the apply (/proc/stat).
+  /proc), and the machine's idle and iowait share during the apply (/proc/stat: the
+  whole machine, so other users' load shows as less idle; the load average before each
+  run is kept with it).
 
 Reported: medians, wall(k)/wall(1), and a model of k hosts (the k = 1 runs' compose
 durations, spread over k processes that each had this machine to themselves).
@@ -372,6 +376,7 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
     ]
     apply: Proc | None = None
     try:
+        load = os.getloadavg()[0]  # the shared machine's mood as the run begins
         ticks, nginx, pg = cpu_ticks(), b.server.cpu_seconds(), b.state.cpu_seconds()
         epoch0, t0 = time.time(), time.perf_counter()
         apply = spawn("apply", ["apply", "--yes", "-v", *common], run_dir)
@@ -384,7 +389,12 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
         for p in [*workers, *([apply] if apply else [])]:
             stop(p, grace=b.timeout)
     if apply.rc != 0:
-        raise BenchFailed(f"apply exited {apply.rc} ({apply.log}):\n{apply.tail()}")
+        errors = [ln for ln in apply.log.read_text(errors="replace").splitlines()
+                  if "FAILED" in ln or "ERROR" in ln]  # fmt: skip
+        raise BenchFailed(
+            f"apply exited {apply.rc}; its errors:\n" + "\n".join(errors[:20])
+            + f"\n--- the end of {apply.log}:\n{apply.tail()}"
+        )  # fmt: skip
     b.state.check_used()
     procs = [apply, *workers]
     source, jobs = read_jobs(b.state, {str(p.pid): p.label for p in procs})
@@ -396,6 +406,7 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
         "k": k,
         "run": i + 1,
         "wall": wall,
+        "load": load,
         "source": source,
         "before_first": first - epoch0,
         "span": last - first,
@@ -411,6 +422,10 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
                 "cpu": p.cpu,
                 "composes": sum(1 for j in jobs if j.process == p.label),
                 "busy": sum(j.finished - j.started for j in jobs if j.process == p.label),
+                # when it began its first compose (s after the apply started)
+                "first": min(
+                    (j.started - epoch0 for j in jobs if j.process == p.label), default=None
+                ),
             }
             for p in procs
         },
@@ -493,6 +508,14 @@ def tables(runs: list[dict[str, Any]]) -> tuple[str, str, dict[int, dict[str, An
 
 
 # -- main ------------------------------------------------------------------------------------
+
+
+def save_logs(base: Path, workdir: Path) -> Path:
+    """Keep the processes' logs of a failed bench (the trees go, the logs stay)."""
+    dest = Path(tempfile.mkdtemp(prefix="reconciler-workers-logs-", dir=workdir))
+    for log in base.glob("*/*.log"):
+        shutil.copy2(log, dest / f"{log.parent.name}-{log.name}")
+    return dest
 
 
 def has_worker_command() -> bool:
@@ -605,9 +628,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(r)
                 shares = ", ".join(f"{p} {v['composes']}" for p, v in r["procs"].items())
                 print(f"  k={k} run {i + 1}: {r['wall']:.1f}s ({shares}; from {r['source']}; "
-                      f"idle CPU {r['idle']:.0f}%)", flush=True)  # fmt: skip
+                      f"idle CPU {r['idle']:.0f}%; load before {r['load']:.2f})",
+                      flush=True)  # fmt: skip
                 if not args.keep:
                     shutil.rmtree(base / f"k{k}-run{i + 1}", ignore_errors=True)
+    except BaseException:
+        kept = save_logs(base, args.workdir)
+        print(f"the processes' logs of every run: {kept}", file=sys.stderr)
+        raise
     finally:
         if server is not None:
             server.stop()
