@@ -387,7 +387,8 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
         nginx, pg = b.server.cpu_seconds() - nginx, b.state.cpu_seconds() - pg
     finally:
         for p in [*workers, *([apply] if apply else [])]:
-            stop(p, grace=b.timeout)
+            # every job is done once the apply exits: a worker only finishes its poll
+            stop(p, grace=min(b.timeout, 300))
     if apply.rc != 0:
         errors = [ln for ln in apply.log.read_text(errors="replace").splitlines()
                   if "FAILED" in ln or "ERROR" in ln]  # fmt: skip
@@ -395,6 +396,9 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
             f"apply exited {apply.rc}; its errors:\n" + "\n".join(errors[:20])
             + f"\n--- the end of {apply.log}:\n{apply.tail()}"
         )  # fmt: skip
+    for w in workers:
+        if w.rc != 0:  # a worker that died early leaves a run of fewer processes than k
+            raise BenchFailed(f"{w.label} exited {w.rc} ({w.log}):\n{w.tail()}")
     b.state.check_used()
     procs = [apply, *workers]
     source, jobs = read_jobs(b.state, {str(p.pid): p.label for p in procs})
