@@ -141,16 +141,20 @@ class State:
     """Where each run's state lives: a new database of one throwaway PostgreSQL cluster
     (tests/pgcluster.py), or a new SQLite file in the run's state directory."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, cluster: Any = None) -> None:
+        """``cluster``: a running PgCluster to use (and leave running), else a new one."""
         self.kind = kind
         self.cluster: Any = None
+        self.own = cluster is None
         self.database = ""
         self.state_dir = Path()
         if kind == "postgresql":
-            from tests.pgcluster import PgCluster
+            if cluster is None:
+                from tests.pgcluster import PgCluster
 
-            self.cluster = PgCluster.create()
-            self.cluster.start()
+                cluster = PgCluster.create()
+                cluster.start()
+            self.cluster = cluster
 
     def describe(self) -> str:
         if self.cluster is None:
@@ -199,7 +203,7 @@ class State:
         return _tree_cpu(self.cluster.proc.pid)
 
     def close(self) -> None:
-        if self.cluster is not None:
+        if self.cluster is not None and self.own:
             self.cluster.close()
 
 
@@ -586,7 +590,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, cluster: Any = None) -> int:
+    """``cluster``: a running PgCluster for --state postgresql (the tests' own)."""
     args = parse_args(argv)
     bytecode = compileall.compile_dir(str(ROOT / "reconciler"), quiet=1, force=False)
     info = machine(args.workdir)
@@ -618,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             f"in {time.perf_counter() - started:.0f}s"
         )
         server = start_upstream(args.upstream, base / "upstream", base / "server")
-        state = State(args.state)
+        state = State(args.state, cluster)
         print(f"served by {server.description}")
         print(f"state: {state.describe()}")
         b = Bench(base, base / "desired-state", server, state, args.timeout, args.worker_arg)
