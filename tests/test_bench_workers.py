@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,10 @@ def test_spread_gives_each_compose_to_the_next_free_process() -> None:
     assert workers.spread([2.0], 3) == 2.0
 
 
-def _run(k: int, wall: float, composes: dict[str, list[float]]) -> dict[str, object]:
+def _run(k: int, wall: float, composes: dict[str, list[float]]) -> dict[str, Any]:
     """A run's record as one_run makes it: each process's compose durations, back to back
     from 1 s after the start."""
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for proc, durations in composes.items():
         t = 1.0
         for d in durations:
