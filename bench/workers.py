@@ -407,6 +407,9 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
     procs = [apply, *workers]
     source, jobs = read_jobs(b.state, {str(p.pid): p.label for p in procs})
     check_once(jobs)
+    # No process is killed here and a compose takes far less than job_timeout: a job
+    # taken more than once was claimed twice or lost its heartbeat, worth a look.
+    retaken = [f"{j.sig} {j.release} ({j.attempts} attempts)" for j in jobs if j.attempts > 1]
     first = min(j.started for j in jobs)
     last = max(j.finished for j in jobs)
     total = sum(used) or 1
@@ -416,6 +419,7 @@ def one_run(b: Bench, k: int, i: int) -> dict[str, Any]:
         "wall": wall,
         "load": load,
         "source": source,
+        "retaken": retaken,
         "before_first": first - epoch0,
         "span": last - first,
         "after_last": epoch0 + wall - last,
@@ -639,7 +643,8 @@ def main(argv: list[str] | None = None, cluster: Any = None) -> int:
                 runs.append(r)
                 shares = ", ".join(f"{p} {v['composes']}" for p, v in r["procs"].items())
                 print(f"  k={k} run {i + 1}: {r['wall']:.1f}s ({shares}; from {r['source']}; "
-                      f"idle CPU {r['idle']:.0f}%; load before {r['load']:.2f})",
+                      f"idle CPU {r['idle']:.0f}%; load before {r['load']:.2f})"
+                      + (f"; RETAKEN: {', '.join(r['retaken'])}" if r["retaken"] else ""),
                       flush=True)  # fmt: skip
                 if not args.keep:
                     shutil.rmtree(base / f"k{k}-run{i + 1}", ignore_errors=True)
