@@ -4,6 +4,7 @@ ratio, each run's own ratio and MET/MISSED), and the summary of issue 16's targe
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,11 @@ def print_table(rows: list[Row]) -> str:
         )
         for r in rows
     ]
+    return markdown_table(header, body)
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A markdown table, each column as wide as its widest cell."""
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",

@@ -45,17 +45,9 @@ def write_config(
     return path
 
 
-def write_desired_state(
-    path: Path,
-    repos: dict[str, list[str]],
-    keep_versions: int,
-    staging: str | None,
-    production: str | None,
-) -> None:
-    (path / "sigs").mkdir(parents=True, exist_ok=True)
-    (path / "keys").mkdir(exist_ok=True)
-    arches = sorted({a for v in repos.values() for a in v})
-    defaults = {
+def defaults_doc(arches: dict[str, list[str]]) -> dict[str, Any]:
+    """``defaults.yaml`` of a bench desired state; ``arches``: each release's arches."""
+    return {
         "upstream": {
             "base_url": "https://build.invalid/v1/projects",
             "url_template": "{base_url}/{project_id}/repo/{repo}/{arch}",
@@ -63,10 +55,21 @@ def write_desired_state(
         "publish": {"category": CATEGORY, "delete_grace": "24h"},
         "compose": {"keep_composes": 5},
         "promotion": {"require_staged": True, "min_soak": "0h"},
-        "releases": {REL: {"arches": arches}},
+        "releases": {rel: {"arches": a} for rel, a in arches.items()},
     }
-    rel = {
-        "project_id": gen.PROJECT_ID,
+
+
+def release_doc(
+    project_id: str,
+    repos: dict[str, list[str]],
+    keep_versions: int,
+    staging: str | None,
+    production: str | None,
+) -> dict[str, Any]:
+    """One SIG release of a bench desired state: every repo with debug and source, hashed,
+    composed when the upstream changes, signatures not checked (filler, not RPMs)."""
+    return {
+        "project_id": project_id,
         "gpg_keys": [],
         "repos": {r: {"arches": a} for r, a in repos.items()},
         "compose": {
@@ -80,9 +83,30 @@ def write_desired_state(
         "staging": staging,
         "production": production,
     }
+
+
+def write_documents(
+    path: Path, defaults: dict[str, Any], sigs: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    """A desired-state folder: ``defaults`` and, per SIG, its releases' documents."""
+    (path / "sigs").mkdir(parents=True, exist_ok=True)
+    (path / "keys").mkdir(exist_ok=True)
     (path / "defaults.yaml").write_text(yaml.safe_dump(defaults, sort_keys=False))
-    doc = {"sig": SIG, "releases": {REL: rel}}
-    (path / "sigs" / f"{SIG}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for sig, releases in sigs.items():
+        doc = {"sig": sig, "releases": releases}
+        (path / "sigs" / f"{sig}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def write_desired_state(
+    path: Path,
+    repos: dict[str, list[str]],
+    keep_versions: int,
+    staging: str | None,
+    production: str | None,
+) -> None:
+    arches = sorted({a for v in repos.values() for a in v})
+    rel = release_doc(gen.PROJECT_ID, repos, keep_versions, staging, production)
+    write_documents(path, defaults_doc({REL: arches}), {SIG: {REL: rel}})
 
 
 @dataclass
