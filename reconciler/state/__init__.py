@@ -17,6 +17,7 @@ from :mod:`.migrations`), read and written through one repository per concern:
                             validators, drift
 ``StateDB.mirrors``         :class:`~.mirrors.Mirrors`: every repomd.xml production
                             served and when; what each mirror served at its last check
+``StateDB.jobs``            :class:`~.jobs.Jobs`: compose jobs, who works them, attempts
 ==========================  =============================================================
 
 Records (:mod:`.records`) are frozen dataclasses with explicit row conversion.
@@ -33,6 +34,7 @@ from ..vocabulary import Dialect
 from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
+from .jobs import ComposeAttempt, ComposeJob, Jobs
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
 from .mirrors import Mirrors
 from .pending import PendingDeletions
@@ -70,6 +72,7 @@ class StateDB:
         self.pending = PendingDeletions(db)
         self.sources = Sources(db)
         self.mirrors = Mirrors(db)
+        self.jobs = Jobs(db)
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
@@ -121,9 +124,12 @@ __all__ = [
     "REBUILD_HINT",
     "SCHEMA_VERSION",
     "ActionStart",
+    "ComposeAttempt",
+    "ComposeJob",
     "DriftFinding",
     "HistoryEntry",
     "InventoryEntry",
+    "Jobs",
     "ListingRow",
     "Mirrors",
     "PassRecord",
