@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 from dataclasses import dataclass, field
 from functools import partial
@@ -356,3 +357,30 @@ class JobWorker:
             "worker %s stopped", self.name, extra={"event": "worker.stop", "worker": self.name}
         )
         return 1 if failed else 0
+
+
+def work_queue(
+    host: HostConfig,
+    folder: Path | None,
+    cache: RecordCache | None,
+    *,
+    once: bool = False,
+    poll: float = POLL,
+) -> int:
+    """``reconciler worker``: work jobs until SIGTERM or SIGINT (the current compose
+    finishes first) or, ``once``, until none is queued; the exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping after the current job", signum,
+                 extra={"event": "worker.stopping"})  # fmt: skip
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with own_connection(host) as state:
+            worker = JobWorker(host, state, Specs(host, folder, cache=cache), stop=stop)
+            return worker.run(once=once, poll=poll)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

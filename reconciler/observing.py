@@ -74,7 +74,11 @@ def _lock_is_held(path: Path) -> bool:
     return False
 
 
-def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
+def observe_composes(
+    tree: ComposeTree, abandoned: frozenset[str] = frozenset()
+) -> tuple[ComposeFact, ...]:
+    """The composes of one SIG release; ``abandoned``: those made by compose jobs' attempts
+    whose workers died (from the state)."""
     running = _lock_is_held(tree.lock_file)
     facts: list[ComposeFact] = []
     for c in list_composes(tree):
@@ -93,6 +97,7 @@ def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
                 upstream_revision=record.upstream_revision if record else None,
                 refresh=record.refresh if record else None,
                 verified=bool(record.signature_keys) if record else False,
+                abandoned=c.compose_id in abandoned,
             )
         )
     return tuple(facts)
@@ -317,7 +322,9 @@ def _release_facts(
         sig=sig,
         release=release,
         vaults=vaults,
-        composes=observe_composes(host.compose_tree(sig, release)),
+        composes=observe_composes(
+            host.compose_tree(sig, release), state.jobs.abandoned_composes(sig, release)
+        ),
         staging=staging,
         production=production,
         staged_at=_first_staged(state, sig, release),

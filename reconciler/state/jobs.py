@@ -174,9 +174,11 @@ class Jobs:
             row = conn.execute(
                 "UPDATE compose_jobs SET state = ?, attempt = attempt + 1, worker = ?,"  # noqa: S608
                 " started_at = ?, heartbeat_at = ?, compose_id = NULL, error = NULL"
-                f" WHERE id = ? RETURNING {JOB_COLUMNS}",
-                (JobState.RUNNING.value, worker, now, now, found[0]),
+                f" WHERE id = ? AND state = ? RETURNING {JOB_COLUMNS}",
+                (JobState.RUNNING.value, worker, now, now, found[0], JobState.QUEUED.value),
             ).fetchone()
+            if row is None:  # taken meanwhile (cannot happen under the lock above: a guard)
+                return None
             job = ComposeJob.from_row(row)
             conn.execute(
                 "INSERT INTO compose_attempts (job, attempt, worker, started_at)"
