@@ -225,6 +225,36 @@ def test_an_expired_job_is_taken_again_and_the_old_attempt_is_refused(
         (1, AttemptOutcome.ABANDONED, "core-9-20261204.0"),
         (2, AttemptOutcome.DONE, "core-9-20261204.1"),
     ]
-    assert jobs.abandoned_composes("core", "9") == {"core-9-20261204.0"}
+    assert jobs.composes("core", "9", 60).abandoned == {"core-9-20261204.0"}
     with pytest.raises(ValueError, match="done or failed"):
         jobs.finish(job.id, 2, JobState.QUEUED)
+
+
+@pytest.mark.parametrize("abandoned", [False, True])
+def test_an_abandoned_doomed_attempt_is_no_verdict_on_the_upstream(abandoned: bool) -> None:
+    """Planning (pure): a DOOMED compose of the upstream revision we would compose stops
+    composing, unless a dead worker's attempt made it (the fact observing adds)."""
+    from dataclasses import replace
+
+    from reconciler.planning import plan
+    from reconciler.vocabulary import ActionKind, Stage, TargetState
+
+    from .planning_support import make_observed, make_spec
+
+    composes = [
+        {"id": "SIG-core-9-20261124.0", "upstream": "up0"},
+        {"id": "SIG-core-9-20261125.0", "upstream": "up1", "status": "DOOMED"},
+    ]
+    observed = make_observed({"upstream": {"revision": "up1"}, "composes": composes})
+    facts = observed.releases[("core", "9")]
+    last = replace(facts.composes[-1], abandoned=abandoned)
+    facts = replace(facts, composes=(*facts.composes[:-1], last))
+    observed = replace(observed, releases={("core", "9"): facts})
+    planned = plan(make_spec({"staging": None}), observed)
+    composing = [a for a in planned.actions if a.kind is ActionKind.COMPOSE]
+    (verdict,) = [v for v in planned.verdicts if v.stage is Stage.COMPOSE]
+    if abandoned:
+        assert len(composing) == 1 and verdict.state is TargetState.OUT_OF_SYNC
+    else:
+        assert composing == [] and verdict.state is TargetState.FAILED
+        assert "was DOOMED" in verdict.reason

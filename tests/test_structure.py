@@ -56,6 +56,7 @@ def test_no_module_is_longer_than_one_reading(module: Path) -> None:
         state.PendingDeletions,
         state.Sources,
         state.Mirrors,
+        state.Jobs,
     ],
     ids=lambda c: c.__name__,
 )

@@ -34,7 +34,7 @@ from ..vocabulary import Dialect
 from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database
 from .history import ActionStart, History
 from .inventory import Inventory
-from .jobs import ComposeAttempt, ComposeJob, Jobs
+from .jobs import ComposeAttempt, ComposeJob, ComposesOfJobs, Jobs
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
 from .mirrors import Mirrors
 from .pending import PendingDeletions
@@ -126,6 +126,7 @@ __all__ = [
     "ActionStart",
     "ComposeAttempt",
     "ComposeJob",
+    "ComposesOfJobs",
     "DriftFinding",
     "HistoryEntry",
     "InventoryEntry",

@@ -110,6 +110,18 @@ class ComposeAttempt:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ComposesOfJobs:
+    """Compose IDs of one SIG release by what their jobs say of them."""
+
+    #: made by an attempt whose job is running and heartbeats (on any host): a compose
+    #: that runs, though this host may not see its lock
+    working: frozenset[str] = frozenset()
+    #: made by an attempt whose worker stopped heartbeating: DOOMED (or about to be), and
+    #: no verdict on the upstream
+    abandoned: frozenset[str] = frozenset()
+
+
 class Jobs:
     """The ``compose_jobs`` and ``compose_attempts`` tables."""
 
@@ -300,14 +312,25 @@ class Jobs:
             rows = conn.execute(sql, params).fetchall()
         return [ComposeAttempt.from_row(r) for r in rows]
 
-    def abandoned_composes(self, sig: str, release: str) -> frozenset[str]:
-        """Compose IDs made by abandoned attempts at jobs of SIG release: their DOOMED
-        status says nothing about the upstream (planning does not hold them against it)."""
+    def composes(self, sig: str, release: str, job_timeout: float) -> ComposesOfJobs:
+        """The compose directories of SIG release that jobs' attempts made, as observing
+        needs them: those still being made (their job heartbeats), and the abandoned ones."""
+        now = self._db.clock()
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT a.compose_id FROM compose_attempts a JOIN compose_jobs j ON j.id = a.job"
-                " WHERE j.sig = ? AND j.release = ? AND a.outcome = ?"
-                " AND a.compose_id IS NOT NULL",
-                (sig, release, AttemptOutcome.ABANDONED.value),
+                "SELECT a.compose_id, a.outcome, j.state, j.attempt, a.attempt, j.heartbeat_at"
+                " FROM compose_attempts a JOIN compose_jobs j ON j.id = a.job"
+                " WHERE j.sig = ? AND j.release = ? AND a.compose_id IS NOT NULL",
+                (sig, release),
             ).fetchall()
-        return frozenset(str(r[0]) for r in rows)
+        working: set[str] = set()
+        abandoned: set[str] = set()
+        for cid, outcome, state, current, attempt, heartbeat in rows:
+            ended = None if outcome is None else AttemptOutcome(outcome)
+            if ended is AttemptOutcome.ABANDONED:
+                abandoned.add(str(cid))
+            current_attempt = JobState(state) is JobState.RUNNING and current == attempt
+            fresh = heartbeat is not None and float(heartbeat) >= now - job_timeout
+            if ended is None and current_attempt and fresh:
+                working.add(str(cid))
+        return ComposesOfJobs(frozenset(working), frozenset(abandoned))
