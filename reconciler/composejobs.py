@@ -31,7 +31,7 @@ from .composemeta import read_status, write_status
 from .errors import LockHeldError, ReconcilerError, SourceError, SourceRejected, StateError
 from .hostconfig import HostConfig
 from .locking import exclusive_lock
-from .nodes import this_process
+from .nodes import is_dead_here, this_process
 from .planning import Plan
 from .spec import Spec
 from .state import ComposeJob, StateDB
@@ -217,9 +217,10 @@ class JobWorker:
 
     def expire(self) -> None:
         """Put the jobs of workers that stopped heartbeating back in the queue."""
-        for attempt in self.state.jobs.expire(self.host.state.job_timeout):
+        dead = partial(is_dead_here, self.host)  # killed here: no need to wait for the timeout
+        for attempt in self.state.jobs.expire(self.host.state.job_timeout, dead):
             log.warning(
-                "job %d attempt %d of %s abandoned (no heartbeat for %d s); queued again",
+                "job %d attempt %d of %s abandoned (killed, or silent for %d s); queued again",
                 attempt.job,
                 attempt.attempt,
                 attempt.worker,

@@ -27,6 +27,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from . import drift, ownership
@@ -48,6 +49,7 @@ from .facts import (
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .names import compose_release
+from .nodes import is_dead_here
 from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
 from .state import ComposesOfJobs, StateDB, UnmanagedSummary
@@ -326,7 +328,7 @@ def _release_facts(
         vaults=vaults,
         composes=observe_composes(
             host.compose_tree(sig, release),
-            state.jobs.composes(sig, release, host.state.job_timeout),
+            state.jobs.composes(sig, release, host.state.job_timeout, partial(is_dead_here, host)),
         ),
         staging=staging,
         production=production,

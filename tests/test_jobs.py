@@ -170,6 +170,27 @@ def test_concurrent_claims_never_take_one_job_twice(connect: Connections) -> Non
     assert {j.id for j in running} == queued and all(j.attempt == 1 for j in running)
 
 
+def test_concurrent_submits_of_one_sig_release_make_one_job(connect: Connections) -> None:
+    barrier = threading.Barrier(5)
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        with connect.own() as jobs:
+            barrier.wait()
+            job = _submit(jobs)
+        with lock:
+            ids.append(job.id)
+
+    threads = [threading.Thread(target=submit) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(ids) == 5 and len(set(ids)) == 1
+    assert len(connect().all()) == 1
+
+
 def test_postgresql_claim_skips_a_row_another_claimer_holds(
     connect: Connections, request: pytest.FixtureRequest
 ) -> None:
@@ -226,6 +247,13 @@ def test_an_expired_job_is_taken_again_and_the_old_attempt_is_refused(
         (2, AttemptOutcome.DONE, "core-9-20261204.1"),
     ]
     assert jobs.composes("core", "9", 60).abandoned == {"core-9-20261204.0"}
+    # a worker known dead (killed on this host) loses its job without the timeout
+    third = _submit(jobs, "extras")
+    taken = jobs.claim("here:1")
+    assert taken is not None and taken.id == third.id
+    assert jobs.composes("extras", "9", 60, lambda w: True).working == frozenset()
+    assert jobs.expire(60, lambda w: w == "elsewhere:1") == []
+    assert [a.job for a in jobs.expire(60, lambda w: w == "here:1")] == [third.id]
     with pytest.raises(ValueError, match="done or failed"):
         jobs.finish(job.id, 2, JobState.QUEUED)
 

@@ -192,3 +192,19 @@ def test_apply_and_a_worker_beside_it_make_each_compose_once(
 def test_the_worker_refuses_a_bad_poll(cli: Any) -> None:
     with pytest.raises(SystemExit):
         cli("worker", "--poll", "0")
+
+
+def test_a_process_killed_on_this_host_is_known_dead(tmp_path: Path, upstream: Upstream) -> None:
+    """What lets the next apply take a killed apply's job at once (not after job_timeout)."""
+    from reconciler.nodes import is_dead_here
+
+    config, _ = _world(tmp_path, upstream, node="here")
+    host = load_host_config(config)
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not is_dead_here(host, f"here:{proc.pid}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert is_dead_here(host, f"here:{proc.pid}")
+    assert not is_dead_here(host, f"elsewhere:{proc.pid}")  # another host's: its timeout

@@ -15,6 +15,7 @@ Claims never hand one job to two workers: on SQLite the write transaction's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -31,6 +32,12 @@ _ATTEMPT_COLUMNS = "job, attempt, worker, compose_id, started_at, ended_at, outc
 _CLAIM_LOCK = {Dialect.SQLITE: "", Dialect.POSTGRESQL: " FOR UPDATE SKIP LOCKED"}
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 _FINISHED = frozenset({JobState.DONE, JobState.FAILED})
+#: Whether a worker (``<node>:<pid>``) is known to be gone (killed on this host).
+Dead = Callable[[str], bool]
+
+
+def _NOBODY(worker: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,19 +262,23 @@ class Jobs:
             )
         return True
 
-    def expire(self, job_timeout: float) -> list[ComposeAttempt]:
-        """Put every running job whose heartbeat is older than ``job_timeout`` seconds back
-        in the queue; returns the attempts so abandoned (their compose directories are
-        to be DOOMED before the job composes again)."""
+    def expire(self, job_timeout: float, dead: Dead = _NOBODY) -> list[ComposeAttempt]:
+        """Put every running job back in the queue whose heartbeat is older than
+        ``job_timeout`` seconds, or whose worker is known ``dead`` (killed on this host);
+        returns the attempts so abandoned (their compose directories are to be DOOMED
+        before the job composes again)."""
         now = self._db.clock()
         with self._db.write() as conn:
-            stale = conn.execute(
-                "SELECT id, attempt FROM compose_jobs WHERE state = ? AND heartbeat_at < ?"  # noqa: S608
+            running = conn.execute(
+                "SELECT id, attempt, worker, heartbeat_at FROM compose_jobs WHERE state = ?"  # noqa: S608
                 " ORDER BY id" + _CLAIM_LOCK[self._db.dialect],
-                (JobState.RUNNING.value, now - job_timeout),
+                (JobState.RUNNING.value,),
             ).fetchall()
             abandoned = []
-            for job, attempt in stale:
+            for job, attempt, worker, heartbeat in running:
+                stale = heartbeat is None or float(heartbeat) < now - job_timeout
+                if not (stale or (worker is not None and dead(str(worker)))):
+                    continue
                 conn.execute(
                     "UPDATE compose_jobs SET state = ?, worker = NULL, heartbeat_at = NULL"
                     " WHERE id = ? AND attempt = ?",
@@ -312,25 +323,28 @@ class Jobs:
             rows = conn.execute(sql, params).fetchall()
         return [ComposeAttempt.from_row(r) for r in rows]
 
-    def composes(self, sig: str, release: str, job_timeout: float) -> ComposesOfJobs:
+    def composes(
+        self, sig: str, release: str, job_timeout: float, dead: Dead = _NOBODY
+    ) -> ComposesOfJobs:
         """The compose directories of SIG release that jobs' attempts made, as observing
-        needs them: those still being made (their job heartbeats), and the abandoned ones."""
+        needs them: those still being made (their job heartbeats within ``job_timeout``
+        and its worker is not known ``dead``), and the abandoned ones."""
         now = self._db.clock()
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT a.compose_id, a.outcome, j.state, j.attempt, a.attempt, j.heartbeat_at"
-                " FROM compose_attempts a JOIN compose_jobs j ON j.id = a.job"
+                "SELECT a.compose_id, a.outcome, j.state, j.attempt, a.attempt, j.heartbeat_at,"
+                " a.worker FROM compose_attempts a JOIN compose_jobs j ON j.id = a.job"
                 " WHERE j.sig = ? AND j.release = ? AND a.compose_id IS NOT NULL",
                 (sig, release),
             ).fetchall()
         working: set[str] = set()
         abandoned: set[str] = set()
-        for cid, outcome, state, current, attempt, heartbeat in rows:
+        for cid, outcome, state, current, attempt, heartbeat, worker in rows:
             ended = None if outcome is None else AttemptOutcome(outcome)
             if ended is AttemptOutcome.ABANDONED:
                 abandoned.add(str(cid))
             current_attempt = JobState(state) is JobState.RUNNING and current == attempt
             fresh = heartbeat is not None and float(heartbeat) >= now - job_timeout
-            if ended is None and current_attempt and fresh:
+            if ended is None and current_attempt and fresh and not dead(str(worker)):
                 working.add(str(cid))
         return ComposesOfJobs(frozenset(working), frozenset(abandoned))
