@@ -343,9 +343,6 @@ class JobWorker:
         """Work jobs until ``stop`` (or, ``once``, until none is queued); 1 if a job this
         worker ran failed, else 0."""
         failed = False
-        log.info(
-            "worker %s started", self.name, extra={"event": "worker.start", "worker": self.name}
-        )
         while not self.stop.is_set():
             job = self.run_one()
             if job is None:
@@ -354,10 +351,20 @@ class JobWorker:
                 self.stop.wait(poll)
                 continue
             failed = failed or job.state is JobState.FAILED
-        log.info(
-            "worker %s stopped", self.name, extra={"event": "worker.stop", "worker": self.name}
-        )
         return 1 if failed else 0
+
+
+def work_queued(
+    host: HostConfig,
+    state: StateDB,
+    folder: Path | None = None,
+    cache: RecordCache | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Work every queued job, then return (0, or 1 if one failed): what a follower's pass
+    of ``reconciler run`` does with the jobs the leader's plans submit."""
+    specs = Specs(host, folder, cache=cache)
+    return JobWorker(host, state, specs, stop=stop or threading.Event()).run(once=True)
 
 
 def work_queue(
@@ -381,7 +388,11 @@ def work_queue(
     try:
         with own_connection(host) as state:
             worker = JobWorker(host, state, Specs(host, folder, cache=cache), stop=stop)
-            return worker.run(once=once, poll=poll)
+            fields = {"event": "worker.start", "worker": worker.name}
+            log.info("worker %s started", worker.name, extra=fields)
+            code = worker.run(once=once, poll=poll)
+            log.info("worker %s stopped", worker.name, extra={**fields, "event": "worker.stop"})
+            return code
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -20,7 +20,9 @@ from reconciler.state import StateDB
 from reconciler.vocabulary import AttemptOutcome, ComposeStatus, JobState, Result, Trigger
 
 from .conftest import (
+    DesiredState,
     Upstream,
+    git_host,
     make_desired_state,
     reconciler_process,
     sample_release,
@@ -208,3 +210,26 @@ def test_a_process_killed_on_this_host_is_known_dead(tmp_path: Path, upstream: U
         proc.wait()
     assert is_dead_here(host, f"here:{proc.pid}")
     assert not is_dead_here(host, f"elsewhere:{proc.pid}")  # another host's: its timeout
+
+
+def test_a_worker_composes_from_the_revision_whose_plan_wanted_the_job(
+    tmp_path: Path, desired_state: DesiredState, upstream: Upstream
+) -> None:
+    """No --desired-state: the job's revision is fetched from the git source and exported
+    into the state directory (this host never ran a pass); the compose records it."""
+    from reconciler.composemeta import read_record
+
+    config, repo = git_host(tmp_path, desired_state, upstream)
+    sha = repo.git("rev-parse", "HEAD")
+    with _state(config) as state:
+        job = state.jobs.submit("core", "9", "test", Trigger.COMMIT, sha, 0.0)
+    proc = reconciler_process("worker", "--once", "--config", config)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    host = load_host_config(config)
+    with _state(config) as state:
+        done = state.jobs.get(job.id)
+    assert done is not None and done.state is JobState.DONE and done.compose_id is not None
+    assert (host.layout.revision(sha) / "defaults.yaml").is_file()
+    record = read_record(host.compose_tree("core", "9"), done.compose_id)
+    assert record is not None and record.git_revision == sha
