@@ -233,3 +233,42 @@ def test_a_worker_composes_from_the_revision_whose_plan_wanted_the_job(
     assert (host.layout.revision(sha) / "defaults.yaml").is_file()
     record = read_record(host.compose_tree("core", "9"), done.compose_id)
     assert record is not None and record.git_revision == sha
+
+
+def test_sigterm_mid_compose_finishes_the_compose_then_exits_0(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    config, ds = _world(tmp_path, upstream)
+    (ds / "sigs" / "extras.yaml").unlink()
+    upstream.server.delay(upstream.path("core-common", "x86_64", "repodata/repomd.xml"), 2, times=1)
+    with _state(config) as state:
+        job = state.jobs.submit("core", "9", "test", Trigger.COMMIT, None, 0.0)
+    proc = reconciler_process("worker", "--config", config, "--desired-state", ds)
+    try:
+        wait_until(lambda: bool(_composes(config, "core")), proc, "the compose directory")
+    finally:
+        err = _stop(proc)
+    with _state(config) as state:
+        done = state.jobs.get(job.id)
+    assert done is not None and done.state is JobState.DONE
+    assert _composes(config, "core") == {done.compose_id: ComposeStatus.FINISHED}
+    assert [e["event"] for e in _events(err)][-2:] == ["job.done", "worker.stop"]
+
+
+def test_the_heartbeat_says_when_the_job_was_taken(tmp_path: Path) -> None:
+    from reconciler.composejobs import Heartbeat
+
+    config = write_host_config(tmp_path, "http://127.0.0.1:9", state={"job_timeout": 2})
+    host = load_host_config(config)
+    with _state(config) as state:
+        state.jobs.submit("core", "9", "test", Trigger.COMMIT, None, 0.0)
+        mine = state.jobs.claim("here:1")
+        assert mine is not None
+        with Heartbeat(host, mine, "here:1") as beat:
+            assert not beat.lost.wait(1.0)  # its beats keep the job
+            assert state.jobs.expire(2) == []
+            assert [a.worker for a in state.jobs.expire(2, lambda w: True)] == ["here:1"]
+            assert state.jobs.claim("there:2") is not None
+            assert beat.lost.wait(10), "the heartbeat noticed"
+        ours = state.jobs.get(mine.id)
+    assert ours is not None and ours.worker == "there:2"
