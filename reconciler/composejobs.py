@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -139,10 +140,27 @@ class Specs:
             return dest  # exported whole before (export replaces the directory atomically)
         git = GitSource(self.host.git, self.host.layout.git)
         try:
-            return git.export(revision, dest)
+            git.export(revision, dest)
         except SourceRejected:  # not fetched here yet (another host's plan)
             git.fetch()
-            return git.export(revision, dest)
+            git.export(revision, dest)
+        prune_revisions(dest.parent, KEEP_REVISIONS)
+        return dest
+
+
+#: How many exported revisions a host keeps (the newest; a job of an older one exports
+#: it again). Enough that a compose in another worker never loses the one it reads.
+KEEP_REVISIONS = 10
+
+
+def prune_revisions(root: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest revision directories under ``root`` (by the
+    time they were exported); returns those deleted."""
+    found = [p for p in root.iterdir() if p.is_dir() and _FULL_SHA.fullmatch(p.name)]
+    found.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in found[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return found[keep:]
 
 
 class Heartbeat:

@@ -272,3 +272,16 @@ def test_the_heartbeat_says_when_the_job_was_taken(tmp_path: Path) -> None:
             assert beat.lost.wait(10), "the heartbeat noticed"
         ours = state.jobs.get(mine.id)
     assert ours is not None and ours.worker == "there:2"
+
+
+def test_only_the_newest_exported_revisions_are_kept(tmp_path: Path) -> None:
+    from reconciler.composejobs import prune_revisions
+
+    shas = [f"{i:040x}" for i in range(5)]
+    for i, sha in enumerate(shas):
+        (tmp_path / sha).mkdir()
+        os.utime(tmp_path / sha, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / ".abc.tmp").mkdir()  # not a revision: never touched
+    deleted = prune_revisions(tmp_path, 3)
+    assert sorted(p.name for p in deleted) == shas[:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".abc.tmp", *shas[2:]])
