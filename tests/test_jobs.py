@@ -130,6 +130,8 @@ def test_one_job_per_sig_release_and_a_finished_one_stands_for_the_plan(
     first = _submit(jobs)
     assert first.state is JobState.QUEUED and first.attempt == 0
     assert _submit(connect()).id == first.id  # another process's plan: the same job
+    newer = connect().submit("core", "9", "upstream changed", Trigger.UPSTREAM, "b" * 40, 0.0)
+    assert (newer.id, newer.revision, newer.trigger) == (first.id, "b" * 40, Trigger.UPSTREAM)
     assert _submit(jobs, "extras").id != first.id  # another SIG: its own job
     before = jobs.get(first.id).queued_at  # type: ignore[union-attr]
     claimed = jobs.claim("w1")

@@ -147,10 +147,20 @@ class Jobs:
         """Queue a compose of SIG release; or return the job that already stands for it:
         the queued or running one, else one that finished after ``since`` (a clock
         reading taken when the plan began observing: that compose is the one the plan
-        wanted, made meanwhile by another process, and is never made twice)."""
+        wanted, made meanwhile by another process, and is never made twice). A job still
+        queued takes this plan's reason, trigger and revision (the newest plan's)."""
         now = self._db.clock()
         with self._db.write() as conn:
             found = self._standing(conn, sig, release, since)
+            if found is not None and found.state is JobState.QUEUED:
+                # not started yet: the newest plan says what it composes (its revision)
+                row = conn.execute(
+                    "UPDATE compose_jobs SET reason = ?, trigger = ?, revision = ?"  # noqa: S608
+                    f" WHERE id = ? AND state = ? RETURNING {JOB_COLUMNS}",
+                    (reason, None if trigger is None else trigger.value, revision, found.id,
+                     JobState.QUEUED.value),
+                ).fetchone()  # fmt: skip
+                return found if row is None else ComposeJob.from_row(row)
             if found is not None:
                 return found
             # Two submitters at once on PostgreSQL: the second waits on the unique index,
