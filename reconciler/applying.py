@@ -7,6 +7,8 @@ promotion never follows a failed staging); other SIG releases go on.
 A stop request (SIGTERM) lets the current action finish, then stops; so does a
 lost leader lease (the ``fence``, checked before each action and before a publish
 places its files), and then nothing else of the apply is done: another leader owns it.
+Each compose of the plan is a job (:mod:`.composejobs`) that any process may take; a
+COMPOSE action waits for its job, working the queue itself meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import drift
+from .composejobs import Desired, JobWorker, Specs, submit_composes
 from .composemeta import write_status
 from .endoflife import in_spec
 from .errors import PublishError, ReconcilerError
@@ -36,13 +39,14 @@ from .publishing import Owner, Publisher
 from .recording import changes_chain, walk_target, write_lists, write_vault_lists
 from .retiring import delete_due, retire_target
 from .spec import Spec
-from .state import ActionStart, StateDB, TargetRecord, TargetStatus
+from .state import ActionStart, ComposeJob, StateDB, TargetRecord, TargetStatus
 from .vaulting import stage_category
 from .vocabulary import (
     INTERRUPTED,
     PUBLISHED_STAGES,
     ActionKind,
     ComposeStatus,
+    JobState,
     Result,
     Stage,
     TargetState,
@@ -133,9 +137,14 @@ class Applier:
     stop: threading.Event = field(default_factory=threading.Event)
     #: May this process still publish (the leader lease)? False stops the apply.
     fence: Callable[[], bool] = field(default=_always_valid)
+    #: The database's clock when the plan began observing (see :meth:`Jobs.submit`).
+    since: float | None = None
     _new: dict[tuple[str, str], str] = field(default_factory=dict)
+    _jobs: dict[tuple[str, str], ComposeJob] = field(default_factory=dict)
 
     def apply(self, plan: Plan) -> ApplyResult:
+        since = self.state.clock() if self.since is None else self.since
+        self._jobs = submit_composes(self.state, plan, self.context.revision, since)
         results: list[ActionResult] = []
         failed: set[tuple[str, str]] = set()
         stopped = False
@@ -266,16 +275,17 @@ class Applier:
         return self._prune(action)
 
     def _compose(self, action: Action) -> _Outcome:
-        from .composing import ComposeRequest, compose  # the heavy part: only when composing
-
-        request = ComposeRequest(action.sig, action.release, git_revision=self.context.revision)
-        result = compose(self.spec, self.spec_dir, self.host, request, self.reporter)
-        if not result.ok:
-            raise ReconcilerError(
-                f"compose {result.compose_id} {result.status.value}: {result.error or ''}".strip()
-            )
-        self._new[(action.sig, action.release)] = result.compose_id
-        return _Outcome(result.compose_id, result.downloaded_bytes, result.packages)
+        own = Desired(self.spec, self.spec_dir, self.context.revision)
+        specs = Specs(self.host, own=own)
+        worker = JobWorker(self.host, self.state, specs, self.reporter, self.stop)
+        wanted = self._jobs[(action.sig, action.release)].id
+        job = worker.wait_for(wanted)
+        if job is None:
+            raise ReconcilerError(f"stopped before compose job {wanted} ended (it stays queued)")
+        if job.state is JobState.FAILED or job.compose_id is None:
+            raise ReconcilerError(job.error or f"compose job {job.id} failed")
+        self._new[(action.sig, action.release)] = job.compose_id
+        return _Outcome(job.compose_id, job.bytes, job.packages)
 
     def _publish(self, action: Action) -> _Outcome:
         assert action.stage is not None

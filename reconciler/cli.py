@@ -29,6 +29,7 @@ from .commands import (
     cmd_status,
     cmd_validate,
     cmd_verify,
+    cmd_worker,
 )
 from .errors import ReconcilerError, SpecError
 from .logs import setup_logging
@@ -235,6 +236,8 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_spec_option(p)
     _add_common(p)
 
+    _add_worker_command(sub)
+
     p = sub.add_parser(
         "status",
         help="per SIG, release and stage: desired, actual, state",
@@ -289,6 +292,40 @@ def _add_gitops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_common(p)
 
 
+def _poll_seconds(text: str) -> float:
+    value = float(text)
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text}: between 0.05 and 3600 seconds")
+    return value
+
+
+def _add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="take compose jobs from the state and compose them",
+        description="Take the compose jobs that plans submitted (any host sharing the state "
+        "may run workers; several on one host share a SQLite state too) and compose each from "
+        "the desired state at the revision that wanted it (exported from the git source "
+        "into the state directory, or --desired-state DIR). A job whose worker stops "
+        "heartbeating for state.job_timeout seconds is taken again; its half-made compose is "
+        "marked DOOMED. SIGTERM or SIGINT lets the current compose finish, then exits 0.",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="work until no job is queued, then exit (0, or 1 if a job it ran failed)",
+    )
+    p.add_argument(
+        "--poll",
+        type=_poll_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look at the queue when it is empty (default 1)",
+    )
+    _add_spec_option(p)
+    _add_common(p)
+
+
 def _add_tree_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "verify",
@@ -336,6 +373,7 @@ COMMANDS = {
     "adopt": cmd_adopt,
     "verify": cmd_verify,
     "filelist": cmd_filelist,
+    "worker": cmd_worker,
     "demo": cmd_demo,
 }
 

@@ -81,8 +81,6 @@ def cmd_compose(args: argparse.Namespace) -> int:
     """One compose now, by hand: from ``--desired-state``, else from the git source
     (fetched and checked out here, so it works on a host where no pass has run yet).
     The history records it as a manual action of the person who ran it."""
-    from datetime import UTC, datetime
-
     from .composing import ComposeRequest, compose
     from .nodes import this_process
     from .progress import reporter_for_terminal
@@ -237,6 +235,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = _host(args)
     setup_logging(True, host.log_format)
     return Loop(host, args.desired_state, _record_cache()).run(once=args.once)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .composejobs import work_queue
+
+    host = _host(args)
+    setup_logging(True, host.log_format)
+    return work_queue(host, args.desired_state, _record_cache(), once=args.once, poll=args.poll)
 
 
 def _source_summary(state: StateDB) -> dict[str, object]:

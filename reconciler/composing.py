@@ -33,9 +33,9 @@ import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class ComposeRequest:
     arches: frozenset[str] | None = None
     check_signatures: bool | None = None  # None: as the spec says
     git_revision: str | None = None
+    on_allocated: Callable[[str], None] | None = field(default=None, compare=False)  # gets the ID
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ class Composer:
         self, up: Upstream, cid: str, date: str, respin: int, previous: ComposeOnDisk | None
     ) -> tuple[ComposeStatus, tuple[str, ...]]:
         cdir = self.tree.compose_dir(cid)
+        if self.request.on_allocated is not None:
+            self.request.on_allocated(cid)
         before = self._previous_files(previous)
         repos = self._previous_repos(previous)
         with tempfile.TemporaryDirectory(prefix=".work-", suffix=TMP_SUFFIX, dir=cdir) as work:

@@ -96,6 +96,8 @@ class ComposeFact:
     refresh: int | None = None
     #: its packages' signatures were verified against the release's keys when composed
     verified: bool = False
+    #: made by a compose job's attempt whose worker died: DOOMED, but no verdict on the upstream
+    abandoned: bool = False
 
     @property
     def finished(self) -> bool:

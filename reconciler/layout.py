@@ -176,6 +176,10 @@ class StateLayout:
         """Where a newly fetched revision is exported to be validated."""
         return self.root / "candidate"
 
+    def revision(self, sha: str) -> Path:
+        """The desired state at revision ``sha`` (a full commit id), for compose jobs of it."""
+        return self.root / "revisions" / sha
+
     @property
     def git(self) -> Path:
         """The local clone of the desired-state repository."""

@@ -27,6 +27,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from . import drift, ownership
@@ -48,9 +49,10 @@ from .facts import (
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
 from .names import compose_release
+from .nodes import is_dead_here
 from .pathglob import PathPatterns
 from .spec import ReleaseSpec, Spec, variants_of
-from .state import StateDB, UnmanagedSummary
+from .state import ComposesOfJobs, StateDB, UnmanagedSummary
 from .upstream import Upstream
 from .vaulting import stage_category
 from .vaultspec import vault_lists_dir
@@ -74,8 +76,13 @@ def _lock_is_held(path: Path) -> bool:
     return False
 
 
-def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
-    running = _lock_is_held(tree.lock_file)
+_NO_JOBS = ComposesOfJobs()
+
+
+def observe_composes(tree: ComposeTree, jobs: ComposesOfJobs = _NO_JOBS) -> tuple[ComposeFact, ...]:
+    """The composes of one SIG release; ``jobs``: what the compose jobs say of them (one
+    that a live job makes runs, also when its lock is another host's)."""
+    locked = _lock_is_held(tree.lock_file)
     facts: list[ComposeFact] = []
     for c in list_composes(tree):
         record = read_record(tree, c.compose_id)
@@ -88,11 +95,13 @@ def observe_composes(tree: ComposeTree) -> tuple[ComposeFact, ...]:
                 respin=c.respin,
                 compose_id=c.compose_id,
                 status=c.status,
-                running=running and c.status is ComposeStatus.STARTED,
+                running=(locked or c.compose_id in jobs.working)
+                and c.status is ComposeStatus.STARTED,
                 finished_at=finished_at,
                 upstream_revision=record.upstream_revision if record else None,
                 refresh=record.refresh if record else None,
                 verified=bool(record.signature_keys) if record else False,
+                abandoned=c.compose_id in jobs.abandoned,
             )
         )
     return tuple(facts)
@@ -317,7 +326,10 @@ def _release_facts(
         sig=sig,
         release=release,
         vaults=vaults,
-        composes=observe_composes(host.compose_tree(sig, release)),
+        composes=observe_composes(
+            host.compose_tree(sig, release),
+            state.jobs.composes(sig, release, host.state.job_timeout, partial(is_dead_here, host)),
+        ),
         staging=staging,
         production=production,
         staged_at=_first_staged(state, sig, release),

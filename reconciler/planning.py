@@ -290,10 +290,12 @@ class _ReleasePlanner:
         return True
 
     def _doomed_attempt(self) -> ComposeFact | None:
-        """The newest compose, if it was DOOMED for exactly what we would compose now."""
-        if not self.facts.composes:
+        """The newest compose, if it was DOOMED for exactly what we would compose now (an
+        attempt abandoned by a dead worker does not count: it says nothing of the upstream)."""
+        tried = [c for c in self.facts.composes if not c.abandoned]
+        if not tried:
             return None
-        last = self.facts.composes[-1]
+        last = tried[-1]
         if last.status is not ComposeStatus.DOOMED or last.upstream_revision is None:
             return None
         same_upstream = last.upstream_revision == self.facts.upstream.revision

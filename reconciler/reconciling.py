@@ -223,6 +223,7 @@ def run_pass(
         if apply:  # for status: why there is nothing to work from
             state.sources.set_source(replace(state.sources.source(), problems=exc.problems))
         raise
+    since = state.clock()  # a compose job that ends after this is one this plan wanted
     current, learned = observe_and_plan(host, state, source)
     if saved is not None:
         if saved.revision != current.revision:
@@ -256,6 +257,7 @@ def run_pass(
         applier.stop = stop
     if fence is not None:
         applier.fence = fence
+    applier.since = since
     result = applier.apply(current)
     if source.revision is not None and source.record is not None:
         state.sources.set_source(replace(kept, applied_revision=source.revision))

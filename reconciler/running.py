@@ -43,6 +43,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from .composejobs import work_queued
 from .diffing import package_diffs
 from .errors import ReconcilerError
 from .hostconfig import HostConfig
@@ -297,8 +298,10 @@ class Loop:
         return PassResult(source, plan)
 
     def _work_jobs(self, state: StateDB) -> None:
-        """The seam for compose jobs (issue 18, part B): a follower takes the queued
-        compose jobs here, until none is left or ``stop`` is set. Nothing yet."""
+        """A follower takes the queued compose jobs (the leader's plans submit them), until
+        none is left or ``stop`` is set; a job that failed is the job's (it is recorded
+        there and the leader's compose action fails with it), not this pass's."""
+        work_queued(self.host, state, self.spec_dir, self.cache, self.stop)
 
     def _show_leader(self, state: StateDB) -> None:
         """Who leads, in the metrics (a lease past its expiry is shown as no leader)."""

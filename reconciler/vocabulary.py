@@ -214,6 +214,14 @@ class JobState(StrEnum):
     FAILED = "failed"  # its compose was DOOMED or could not start (the row says why)
 
 
+class AttemptOutcome(StrEnum):
+    """How one attempt at a compose job ended (the ``compose_attempts`` table)."""
+
+    DONE = "done"  # the job is done with this attempt's compose
+    FAILED = "failed"  # the job failed with this attempt
+    ABANDONED = "abandoned"  # its worker stopped heartbeating; the job was taken again
+
+
 __all__ = [
     "FINISHED_RESULTS",
     "INTERRUPTED",
@@ -222,6 +230,7 @@ __all__ = [
     "RELEASE_STAGES",
     "TROUBLE_STATES",
     "ActionKind",
+    "AttemptOutcome",
     "ChangeKind",
     "ComposeStatus",
     "Dialect",

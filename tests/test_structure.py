@@ -57,6 +57,7 @@ def test_no_module_is_longer_than_one_reading(module: Path) -> None:
         state.Sources,
         state.Mirrors,
         state.Leases,
+        state.Jobs,
     ],
     ids=lambda c: c.__name__,
 )

@@ -20,6 +20,7 @@ per concern:
 ``StateDB.mirrors``         :class:`~.mirrors.Mirrors`: every repomd.xml production
                             served and when; what each mirror served at its last check
 ``StateDB.leases``          :class:`~.leases.Leases`: who leads (publishes), every term
+``StateDB.jobs``            :class:`~.jobs.Jobs`: compose jobs, who works them, attempts
 ==========================  =============================================================
 
 Records (:mod:`.records`) are frozen dataclasses with explicit row conversion.
@@ -39,6 +40,7 @@ from ..vocabulary import Dialect
 from .database import BUSY_TIMEOUT_S, REBUILD_HINT, Database, SqliteDatabase
 from .history import ActionStart, History
 from .inventory import Inventory
+from .jobs import ComposeAttempt, ComposeJob, ComposesOfJobs, Jobs
 from .leases import LeaderRecord, LeaderTerm, Leases
 from .migrations import APPLICATION_ID, SCHEMA_VERSION
 from .mirrors import Mirrors
@@ -78,6 +80,7 @@ class StateDB:
         self.sources = Sources(db)
         self.mirrors = Mirrors(db)
         self.leases = Leases(db)
+        self.jobs = Jobs(db)
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True, check: bool = False) -> StateDB:
@@ -162,9 +165,13 @@ __all__ = [
     "REBUILD_HINT",
     "SCHEMA_VERSION",
     "ActionStart",
+    "ComposeAttempt",
+    "ComposeJob",
+    "ComposesOfJobs",
     "DriftFinding",
     "HistoryEntry",
     "InventoryEntry",
+    "Jobs",
     "LeaderRecord",
     "LeaderTerm",
     "Leases",
