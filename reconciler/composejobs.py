@@ -23,10 +23,11 @@ import re
 import shutil
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .composemeta import read_status, write_status
 from .errors import LockHeldError, ReconcilerError, SourceError, SourceRejected, StateError
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between looks at the queue when nothing can be claimed.
 POLL = 1.0
+#: Seconds between tries to record a job's end while the state cannot be reached.
+FINISH_RETRY = 0.5
 #: A full commit id (SHA-1 or SHA-256): the only revisions a job directory is named after.
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -288,8 +291,8 @@ class JobWorker:
                 error = f"compose {cid} {result.status.value}: {result.error or ''}".strip()
         except (ReconcilerError, OSError) as exc:
             error = str(exc)
-        kept = self.state.jobs.finish(
-            job.id, job.attempt, state, compose_id=cid, error=error, bytes=nbytes, packages=packages
+        kept = self._finish(
+            job, state, compose_id=cid, error=error, bytes=nbytes, packages=packages
         )
         fields = {**_fields(job, self.name), "compose_id": cid}
         if not kept:
@@ -309,6 +312,26 @@ class JobWorker:
         ended = self.state.jobs.get(job.id)
         assert ended is not None, "jobs are never deleted"
         return ended
+
+    def _finish(self, job: ComposeJob, state: JobState, **end: Any) -> bool:
+        """Record how ``job`` ended; False when it was taken from us meanwhile.
+
+        The compose is on disk whatever the database says. A connection lost at this
+        moment (PostgreSQL restarting) is tried again, on a new connection, for half the
+        job timeout: the job is still ours that long after its last heartbeat, and giving
+        up would leave a finished compose that no job names, composed a second time by
+        the next attempt."""
+        deadline = time.monotonic() + self.host.state.job_timeout / 2
+        while True:
+            try:
+                return self.state.jobs.finish(job.id, job.attempt, state, **end)
+            except StateError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                fields = {"event": "job.finish_retry", **_fields(job, self.name)}
+                log.warning("job %d: cannot record its end yet (%s); trying again", job.id,
+                            exc, extra=fields)  # fmt: skip
+                time.sleep(FINISH_RETRY)
 
     def _doom_abandoned(self, job: ComposeJob) -> None:
         """Mark the compose directories of the job's abandoned attempts DOOMED while they
