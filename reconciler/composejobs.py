@@ -60,6 +60,19 @@ def own_connection(host: HostConfig) -> StateDB:
     return StateDB.connect(host)
 
 
+def expire_abandoned(host: HostConfig, state: StateDB) -> None:
+    """Put the jobs of workers that stopped heartbeating (or were killed on this host: no
+    need to wait for the timeout) back in the queue, each abandoned attempt logged."""
+    dead = partial(is_dead_here, host)
+    for attempt in state.jobs.expire(host.state.job_timeout, dead):
+        log.warning(
+            "job %d attempt %d of %s abandoned (killed, or silent for %d s); queued again",
+            attempt.job, attempt.attempt, attempt.worker, host.state.job_timeout,
+            extra={"event": "job.expired", "job": attempt.job, "attempt": attempt.attempt,
+                   "worker": attempt.worker, "compose_id": attempt.compose_id},
+        )  # fmt: skip
+
+
 def submit_composes(
     state: StateDB, plan: Plan, revision: str | None, since: float
 ) -> dict[tuple[str, str], ComposeJob]:
@@ -236,22 +249,7 @@ class JobWorker:
 
     def expire(self) -> None:
         """Put the jobs of workers that stopped heartbeating back in the queue."""
-        dead = partial(is_dead_here, self.host)  # killed here: no need to wait for the timeout
-        for attempt in self.state.jobs.expire(self.host.state.job_timeout, dead):
-            log.warning(
-                "job %d attempt %d of %s abandoned (killed, or silent for %d s); queued again",
-                attempt.job,
-                attempt.attempt,
-                attempt.worker,
-                self.host.state.job_timeout,
-                extra={
-                    "event": "job.expired",
-                    "job": attempt.job,
-                    "attempt": attempt.attempt,
-                    "worker": attempt.worker,
-                    "compose_id": attempt.compose_id,
-                },
-            )
+        expire_abandoned(self.host, self.state)
 
     def run_one(self) -> ComposeJob | None:
         """Expire stale jobs, claim one and work it; the job as it ended, or None when

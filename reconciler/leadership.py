@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import LockHeldError, ReconcilerError, StateError
 from .hostconfig import HostConfig
 from .locking import exclusive_lock
-from .nodes import this_process
+from .nodes import is_dead_here, this_process
 from .state import StateDB
 from .state.leases import LeaderRecord, begin_term, current, end_term, renew
 from .vocabulary import Dialect
@@ -80,7 +80,7 @@ class FileLease:
     ``adopt`` on the same host still run between passes). The leader's row lasts one
     lease plus one interval past each of its passes: the other processes leave the lock
     to it meanwhile, so the same process keeps leading, and take it once the row has
-    expired (its holder died or stopped)."""
+    expired (its holder stopped) or its holder is dead (the pid is gone: one host)."""
 
     def __init__(self, host: HostConfig) -> None:
         self.host = host
@@ -92,7 +92,13 @@ class FileLease:
     @contextmanager
     def lead(self, state: StateDB) -> Iterator[bool]:
         other = state.leases.current()
-        if other is not None and other.holder != self.holder and other.live(state.clock()):
+        # one host shares the file: a holder killed here (kill -9) is known dead at once
+        if (
+            other is not None
+            and other.holder != self.holder
+            and other.live(state.clock())
+            and not is_dead_here(self.host, other.holder)
+        ):
             log.info("following %s (term %d)", other.holder, other.term,
                      extra={"event": "leader.follow", "holder": other.holder})  # fmt: skip
             yield False

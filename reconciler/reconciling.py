@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .applying import Applier, ApplyResult, Context
+from .composejobs import expire_abandoned
 from .endoflife import plan_with_endoflife
 from .errors import (
     NoGoodRevision,
@@ -216,6 +217,9 @@ def run_pass(
     """One pass. With ``saved``, refuses it when the revision or the observed world changed.
     With ``fence`` (the leader lease's ``valid``), the apply stops when it turns False."""
     if apply:
+        # the jobs of dead workers first: an action waiting for a job whose worker died
+        # (the applier itself, killed) is then no longer spared as a live job's
+        expire_abandoned(host, state)
         state.history.mark_interrupted(datetime.now(UTC))
     try:
         source = against or load_source(host, state, spec_dir, cache)

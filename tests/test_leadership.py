@@ -148,7 +148,7 @@ def test_a_leader_cut_off_stops_before_its_successor_starts(
 
 def test_a_leader_whose_database_restarts_leads_again_on_a_later_pass(
     contenders: tuple[PgLease, PgLease], pg_cluster: Any, lease_db: str,
-    caplog: pytest.LogCaptureFixture,
+    warnings_log: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     a, _b = contenders
     assert leads(a)
@@ -159,7 +159,7 @@ def test_a_leader_whose_database_restarts_leads_again_on_a_later_pass(
         assert time.monotonic() < restarted + LEASE, "still valid a whole lease after the restart"
         time.sleep(0.02)
     assert not leads(a), "the pass after the loss follows"
-    assert any(getattr(r, "event", None) == "leader.lost" for r in caplog.records)
+    assert any(getattr(r, "event", None) == "leader.lost" for r in warnings_log.records)
     last = leader_row(pg_cluster, lease_db)  # as a last renewed it (kept over the restart)
     assert (last.term, last.holder) == (before.term, a.holder)
     assert leads(a), "the next one takes the lease again, on a new connection"
