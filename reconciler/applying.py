@@ -5,8 +5,8 @@ commit author, start, end, result, error, bytes and files moved). When an
 action fails, the later actions of the same SIG release are skipped (a
 promotion never follows a failed staging); other SIG releases go on.
 A stop request (SIGTERM) lets the current action finish, then stops; so does a
-lost leader lease (the ``fence``, checked before each action and before a publish
-places its files), and then nothing else of the apply is done: another leader owns it.
+lost leader lease (the ``fence``, checked before each action and before each phase of
+a publish), and then nothing else of the apply is done: another leader owns it.
 Each compose of the plan is a job (:mod:`.composejobs`) that any process may take; a
 COMPOSE action waits for its job, working the queue itself meanwhile.
 """
@@ -26,7 +26,7 @@ from . import drift
 from .composejobs import Desired, JobWorker, Specs, submit_composes
 from .composemeta import write_status
 from .endoflife import in_spec
-from .errors import PublishError, ReconcilerError
+from .errors import LeaseLost, PublishError, ReconcilerError
 from .facts import TargetKey
 from .hostconfig import HostConfig
 from .layout import ComposeTree, PublishedTree
@@ -109,10 +109,6 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         return all(r.result is Result.OK for r in self.results) and not self.stopped
-
-
-class LeaseLost(ReconcilerError):
-    """The leader lease is no longer valid: this process must not publish."""
 
 
 def _always_valid() -> bool:
@@ -299,6 +295,7 @@ class Applier:
         target = self._published(action, action.stage)
         policy = self.spec.defaults.publish
         publisher = Publisher(self.state, target, Owner(policy.owner, policy.group))
+        publisher.fence = self.fence  # checked again before each phase of the publish
         key = TargetKey(action.stage, action.sig, action.release)
         changes = None if action.repair else changes_chain(self.state, tree, key, compose_id)
         # a repair checks what drift named by content, and places only verified bytes

@@ -18,6 +18,7 @@ escaping is a bug.
     │   ├── SourceUnavailable    cannot be fetched (names the URL)
     │   └── SourceRejected       fetched, but refused (rewritten, unsigned, ...)
     ├── StateError           the state database is missing, corrupt or too new
+    ├── LeaseLost            the leader lease lapsed: this process must not publish
     ├── PlanError            a saved plan cannot be applied (stale, unreadable)
     └── PublishError         a staging or production tree could not be updated
 """
@@ -120,3 +121,8 @@ class PlanError(ReconcilerError):
 
 class PublishError(ReconcilerError):
     """A staging or production tree could not be updated."""
+
+
+class LeaseLost(ReconcilerError):
+    """The leader lease is no longer valid: this process must not publish (another may
+    lead already). The action it stops is recorded as interrupted, not failed."""

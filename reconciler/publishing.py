@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,7 +60,7 @@ from .changeset import (
 from .checksums import hash_file
 from .composefiles import REPOMD, Changes, SourceFile
 from .destination import Destination, Owner, entry_for, holds_bytes, root_lock, same_inode, syncfs
-from .errors import PublishError, UnsafePathError
+from .errors import LeaseLost, PublishError, UnsafePathError
 from .fsutil import Sharer, copy_fsync, tmp_name
 from .layout import PublishedTree
 from .manifest import source_files
@@ -98,6 +98,11 @@ class Sources(Protocol):
         ``locked`` is held by the caller), or raise naming the path."""
 
 
+def _always() -> bool:
+    """The fence of a publish no lease guards (``apply`` on one host, the tests)."""
+    return True
+
+
 class Publisher:
     """Publishes one compose SIG directory to one target directory of a stage root."""
 
@@ -113,6 +118,10 @@ class Publisher:
         # with the first file and logged once per tree
         self.sharer = Sharer(f"publishing to {self.target}", _COPY_HINT.format(self.stage_root))
         self._unmanaged: Mapping[str, UnmanagedEntry] = {}  # what decide() knew of
+        #: May this process still publish (the leader lease)? Asked before each phase:
+        #: a leader whose lease lapsed mid-publish stops before the next phase (above all
+        #: before repomd.xml), and the next leader redoes the publish from the start.
+        self.fence: Callable[[], bool] = _always
 
     def _place(self, change: Change) -> InventoryEntry:
         """Put a compose file at its name: PLACE gives it a free name straight away (a
@@ -293,6 +302,9 @@ class Publisher:
             pend = [p for p in pend if p not in gone]
         self.state.pending.cancel(self.stage, list(changes.cancel))
         for phase in PublishPhase:
+            if not self.fence():
+                raise LeaseLost(f"stopped publishing to {self.target} before its {phase} files:"
+                                " the leader lease lapsed")  # fmt: skip
             if phase is PublishPhase.REPOMD and self.sharer.unsynced:
                 syncfs(self.stage_root)  # clones, copies durable before a repomd.xml names them
             batch = [self._place(c) for c in changes.phase(phase)]

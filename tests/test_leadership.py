@@ -26,12 +26,14 @@ import httpx
 import pytest
 import yaml
 
+from reconciler.facts import TargetKey
 from reconciler.hostconfig import HostConfig, StateConfig
 from reconciler.leadership import LEASE_KEY, FileLease, PgLease
 from reconciler.reconciling import open_state, run_pass
 from reconciler.specfile import load_host_config
 from reconciler.state import ActionStart, StateDB
 from reconciler.state.leases import LeaderRecord
+from reconciler.verifying import verify_tree
 from reconciler.vocabulary import INTERRUPTED, Result, Stage
 
 from .conftest import DesiredState, Host, reconciler_process, wait_until, write_host_config
@@ -233,6 +235,35 @@ def test_a_lease_lost_before_a_publish_stops_the_apply_as_interrupted(
         assert not state.targets.statuses(), "a leader that lost its lease records no status"
         assert {compose.node, publish.node} == {f"{os.uname().nodename}:{os.getpid()}"}
     assert not (host.root / "staging" / "mirror").exists(), "nothing was placed"
+
+
+def test_a_lease_lapsing_mid_publish_stops_before_the_metadata_and_the_next_leader_redoes_it(
+    host: Host, desired_state: DesiredState
+) -> None:
+    """The fence is asked again before each phase of a publish: a lease that lapses once
+    the packages are placed stops the publish before any metadata or repomd.xml (the
+    mirrors see the old repository, or none), and the next leader's publish completes it."""
+    staging = host.root / "staging"
+
+    def fence() -> bool:  # the lease lapses once packages are in the staging tree
+        return not any(staging.rglob("*.rpm")) if staging.is_dir() else True
+
+    config = load_host_config(host.config_path)
+    key = TargetKey(Stage.STAGING, "core", "9")
+    with StateDB.open(config.state_dir) as state:
+        result = run_pass(config, state, apply=True, spec_dir=desired_state.path, fence=fence)
+        assert result.applied is not None and result.applied.stopped
+        publish = state.history.entries(1)[0]
+        assert (publish.action, publish.result, publish.error) == (
+            "publish", Result.FAILED, INTERRUPTED)  # fmt: skip
+        assert any(staging.rglob("*.rpm")), "the packages phase ran"
+        assert not any(staging.rglob("repodata/*")), "no metadata after the lease lapsed"
+        assert state.targets.get("core", "9", Stage.STAGING) is None
+        assert state.targets.is_publishing(key), "the next publish compares everything"
+        again = run_pass(config, state, apply=True, spec_dir=desired_state.path)
+        assert again.ok
+        assert len(state.targets.events("core", "9", Stage.STAGING)) == 1
+    assert verify_tree(staging).ok
 
 
 # -- SQLite: the apply lock is the lease -----------------------------------------------------
