@@ -7,7 +7,7 @@ with the status page, within the limits below.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import write_to_textfile as _write_textfile
 
 from .errors import ConfigError
-from .vocabulary import Stage, TargetState
+from .vocabulary import JobState, Stage, TargetState
 
 if TYPE_CHECKING:
     from .state import LeaderRecord
@@ -86,6 +86,9 @@ class Metrics:
                                   "When the leader's term began (epoch)", registry=r)  # fmt: skip
         self.leader_term = Gauge("reconciler_leader_term", "The leader lease's term",
                                  registry=r)  # fmt: skip
+        self.compose_jobs = Gauge("reconciler_compose_jobs", "Compose jobs in the shared state "
+                                  "by state (queued, running, done, failed)", ["state"],
+                                  registry=r)  # fmt: skip
         self.last_pass: dict[str, Any] = {}
 
     def set_target_states(self, rows: Iterable[tuple[str, str, Stage, TargetState]]) -> None:
@@ -122,6 +125,11 @@ class Metrics:
             self.leader.labels(held.holder).set(1)
         self.leader_since.set(held.since if held is not None else 0)
         self.leader_term.set(held.term if held is not None else 0)
+
+    def set_jobs(self, counts: Mapping[JobState, int]) -> None:
+        """How many compose jobs are in each state."""
+        for state, n in counts.items():
+            self.compose_jobs.labels(state.value).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -308,6 +308,7 @@ class Loop:
         held = state.leases.current()
         live = held if held is not None and held.live(state.clock()) else None
         self.metrics.set_leader(live, self.leading)
+        self.metrics.set_jobs(state.jobs.counts())  # the queue, as every process sees it
 
     @staticmethod
     def _keep_pass_in(state: StateDB, ok: bool, seconds: float) -> None:

@@ -377,6 +377,8 @@ def test_two_run_processes_one_leads_the_other_follows(
             assert metric(base, "reconciler_is_leader") == {"": float(i == leader)}
             assert metric(base, "reconciler_leader") == {f'{{holder="{held.holder}"}}': 1.0}
             assert metric(base, "reconciler_leader_term") == {"": 1.0}
+            jobs = metric(base, "reconciler_compose_jobs")  # the one compose, as a job
+            assert jobs['{state="done"}'] == 1.0 and jobs['{state="running"}'] == 0.0, jobs
         shown = cli("status", "--format", "json", "--config", config).out
         assert {row["leader"]["holder"] for row in yaml.safe_load(shown)} == {held.holder}
         assert f"leader {held.holder} (term 1)" in cli("status", "--config", config).out
