@@ -185,7 +185,18 @@ class Heartbeat:
         self.host, self.job, self.worker = host, job, worker
         self.lost = threading.Event()
         self._stop = threading.Event()
+        # when the last renewal that succeeded was sent (the claim, at first: it was made
+        # just before), by this host's monotonic clock
+        self._renewed = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def still_ours(self) -> bool:
+        """May this worker still finish the job? Not once it was told the job is another's,
+        nor once ``job_timeout`` (less a fifth) has passed since its last renewal was sent:
+        by then another process may have taken it (a worker cut off from the database
+        cannot know), so its compose is DOOMED rather than finished beside the new one."""
+        timeout = float(self.host.state.job_timeout)
+        return not self.lost.is_set() and time.monotonic() < self._renewed + timeout * 0.8
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -210,6 +221,7 @@ class Heartbeat:
             return
         with state:
             while not self._stop.wait(interval):
+                sent = time.monotonic()
                 try:
                     ours = state.jobs.heartbeat(self.job.id, self.worker, self.job.attempt)
                 except StateError as exc:  # the next beat tries again (a new connection on PG)
@@ -220,17 +232,18 @@ class Heartbeat:
                         extra={"event": "job.heartbeat_failed", **_fields(self.job, self.worker)},
                     )
                     continue
-                if not ours:
-                    self.lost.set()
-                    log.error(
-                        "job %d (%s %s) was taken from this worker: its compose will not "
-                        "be recorded",
-                        self.job.id,
-                        self.job.sig,
-                        self.job.release,
-                        extra={"event": "job.lost", **_fields(self.job, self.worker)},
-                    )
-                    return
+                if ours:
+                    self._renewed = sent
+                    continue
+                self.lost.set()
+                log.error(
+                    "job %d (%s %s) was taken from this worker: its compose will not be recorded",
+                    self.job.id,
+                    self.job.sig,
+                    self.job.release,
+                    extra={"event": "job.lost", **_fields(self.job, self.worker)},
+                )
+                return
 
 
 @dataclass
@@ -277,9 +290,8 @@ class JobWorker:
             self._doom_abandoned(job)
             desired = self.specs.at(job.revision)
             started = partial(self.state.jobs.started, job.id, job.attempt)
-            request = ComposeRequest(
-                job.sig, job.release, git_revision=job.revision, on_allocated=started
-            )
+            request = ComposeRequest(job.sig, job.release, git_revision=job.revision,
+                                     on_allocated=started, still_ours=beat.still_ours)  # fmt: skip
             with beat:
                 result = compose(desired.spec, desired.spec_dir, self.host, request, self.reporter)
             cid, nbytes, packages = result.compose_id, result.downloaded_bytes, result.packages

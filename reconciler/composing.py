@@ -86,6 +86,8 @@ class ComposeRequest:
     check_signatures: bool | None = None  # None: as the spec says
     git_revision: str | None = None
     on_allocated: Callable[[str], None] | None = field(default=None, compare=False)  # gets the ID
+    #: Asked before FINISHED: False (a job's worker cut off past its timeout) DOOMs it.
+    still_ours: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -222,17 +224,15 @@ class Composer:
         if previous is not None and before is not None:
             write_changes(self.tree.changes(cid), diff(previous.compose_id, before, files))
         del files, before
-        write_productmd(
-            self.tree,
-            cid,
-            date=date,
-            respin=respin,
-            contents=contents,
-            repo_arches={r: s.arches for r, s in self.rel.repos.items()},
-        )
+        arches = {r: s.arches for r, s in self.rel.repos.items()}
+        write_productmd(self.tree, cid, date=date, respin=respin, contents=contents,
+                        repo_arches=arches)  # fmt: skip
         self._write_record(cid, works, previous, missing)
         read_only_dirs(cdir)
         status = ComposeStatus.FINISHED_INCOMPLETE if missing else ComposeStatus.FINISHED
+        if self.request.still_ours is not None and not self.request.still_ours():
+            raise ComposeError(f"compose {cid}: its job may be another worker's by now (no "
+                               "heartbeat for the job timeout): DOOMED, not finished")  # fmt: skip
         write_status(cdir, status)
         if status is ComposeStatus.FINISHED:
             swap_symlink(self.tree.latest_link, cid)

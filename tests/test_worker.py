@@ -270,8 +270,54 @@ def test_the_heartbeat_says_when_the_job_was_taken(tmp_path: Path) -> None:
             assert [a.worker for a in state.jobs.expire(2, lambda w: True)] == ["here:1"]
             assert state.jobs.claim("there:2") is not None
             assert beat.lost.wait(10), "the heartbeat noticed"
+            assert not beat.still_ours(), "a taken job is never finished"
         ours = state.jobs.get(mine.id)
     assert ours is not None and ours.worker == "there:2"
+
+
+def test_a_worker_cut_off_from_the_state_stops_calling_the_job_its_own(tmp_path: Path) -> None:
+    """A worker whose heartbeats cannot reach the database (here: nothing listens where the
+    state is) cannot learn that its job was taken; once 4/5 of job_timeout have passed
+    since its last renewal (the claim), another process may have taken it, so the job is
+    no longer its own to finish."""
+    from reconciler.composejobs import Heartbeat
+    from reconciler.state import ComposeJob
+
+    from .pgcluster import free_port
+
+    secret = tmp_path / "password"
+    secret.write_text("unused\n")
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    config = write_host_config(tmp_path, "http://127.0.0.1:9", state={
+        "url": url, "password_file": str(secret), "job_timeout": 2, "connect_timeout": 1})  # fmt: skip
+    host = load_host_config(config)
+    with StateDB.open(tmp_path / "local") as local:  # only to make a claimed job's record
+        local.jobs.submit("core", "9", "test", Trigger.COMMIT, None, 0.0)
+        job = local.jobs.claim("here:1")
+    assert isinstance(job, ComposeJob)
+    with Heartbeat(host, job, "here:1") as beat:
+        assert beat.still_ours(), "just claimed"
+        deadline = time.monotonic() + 30
+        while beat.still_ours():
+            assert time.monotonic() < deadline, "still its own long after job_timeout"
+            time.sleep(0.05)
+
+
+def test_a_compose_its_worker_no_longer_owns_is_doomed_not_finished(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The compose asks before FINISHED: a worker whose job may be another's by now leaves
+    a DOOMED compose (never staged, never ``latest``), not a second finished one."""
+    from reconciler.composing import ComposeRequest, compose
+    from reconciler.specfile import load_spec
+
+    config, desired = _world(tmp_path, upstream)
+    host = load_host_config(config)
+    request = ComposeRequest("core", "9", still_ours=lambda: False)
+    result = compose(load_spec(desired), desired, host, request)
+    assert result.status is ComposeStatus.DOOMED and "another worker" in (result.error or "")
+    assert _composes(config, "core") == {result.compose_id: ComposeStatus.DOOMED}
+    assert not host.compose_tree("core", "9").latest_link.exists()
 
 
 def test_only_the_newest_exported_revisions_are_kept(tmp_path: Path) -> None:
