@@ -344,22 +344,25 @@ def _name_new(tmp: Path, dst: Path, dir_fd: int | None = None) -> None:
     os.unlink(tmp, dir_fd=dir_fd)
 
 
-def clone_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None = None) -> None:
-    """Make the new file ``dst`` share ``src``'s blocks (FICLONE), with its mode, owner and
-    times, as a hardlink would show them (the mirrors' lists and the inventory compare
-    size and mtime); fsynced when ``durable``. OSError (``dst`` removed) when the
-    filesystem cannot clone; neither name may be a symlink. ``dst`` is relative to
-    ``dst_dir`` when given."""
+def _new_file_from(
+    src: Path,
+    dst: Path,
+    flags: int,
+    durable: bool,
+    dst_dir: int | None,
+    fill: Callable[[int, int, os.stat_result], None],
+) -> None:
+    """Make ``dst`` (opened with ``flags``) from ``src``: ``fill`` gives it its bytes and
+    mode, then it gets ``src``'s times and, when ``durable``, an fsync. Neither name may
+    be a symlink; ``dst`` (relative to ``dst_dir`` when given) is removed again if any
+    step fails."""
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd_in)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd_out = os.open(dst, flags, 0o600, dir_fd=dst_dir)
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o600,
+                         dir_fd=dst_dir)  # fmt: skip
         try:
-            fcntl.ioctl(fd_out, FICLONE, fd_in)
-            with suppress(PermissionError):  # not root: the clone is ours, as a copy is
-                os.fchown(fd_out, st.st_uid, st.st_gid)
-            os.fchmod(fd_out, stat.S_IMODE(st.st_mode))  # after the chown, which clears setuid
+            fill(fd_in, fd_out, st)
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
             if durable:
                 os.fsync(fd_out)
@@ -372,8 +375,29 @@ def clone_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None 
         os.close(fd_in)
 
 
+def _clone_into(fd_in: int, fd_out: int, st: os.stat_result) -> None:
+    fcntl.ioctl(fd_out, FICLONE, fd_in)
+    with suppress(PermissionError):  # not root: the clone is ours, as a copy is
+        os.fchown(fd_out, st.st_uid, st.st_gid)
+    os.fchmod(fd_out, stat.S_IMODE(st.st_mode))  # after the chown, which clears setuid
+
+
+def clone_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None = None) -> None:
+    """Make the new file ``dst`` share ``src``'s blocks (FICLONE), with its mode, owner and
+    times, as a hardlink would show them (the mirrors' lists and the inventory compare
+    size and mtime); fsynced when ``durable``. OSError (``dst`` removed) when the
+    filesystem cannot clone; neither name may be a symlink. ``dst`` is relative to
+    ``dst_dir`` when given."""
+    _new_file_from(src, dst, os.O_EXCL, durable, dst_dir, _clone_into)
+
+
 #: sendfile(2) between two files is Linux's; elsewhere the bytes go through a buffer.
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def _copy_into(fd_in: int, fd_out: int, st: os.stat_result) -> None:
+    _copy_bytes(fd_in, fd_out, st.st_size)
+    os.fchmod(fd_out, stat.S_IMODE(st.st_mode))
 
 
 def copy_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None = None) -> None:
@@ -385,24 +409,7 @@ def copy_file(src: Path, dst: Path, durable: bool = False, dst_dir: int | None =
     when ``durable``; relative to ``dst_dir`` when given. About 8 system calls a file,
     where :func:`shutil.copy2` makes 17.
     """
-    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd_in)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        fd_out = os.open(dst, flags, 0o600, dir_fd=dst_dir)
-        try:
-            _copy_bytes(fd_in, fd_out, st.st_size)
-            os.fchmod(fd_out, st.st_mode & 0o7777)
-            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
-            if durable:
-                os.fsync(fd_out)
-        except BaseException:
-            os.close(fd_out)
-            _unlink(dst, dst_dir)
-            raise
-        os.close(fd_out)
-    finally:
-        os.close(fd_in)
+    _new_file_from(src, dst, os.O_TRUNC, durable, dst_dir, _copy_into)
 
 
 def _copy_bytes(fd_in: int, fd_out: int, size: int) -> None:

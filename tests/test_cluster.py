@@ -32,7 +32,8 @@ from reconciler.vocabulary import ComposeStatus
 from .cluster_support import Process, World, make_world, wait_for, world_running
 from .conftest import Upstream
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+#: the two tests that SIGKILL a process at an exact system call need strace (.ci/run installs it)
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 
 SIGS3 = {sig: {"8": {}, "9": {}} for sig in ("core", "cloud", "kmods")}
 LEASE, INTERVAL = 3, 2
@@ -158,6 +159,7 @@ def holder_process(world: World, runs: list[Process]) -> Process:
     return match
 
 
+@needs_strace
 def test_leader_killed_mid_promotion_fails_over_and_publishes_once(
     tmp_path: Path, upstream: Upstream, pg_cluster: Any
 ) -> None:
@@ -323,6 +325,7 @@ def test_sqlite_run_and_worker_compose_each_sig_once(tmp_path: Path, upstream: U
         assert verify(world, "host-a").returncode == 0
 
 
+@needs_strace
 def test_sqlite_run_killed_mid_promotion_publishes_once_after_restart(
     tmp_path: Path, upstream: Upstream
 ) -> None:

@@ -22,16 +22,11 @@ from reconciler.hostconfig import DownloadConfig
 from reconciler.testing import UpstreamServer
 from reconciler.upstream import Expected, Fetched, Upstream
 from reconciler.upstream.batch import loops_for
-from tests.test_upstream_hostile import PROXY_VARIABLES, _Proxy
+
+# the proxy variables of the shell never leak in (an autouse fixture, shared)
+from tests.test_upstream_hostile import _Proxy, no_proxy_from_the_environment  # noqa: F401
 
 SIZES = [0, 1, 5000, 70_000, 300_000, 2_500_000, 12_345]  # one chunk, several, none
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
 
 
 @pytest.fixture
