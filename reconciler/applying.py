@@ -35,7 +35,7 @@ from .names import COMPOSE_ID_RE, compose_release
 from .nodes import this_process
 from .planning import Action, Plan, Verdict
 from .propagation import check_if_due
-from .publishing import Owner, Publisher
+from .publishing import Owner, Publisher, no_fence
 from .recording import changes_chain, walk_target, write_lists, write_vault_lists
 from .retiring import delete_due, retire_target
 from .spec import Spec
@@ -111,10 +111,6 @@ class ApplyResult:
         return all(r.result is Result.OK for r in self.results) and not self.stopped
 
 
-def _always_valid() -> bool:
-    return True
-
-
 @dataclass
 class _Outcome:
     compose_id: str | None = None
@@ -132,7 +128,7 @@ class Applier:
     reporter: Reporter | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     #: May this process still publish (the leader lease)? False stops the apply.
-    fence: Callable[[], bool] = field(default=_always_valid)
+    fence: Callable[[], bool] = field(default=no_fence)
     #: The database's clock when the plan began observing (see :meth:`Jobs.submit`).
     since: float | None = None
     _new: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -333,11 +329,7 @@ class Applier:
         self.state.sources.set_drift(key, ())
         if fresh and not vault:
             walk_target(self.spec, self.state, target)
-        healed = healer.touched if healer is not None else set()
-        if action.stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
-            write_lists(self.spec, self.host, self.state)
-        if vault:  # the tree is complete: its lists now
-            write_vault_lists(self.spec, self.host, self.state)
+        self._lists_after(action.stage, healer.touched if healer is not None else set())
         self.state.targets.set(TargetRecord(action.sig, action.release, action.stage, compose_id,
                                             datetime.now(UTC), self.context.revision))  # fmt: skip
         if action.stage is Stage.PRODUCTION:  # what mirrors should now serve, and since when
@@ -346,6 +338,14 @@ class Applier:
             )
         self.state.targets.published(key)
         return _Outcome(compose_id, stats.bytes, stats.files)
+
+    def _lists_after(self, stage: Stage, healed: set[Stage]) -> None:
+        """The mirrors' file lists, once a publish to ``stage`` (or a repair of
+        production while publishing another stage) changed what they name."""
+        if stage is Stage.PRODUCTION or Stage.PRODUCTION in healed:
+            write_lists(self.spec, self.host, self.state)
+        if stage is Stage.VAULT:  # the tree is complete: its lists now
+            write_vault_lists(self.spec, self.host, self.state)
 
     def _prune(self, action: Action) -> _Outcome:
         cid = action.compose_id or ""

@@ -98,8 +98,8 @@ class Sources(Protocol):
         ``locked`` is held by the caller), or raise naming the path."""
 
 
-def _always() -> bool:
-    """The fence of a publish no lease guards (``apply`` on one host, the tests)."""
+def no_fence() -> bool:
+    """The fence of a publish (or an apply) no lease guards: ``apply`` on one host."""
     return True
 
 
@@ -121,7 +121,7 @@ class Publisher:
         #: May this process still publish (the leader lease)? Asked before each phase:
         #: a leader whose lease lapsed mid-publish stops before the next phase (above all
         #: before repomd.xml), and the next leader redoes the publish from the start.
-        self.fence: Callable[[], bool] = _always
+        self.fence: Callable[[], bool] = no_fence
 
     def _place(self, change: Change) -> InventoryEntry:
         """Put a compose file at its name: PLACE gives it a free name straight away (a

@@ -86,17 +86,15 @@ def open_state(host: HostConfig) -> StateDB:
     """Open the state database the host config names; refuse to start a SQLite file afresh
     where this reconciler ran before (its state would be lost: ``state rebuild``). A
     PostgreSQL database is shared and outlives any host: an empty one gets the schema."""
-    if host.state.dialect is Dialect.POSTGRESQL:
-        return StateDB.connect(host)
     db = host.layout.database
-    if not db.exists():
+    if host.state.dialect is Dialect.SQLITE and not db.exists():
         evidence = _has_run_before(host)
         if evidence is not None:
             raise StateError(
                 f"state database {db} is missing, but {evidence} shows this host was "
                 f"reconciled before; {REBUILD_HINT}"
             )
-    return StateDB.open(host.state_dir)
+    return StateDB.connect(host)
 
 
 def _git_source(host: HostConfig, state: StateDB, cache: RecordCache | None) -> Source:

@@ -24,6 +24,8 @@ import httpx
 import psycopg
 import yaml
 
+from reconciler.state.pgsql import translate
+
 from .conftest import (
     DEFAULTS_YAML,
     Upstream,
@@ -147,7 +149,7 @@ class World:
             with psycopg.connect(
                 self.pg.url(self.database), password=PASSWORD, connect_timeout=5, autocommit=True
             ) as conn:
-                return list(conn.execute(query.replace("?", "%s"), params).fetchall())
+                return list(conn.execute(translate(query), params).fetchall())
         db = self.root / "hosts" / "single" / "state" / "state.db"
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             return list(conn.execute(query, params).fetchall())
