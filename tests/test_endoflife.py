@@ -19,16 +19,16 @@ from reconciler.endoflife import LeftTarget, RemovedRelease, plan_with_endoflife
 from reconciler.planning import Plan
 from reconciler.vocabulary import Stage, TargetState
 
-from .conftest import Upstream, make_desired_state, sample_release, write_host_config
-from .gitrepo import DesiredRepo
+from .conftest import Upstream, sample_release
 from .planning_support import compose_fact, make_observed, make_spec, parse_time
+from .site_support import GitSite, files
 
 CATEGORY = "mirror/pub/sig"
 GRACE_S = 3
 GOLDEN = sorted((Path(__file__).parent / "golden" / "endoflife").glob("*.yaml"))
 
 
-class Site:
+class Site(GitSite):
     """A desired-state git repository (SIG core: releases 9 and 10; SIG extras: 9) and the
     host that follows it."""
 
@@ -40,50 +40,11 @@ class Site:
             "promotion": {"require_staged": True, "min_soak": "0h"},
             "releases": {r: {"arches": ["x86_64", "aarch64"]} for r in ("9", "10")},
         }
-        ds = make_desired_state(tmp / "desired-state", yaml.safe_dump(defaults), write=False)
-        self.sigs = ds.path / "sigs"
-        self.docs: dict[str, dict[str, Any]] = {
+        docs: dict[str, dict[str, Any]] = {
             "core": {"sig": "core", "releases": {"9": sample_release(), "10": sample_release()}},
             "extras": {"sig": "extras", "releases": {"9": sample_release()}},
         }
-        self._write()
-        self.repo = DesiredRepo(tmp / "git", ds.path)
-        self.repo.commit("Add SIGs core and extras")
-        self.root = tmp / "host"
-        self.root.mkdir()
-        git = {"url": str(self.repo.server), "branch": "main", "path": "desired-state"}
-        self.config = write_host_config(
-            self.root, upstream.server.base_url, git=git, drift_interval=1
-        )
-        self.cli = cli
-
-    @property
-    def work_sigs(self) -> Path:
-        return self.repo.work / "desired-state" / "sigs"
-
-    def _write(self, sigs: Path | None = None) -> None:
-        for name, doc in self.docs.items():
-            path = (sigs or self.sigs) / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-    def change(self, message: str, **releases: dict[str, Any]) -> str:
-        """Change some releases (``core_9={...}``) and commit on the current branch."""
-        for key, changes in releases.items():
-            sig, release = key.split("_")
-            self.docs[sig]["releases"][release].update(changes)
-        self._write(self.work_sigs)
-        return self.repo.commit(message)
-
-    def run(self, *args: str | Path) -> Any:
-        return self.cli(*args, "--config", self.config)
-
-    def apply(self) -> None:
-        result = self.run("apply")
-        assert result.code == 0, result.out + result.err
-
-    def status(self) -> dict[tuple[str, str, str], dict[str, Any]]:
-        rows = json.loads(self.run("status", "--format", "json").out)
-        return {(r["sig"], r["release"], r["stage"]): r for r in rows}
+        super().__init__(tmp, upstream, cli, defaults, docs, "Add SIGs core and extras")
 
     def tree(self, stage: str, release: str, sig: str) -> Path:
         return self.root / stage / CATEGORY / release / sig
@@ -107,10 +68,6 @@ def site(tmp_path: Path, upstream: Upstream, cli: Any) -> Site:
     return Site(tmp_path, upstream, cli)
 
 
-def _files(top: Path) -> set[str]:
-    return {str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()}
-
-
 # --- eol: true -----------------------------------------------------------------------
 
 
@@ -119,7 +76,7 @@ def test_an_eol_release_stops_composing_and_staging_and_keeps_production(
 ) -> None:
     site.published()
     held = site.status()[("core", "9", "production")]["actual"]
-    staged_before = _files(site.tree("staging", "9", "core"))
+    staged_before = files(site.tree("staging", "9", "core"))
     site.change("core 9 reaches its end of life", core_9={"eol": True})
     # the upstream moves on: an eol release neither composes nor stages it
     su.add_packages(
@@ -133,7 +90,7 @@ def test_an_eol_release_stops_composing_and_staging_and_keeps_production(
     new = {p.name for p in (site.root / "compose/9").iterdir()} - set(composes)
     assert [c for c in new if c.startswith("SIG-extras-9-")], "extras 9 follows the upstream"
     assert not [c for c in new if c.startswith("SIG-core-9-")], "core 9 composes nothing"
-    assert _files(site.tree("staging", "9", "core")) == staged_before
+    assert files(site.tree("staging", "9", "core")) == staged_before
     st = site.status()
     for stage in ("compose", "staging", "production"):
         row = st[("core", "9", stage)]
@@ -165,15 +122,15 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
     time.sleep(1.05)  # drift_interval: the next pass walks the trees again
     site.apply()  # the walk finds the unmanaged file: listed, never deleted
     assert "10/core/x86_64/NOTES.txt" in site.listed()
-    kept_9 = _files(site.tree("production", "9", "core"))
-    before = {k: _files(site.tree("production", k[1], k[0])) for k in gone}
+    kept_9 = files(site.tree("production", "9", "core"))
+    before = {k: files(site.tree("production", k[1], k[0])) for k in gone}
 
     # the pull request: release 10 leaves sigs/core.yaml, sigs/extras.yaml goes
     site.repo.git("checkout", "-q", "-b", "retire")
     del site.docs["core"]["releases"]["10"]
     del site.docs["extras"]
     (site.work_sigs / "extras.yaml").unlink()
-    site._write(site.work_sigs)
+    site.write()
     site.repo.git("add", "-A")
     site.repo.git("commit", "-q", "-m", "Retire core 10 and SIG extras")
     site.repo.git("push", "-q", "origin", "retire")
@@ -195,7 +152,7 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
     assert "release 10 was removed from sigs/core.yaml" in md
     assert "SIG extras was removed from the desired state" in md
     # the plan changed nothing
-    assert all(_files(site.tree("production", r, s)) == before[(s, r)] for s, r in gone)
+    assert all(files(site.tree("production", r, s)) == before[(s, r)] for s, r in gone)
     text = site.run("plan", "--against", "retire", "--format", "text").out
     assert (
         "retire production of" in text and f"goes: {CATEGORY}/10/core/x86_64/core-common/: " in text
@@ -214,7 +171,7 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
     for sig, release in gone:
         for stage in ("staging", "production"):
             assert st[(sig, release, stage)]["state"] == "Progressing", st[(sig, release, stage)]
-        assert _files(site.tree("production", release, sig)) == before[(sig, release)]
+        assert files(site.tree("production", release, sig)) == before[(sig, release)]
     assert not list((site.root / "compose/10").glob("SIG-core-10-*")), "composes pruned"
     assert not list((site.root / "compose/9").glob("SIG-extras-9-*"))
     assert list((site.root / "compose/9").glob("SIG-core-9-*")), "core 9 keeps its composes"
@@ -225,10 +182,10 @@ def test_removing_a_release_and_a_sig_is_planned_pended_and_then_gone(
     # after the grace: gone, the unmanaged file kept, the lists follow, verify clean
     time.sleep(GRACE_S + 0.2)
     site.apply()
-    assert _files(site.tree("production", "10", "core")) == {"x86_64/NOTES.txt"}
+    assert files(site.tree("production", "10", "core")) == {"x86_64/NOTES.txt"}
     assert not site.tree("production", "9", "extras").exists()
     assert not site.tree("staging", "10", "core").exists()
-    assert _files(site.tree("production", "9", "core")) == kept_9
+    assert files(site.tree("production", "9", "core")) == kept_9
     listed = site.listed()
     assert not [p for p in listed if p.startswith(("10/core/x86_64/core", "9/extras"))]
     assert "10/core/x86_64/NOTES.txt" in listed

@@ -30,6 +30,7 @@ from reconciler.vocabulary import Stage
 
 from .conftest import PROJECT_ID, REPOS, make_desired_state, write_host_config
 from .publish_support import CATEGORY, SIG_REL, World, _initial, history
+from .site_support import mirror_reader, slowed_apply
 
 KEY_NAME = "RPM-GPG-KEY-Test-Repo-Signing"
 ASC = "repodata/repomd.xml.asc"
@@ -319,21 +320,7 @@ def test_a_reader_following_the_documented_order_never_settles_on_a_mismatched_p
     stop = tmp_path / "stop"
     src = world.production / SIG_REL
     readers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.mirror_reader",
-                str(src),
-                str(tmp_path / name),
-                str(stop),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).parent.parent,
-        )
+        mirror_reader(src, tmp_path / name, stop, *extra)
         for name, extra in (("snaps", []), ("pairs", [str(key.public)]))
     ]
     try:
@@ -342,14 +329,8 @@ def test_a_reader_following_the_documented_order_never_settles_on_a_mismatched_p
             time.sleep(0.05)
         time.sleep(0.5)
         world.pin(world.b)
-        slow = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=none",
-                "-e", "inject=rename,renameat,renameat2:delay_exit=100000"]  # fmt: skip
-        proc = subprocess.run(
-            [*slow, sys.executable, "-m", "reconciler.cli", "apply", "--config",
-             str(world.config), "--desired-state", str(world.ds.path)],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
+        slowed_apply(world.config, "rename,renameat,renameat2", 100000,
+                     "--desired-state", str(world.ds.path))  # fmt: skip
         time.sleep(0.3)
     finally:
         stop.touch()

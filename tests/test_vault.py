@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,16 +29,16 @@ from reconciler.statuspage import release_page
 from reconciler.vaulting import plan_vaults
 from reconciler.vocabulary import ActionKind, Stage, TargetState
 
-from .conftest import Upstream, make_desired_state, sample_release, write_host_config
-from .gitrepo import DesiredRepo
+from .conftest import Upstream, make_desired_state, sample_release
 from .planning_support import make_observed, make_spec
+from .site_support import GitSite, files, mirror_reader, slowed_apply
 from .test_mirror_contract import RSYNC, pull, rsync_daemon
 
 CATEGORY = "mirror/pub/sig"
 VAULT = "mirror/vault"
 
 
-class Site:
+class Site(GitSite):
     """SIG core (releases 9 and 10) in a git desired state, and the host following it;
     ``keep_composes: 1``, so that a compose no stage uses is pruned at once."""
 
@@ -53,42 +51,16 @@ class Site:
             "promotion": {"require_staged": True, "min_soak": "0h"},
             "releases": {r: {"arches": ["x86_64", "aarch64"]} for r in ("9", "10")},
         }
-        ds = make_desired_state(tmp / "desired-state", yaml.safe_dump(defaults), write=False)
-        self.doc: dict[str, Any] = {
-            "sig": "core",
-            "releases": {"9": sample_release(), "10": sample_release()},
-        }
-        (ds.path / "sigs" / "core.yaml").write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        self.repo = DesiredRepo(tmp / "git", ds.path)
-        self.repo.commit("Add SIG core")
-        self.root = tmp / "host"
-        self.root.mkdir()
-        git = {"url": str(self.repo.server), "branch": "main", "path": "desired-state"}
-        self.config = write_host_config(
-            self.root, upstream.server.base_url, git=git, drift_interval=1
-        )
-        self.cli = cli
+        doc = {"sig": "core", "releases": {"9": sample_release(), "10": sample_release()}}
+        super().__init__(tmp, upstream, cli, defaults, {"core": doc}, "Add SIG core")
 
-    def change(self, message: str, **changes: Any) -> None:
-        self.doc["releases"]["9"].update(changes)
-        self.commit(message)
+    @property
+    def doc(self) -> dict[str, Any]:
+        return self.docs["core"]
 
-    def commit(self, message: str) -> None:
-        path = self.repo.work / "desired-state" / "sigs" / "core.yaml"
-        path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        self.repo.commit(message)
-
-    def run(self, *args: str | Path) -> Any:
-        return self.cli(*args, "--config", self.config)
-
-    def apply(self, code: int = 0) -> Any:
-        result = self.run("apply")
-        assert result.code == code, result.out + result.err
-        return result
-
-    def status(self) -> dict[tuple[str, str, str], dict[str, Any]]:
-        rows = json.loads(self.run("status", "--format", "json").out)
-        return {(r["sig"], r["release"], r["stage"]): r for r in rows}
+    def change(self, message: str, **changes: Any) -> str:
+        """Change core 9 and commit."""
+        return super().change(message, core_9=changes)
 
     @property
     def vault(self) -> Path:
@@ -98,12 +70,7 @@ class Site:
         return self.root / "compose" / "9" / cid
 
     def compose_files(self, cid: str) -> set[str]:
-        top = self.compose_dir(cid) / "compose" / "9" / "core"
-        return {str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()}
-
-
-def _files(top: Path) -> set[str]:
-    return {str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()}
+        return files(self.compose_dir(cid) / "compose" / "9" / "core")
 
 
 def _snapshot(top: Path) -> dict[str, tuple[int, int, int]]:
@@ -139,21 +106,10 @@ def _apply_under_a_reader(site: Site, tree: Path, tmp_path: Path) -> None:
         site.apply()
         return
     stop = tmp_path / "stop"
-    reader = subprocess.Popen(
-        [sys.executable, "-m", "tests.mirror_reader", str(tree), str(tmp_path / "snaps"),
-         str(stop)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+    reader = mirror_reader(tree, tmp_path / "snaps", stop)
     try:
         time.sleep(0.5)
-        slow = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=none",
-                "-e", "inject=link,linkat,rename,renameat,renameat2:delay_exit=40000"]  # fmt: skip
-        proc = subprocess.run(
-            [*slow, sys.executable, "-m", "reconciler.cli", "apply", "--config", str(site.config)],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
+        slowed_apply(site.config, "link,linkat,rename,renameat,renameat2", 40000)
         time.sleep(0.3)
     finally:
         stop.touch()
@@ -198,7 +154,7 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     site.apply()
 
     tree = site.vault / "sig" / "9.5" / "core"
-    assert _files(tree) == site.compose_files(vaulted)
+    assert files(tree) == site.compose_files(vaulted)
     assert site.run("verify", tree).code == 0
     row = site.status()[("core", "9.5", "vault")]
     assert (row["state"], row["desired"], row["actual"]) == ("Synced", vaulted, vaulted)
@@ -231,8 +187,8 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
             got = pull(url, mirror, [e.path for e in entries])
             assert got.returncode == 0, got.stderr
         assert _walk(mirror) == _walk(site.vault)
-        assert {p: (mirror / p).read_bytes() for p in _files(mirror) if p not in UNLISTED} == {
-            p: (site.vault / p).read_bytes() for p in _files(site.vault) if p not in UNLISTED
+        assert {p: (mirror / p).read_bytes() for p in files(mirror) if p not in UNLISTED} == {
+            p: (site.vault / p).read_bytes() for p in files(site.vault) if p not in UNLISTED
         }
 
     deep = site.run("verify", "--drift", "--deep")
@@ -274,7 +230,7 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     _apply_under_a_reader(site, tree, tmp_path)  # the mirror-safe order, as a client sees it
     row = site.status()[("core", "9.5", "vault")]
     assert (row["state"], row["actual"]) == ("Synced", newest)
-    assert _files(tree) >= site.compose_files(newest) | site.compose_files(vaulted)
+    assert files(tree) >= site.compose_files(newest) | site.compose_files(vaulted)
     assert site.run("verify", tree).code == 0
     _check_lists(site.vault)
 
@@ -301,7 +257,7 @@ def test_a_vault_entry_is_published_once_listed_mirrored_kept_and_never_pruned(
     assert (row["state"], row["actual"]) == ("Synced", newest) and "forever" in row["reason"]
 
     # verify --drift checks the vault tree against what was published there
-    gone = next(p for p in sorted(_files(tree)) if p.endswith(".rpm"))
+    gone = next(p for p in sorted(files(tree)) if p.endswith(".rpm"))
     (tree / gone).unlink()
     found = site.run("verify", "--drift")
     assert found.code == 1 and f"missing: {VAULT}/sig/9.5/core/{gone}" in found.out, found.out
