@@ -15,6 +15,7 @@ process with its own config and state directory; they share the trees and the st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -172,19 +173,12 @@ def test_leader_killed_mid_promotion_fails_over_and_publishes_once(
         other = next(p for p in runs if p is not leader)
         composes = dict(world.sql("SELECT sig, compose_id FROM targets WHERE stage = 'staging'"))
         # SIGKILL at the leader's third link(2) of the promotion: packages are half placed
-        strace = subprocess.Popen(
-            ["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(leader.pid),
-             "-e", "trace=linkat", "-e", "inject=linkat:signal=SIGKILL:when=3"],
-        )  # fmt: skip
-        try:
-            wait_for(lambda: _traced(leader.pid), "strace attached", 30)
+        with killed_at_third_link(leader.pid):
             t0 = time.monotonic()
             world.write_sigs(
                 {s: {"9": {"production": cid}} for s, cid in composes.items()}, "Promote"
             )
             killed = wait_for(lambda: leader.proc.poll() is not None, "the leader killed", 120)
-        finally:
-            strace.wait(timeout=30)
         first = leader_row(world)
         taken = wait_for(
             lambda: (row := leader_row(world)) is not None and row[1].endswith(f":{other.pid}"),
@@ -221,6 +215,21 @@ def test_leader_killed_mid_promotion_fails_over_and_publishes_once(
             assert events == [(cid,)], events
         lists = _listed(world)
         assert len(lists) == len(set(lists)), "a path is listed twice"
+
+
+@contextlib.contextmanager
+def killed_at_third_link(pid: int) -> Iterator[None]:
+    """strace attached to the running process ``pid`` (every thread): its third link(2)
+    from now on gets SIGKILL, the real kill of a promotion half placed."""
+    strace = subprocess.Popen(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(pid),
+         "-e", "trace=linkat", "-e", "inject=linkat:signal=SIGKILL:when=3"],
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _traced(pid), "strace attached", 30)
+        yield
+    finally:
+        strace.wait(timeout=30)
 
 
 def _traced(pid: int) -> bool:
@@ -333,16 +342,9 @@ def test_sqlite_run_killed_mid_promotion_publishes_once_after_restart(
         run = w.run("host-a")
         wait_for(lambda: staged(w) == 1, "staging", 180, [run])
         (cid,) = w.sql("SELECT compose_id FROM targets WHERE stage = 'staging'")[0]
-        strace = subprocess.Popen(
-            ["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(run.pid),
-             "-e", "trace=linkat", "-e", "inject=linkat:signal=SIGKILL:when=3"],
-        )  # fmt: skip
-        try:
-            wait_for(lambda: _traced(run.pid), "strace attached", 30)
+        with killed_at_third_link(run.pid):
             w.write_sigs({"core": {"9": {"production": cid}}}, "Promote")
             wait_for(lambda: run.proc.poll() is not None, "the run killed", 120)
-        finally:
-            strace.wait(timeout=30)
         again = w.run("host-a")
         wait_for(lambda: bool(w.sql("SELECT 1 FROM targets WHERE stage = 'production'")),
                  "production", 120, [again])  # fmt: skip
