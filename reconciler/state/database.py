@@ -163,7 +163,7 @@ class SqliteDatabase:
         """Connection settings, sanity checks that read no more than the header, migration."""
         with self.read() as conn:
             conn.execute("PRAGMA foreign_keys = ON")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal(conn)
             if str(mode).lower() != "wal":
                 raise StateError(f"state database {self.path} cannot use WAL mode (mode {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -171,6 +171,25 @@ class SqliteDatabase:
             self._check_length(conn)
         if version < SCHEMA_VERSION:
             self._migrate()
+
+    def _wal(self, conn: Connection) -> str:
+        """Put the file in WAL mode (once: it stays so) and return the mode it is in.
+
+        Switching needs the file to itself, and SQLite answers "locked" at once, without
+        its busy handler, while another connection holds it: several processes opening
+        a new state together (``run`` and ``worker`` starting on one host) met that.
+        So the switch is tried again until the busy timeout, as any other wait is."""
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while mode.lower() != "wal":
+            try:  # an answer other than "wal" (a filesystem without it) is the caller's
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+        return mode
 
     def _header_version(self, conn: Connection) -> int:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])

@@ -229,11 +229,14 @@ class PostgresDatabase:
     def _version(conn: Connection, url: str) -> int:
         """The schema version (0: an empty database); refuses someone else's database
         and a schema newer than this code knows."""
-        marked = conn.execute("SELECT to_regclass(?) IS NOT NULL", (_MARKER,)).fetchone()[0]
+        # one statement, one snapshot: another host's migration committing between two
+        # looks made a complete schema without its marker look like someone else's tables
+        marked, tables = conn.execute(
+            "SELECT count(*) FILTER (WHERE tablename = ?) > 0, count(*) FROM pg_tables"
+            " WHERE schemaname = current_schema()",
+            (_MARKER,),
+        ).fetchone()
         if not marked:
-            tables = conn.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
-            ).fetchone()[0]
             if tables:
                 raise StateError(
                     f"state database {url} holds {tables} tables but is not a reconciler"
